@@ -1,0 +1,197 @@
+"""Train-form and deploy-form RepVGG networks, both pure functions of a spec.
+
+Train form: every block is ``ReLU(BN(conv3x3 x) + BN(conv1x1 x) + BN(x))``,
+the identity branch only where in == out channels and stride 1.
+Deploy form: every block is one ``conv3x3 + bias`` followed by ReLU.
+:func:`reparameterize` turns the first into the second exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .spec import RepVGGSpec
+
+__all__ = [
+    "ConvBN",
+    "SqueezeExcite",
+    "RepVGGBlock",
+    "PlainBlock",
+    "RepVGG",
+    "build_model",
+    "reparameterize",
+    "is_deploy",
+]
+
+
+class ConvBN(nn.Sequential):
+    """Bias-free conv followed by BatchNorm (one branch of a train-form block)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, groups: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(cout)
+
+
+class SqueezeExcite(nn.Module):
+    """The SE block of RepVGG-D2se: global pool, 1x1 down, ReLU, 1x1 up, sigmoid gate."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.down = nn.Conv2d(channels, hidden, 1, bias=True)
+        self.up = nn.Conv2d(hidden, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = torch.sigmoid(self.up(torch.relu(self.down(s))))
+        return x * s
+
+
+def _se(spec: RepVGGSpec, cout: int) -> nn.Module:
+    return SqueezeExcite(cout, max(1, cout // spec.se_reduction)) if spec.use_se else nn.Identity()
+
+
+def _fold_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold BN into a preceding bias-free conv: ``W*gamma/std``, ``beta - mean*gamma/std``.
+
+    Done in float64 so the fused net matches the train-form net to float32 rounding.
+    """
+    std = (bn.running_var.double() + bn.eps).sqrt()
+    t = bn.weight.double() / std
+    return kernel * t.reshape(-1, 1, 1, 1), bn.bias.double() - bn.running_mean.double() * t
+
+
+class RepVGGBlock(nn.Module):
+    """Train-form block with 3x3, 1x1 and (where shapes allow) identity branches."""
+
+    def __init__(
+        self, cin: int, cout: int, stride: int, groups: int, se: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = cin, cout
+        self.stride, self.groups = stride, groups
+        self.conv3x3 = ConvBN(cin, cout, 3, stride, groups)
+        self.conv1x1 = ConvBN(cin, cout, 1, stride, groups)
+        self.identity = nn.BatchNorm2d(cin) if cin == cout and stride == 1 else None
+        self.se = se if se is not None else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3x3(x) + self.conv1x1(x)
+        if self.identity is not None:
+            y = y + self.identity(x)
+        return self.act(self.se(y))
+
+    @torch.no_grad()
+    def fused_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The single 3x3 kernel and bias equivalent to this block's branches (eval mode)."""
+        k3, b3 = _fold_bn(self.conv3x3.conv.weight.double(), self.conv3x3.bn)
+        k1, b1 = _fold_bn(self.conv1x1.conv.weight.double(), self.conv1x1.bn)
+        kernel = k3 + nn.functional.pad(k1, [1, 1, 1, 1])
+        bias = b3 + b1
+        if self.identity is not None:
+            per_group = self.in_channels // self.groups
+            eye = torch.zeros_like(kernel)
+            idx = torch.arange(self.in_channels)
+            eye[idx, idx % per_group, 1, 1] = 1.0
+            ki, bi = _fold_bn(eye, self.identity)
+            kernel, bias = kernel + ki, bias + bi
+        return kernel, bias
+
+    def to_deploy(self) -> PlainBlock:
+        """A new :class:`PlainBlock` computing the same function in eval mode."""
+        w = self.conv3x3.conv.weight
+        block = PlainBlock(
+            self.in_channels, self.out_channels, self.stride, self.groups, copy.deepcopy(self.se)
+        ).to(device=w.device, dtype=w.dtype)
+        kernel, bias = self.fused_kernel_bias()
+        with torch.no_grad():
+            block.reparam.weight.copy_(kernel.to(w.dtype))
+            block.reparam.bias.copy_(bias.to(w.dtype))
+        return block
+
+
+class PlainBlock(nn.Module):
+    """Deploy-form block: one 3x3 conv with bias, optional SE, ReLU."""
+
+    def __init__(
+        self, cin: int, cout: int, stride: int, groups: int, se: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = cin, cout
+        self.stride, self.groups = stride, groups
+        self.reparam = nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=True)
+        self.se = se if se is not None else nn.Identity()
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.se(self.reparam(x)))
+
+
+class RepVGG(nn.Module):
+    """A RepVGG network built from a :class:`RepVGGSpec`.
+
+    Layout: ``stages[s][b]`` blocks, global average pool, ``head`` linear.
+    ``deploy=True`` builds the plain form directly (e.g. to load fused weights).
+    """
+
+    def __init__(self, spec: RepVGGSpec, deploy: bool = False) -> None:
+        super().__init__()
+        self.spec = spec
+        block_cls = PlainBlock if deploy else RepVGGBlock
+        layers = zip(spec.in_widths, spec.widths, spec.layer_strides, spec.groups)
+        blocks = [block_cls(ci, co, s, g, _se(spec, co)) for ci, co, s, g in layers]
+        stages, i = [], 0
+        for d in spec.depths:
+            stages.append(nn.Sequential(*blocks[i : i + d]))
+            i += d
+        self.stages = nn.ModuleList(stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(spec.feature_dim, spec.num_classes)
+
+    @property
+    def deploy(self) -> bool:
+        return is_deploy(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.forward_features(x)), 1))
+
+
+def build_model(spec: RepVGGSpec, deploy: bool = False) -> RepVGG:
+    """Build the train-form (default) or deploy-form network of ``spec``."""
+    return RepVGG(spec, deploy=deploy)
+
+
+def is_deploy(model: nn.Module) -> bool:
+    """True when ``model`` holds no train-form block."""
+    return not any(isinstance(m, RepVGGBlock) for m in model.modules())
+
+
+def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """Fuse every :class:`RepVGGBlock` in ``model`` into a :class:`PlainBlock`.
+
+    Returns a new model (the input is untouched) unless ``inplace``. Uses the
+    BN running statistics, i.e. the result equals ``model`` in eval mode. The
+    returned model is in eval mode.
+    """
+    target = model if inplace else copy.deepcopy(model)
+
+    def walk(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, RepVGGBlock):
+                setattr(module, name, child.to_deploy())
+            else:
+                walk(child)
+
+    if isinstance(target, RepVGGBlock):
+        return target.to_deploy().eval()
+    walk(target)
+    return target.eval()
