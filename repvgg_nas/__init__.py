@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from .counting import Complexity, complexity, count_params
 from .errors import (
     CheckpointError,
@@ -11,14 +12,25 @@ from .errors import (
     UnknownNameError,
     WeightsError,
 )
-from .model import PlainBlock, RepVGG, RepVGGBlock, build_model, is_deploy, reparameterize
+from .export import export_onnx, export_torchscript
+from .model import (
+    PlainBlock,
+    RepVGG,
+    RepVGGBlock,
+    build_model,
+    fusion_error,
+    is_deploy,
+    reparameterize,
+)
 from .registry import Registry
 from .spec import GROUPWISE_PATTERNS, RepVGGSpec, groupwise_layers, paper_widths
+from .weights import import_weights, infer_spec, load_any
 from . import zoo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpoint",
     "CheckpointError",
     "Complexity",
     "ConfigError",
@@ -35,9 +47,18 @@ __all__ = [
     "build_model",
     "complexity",
     "count_params",
+    "export_onnx",
+    "export_torchscript",
+    "fusion_error",
     "groupwise_layers",
+    "import_weights",
+    "infer_spec",
     "is_deploy",
+    "load_any",
+    "load_checkpoint",
+    "load_model",
     "paper_widths",
     "reparameterize",
+    "save_checkpoint",
     "zoo",
 ]

@@ -36,7 +36,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> 
 
     def cell(v: object) -> str:
         if isinstance(v, float):
-            return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+            return f"{v:.6g}" if abs(v) < 1e5 else f"{v:.0f}"
         return "" if v is None else str(v)
 
     cells = [[cell(r.get(c)) for c in columns] for r in rows]

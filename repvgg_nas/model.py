@@ -24,6 +24,7 @@ __all__ = [
     "build_model",
     "reparameterize",
     "is_deploy",
+    "fusion_error",
 ]
 
 
@@ -195,3 +196,26 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
         return target.to_deploy().eval()
     walk(target)
     return target.eval()
+
+
+@torch.no_grad()
+def fusion_error(
+    reference: nn.Module, fused: nn.Module, resolution: int = 32, batch: int = 2, seed: int = 0
+) -> float:
+    """``max|ref(x) - fused(x)| / max|ref(x)|`` on a seeded random batch, both in eval mode.
+
+    The equivalence check of the data flow: a fused net must be the same function.
+    """
+    spec = getattr(reference, "spec", None)
+    channels = spec.in_channels if spec is not None else 3
+    p = next(reference.parameters())
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, resolution, resolution, generator=g).to(p.device, p.dtype)
+    was_training = reference.training
+    reference.eval()
+    fused.eval()
+    try:
+        a, b = reference(x).double(), fused(x).double()
+    finally:
+        reference.train(was_training)
+    return float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .registry import Registry
-from .spec import RepVGGSpec
+from ..registry import Registry
+from ..spec import RepVGGSpec
 
-__all__ = ["ZooEntry", "ZOO", "get", "get_entry", "list_names"]
+__all__ = ["ZooEntry", "ZOO", "get", "get_entry", "list_names", "table"]
 
 A_DEPTHS = (1, 2, 4, 14, 1)
 B_DEPTHS = (1, 4, 6, 16, 1)
@@ -95,3 +95,30 @@ def get(name: str, num_classes: int = 1000, in_channels: int = 3) -> RepVGGSpec:
 
 def list_names() -> list[str]:
     return ZOO.list()
+
+
+def table(resolution: int = 224, num_classes: int = 1000) -> list[dict]:
+    """One row per zoo config: structure, counted params/MACs and the paper's figures."""
+    from ..counting import complexity
+
+    rows = []
+    for name in ZOO:
+        e = ZOO.get(name)
+        spec = e.spec(num_classes=num_classes)
+        c = complexity(spec, resolution=resolution)
+        rows.append(
+            {
+                "name": name,
+                "depths": "-".join(map(str, e.depths)),
+                "a": e.a,
+                "b": e.b,
+                "groups": f"g{e.g} {e.groupwise}" if e.g > 1 else "-",
+                "se": "yes" if e.use_se else "-",
+                "params_M": round(c.params / 1e6, 3),
+                "GMACs": round(c.macs / 1e9, 3),
+                "paper_params_M": e.paper_params_m,
+                "paper_GMACs": e.paper_gmacs,
+                "hash": spec.hash,
+            }
+        )
+    return rows

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from repvgg_nas import build_model, reparameterize
+from repvgg_nas.export import export_onnx, export_torchscript, onnx_max_error
+
+from .conftest import randomize_bn
+
+
+@pytest.fixture
+def deploy_model(tiny_spec):
+    return reparameterize(randomize_bn(build_model(tiny_spec)))
+
+
+def test_onnx_matches_torch_with_dynamic_batch(tmp_path, deploy_model):
+    pytest.importorskip("onnxruntime")
+    path = export_onnx(deploy_model, tmp_path / "m.onnx", resolution=32)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 32, 32)
+        assert onnx_max_error(path, deploy_model, x) < 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # single file, no temp left
+
+
+def test_torchscript_matches_torch(tmp_path, deploy_model):
+    path = export_torchscript(deploy_model, tmp_path / "m.ts", resolution=32)
+    loaded = torch.jit.load(str(path))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), deploy_model(x))
