@@ -30,22 +30,22 @@ SPEC_VERSION = 1
 PAPER_GROUPWISE_LAYERS = tuple(range(2, 27, 2))
 
 
-def _paper_pattern(n_layers: int) -> tuple[int, ...]:
+def _paper_pattern(depths: tuple[int, ...]) -> tuple[int, ...]:
     """The paper's g2/g4 placement: layers 2, 4, ..., 26 (those that exist)."""
-    return tuple(i for i in PAPER_GROUPWISE_LAYERS if i < n_layers)
+    return tuple(i for i in PAPER_GROUPWISE_LAYERS if i < sum(depths))
 
 
-def _even_pattern(n_layers: int) -> tuple[int, ...]:
+def _even_pattern(depths: tuple[int, ...]) -> tuple[int, ...]:
     """Every second layer over the whole depth, not stopping at 26."""
-    return tuple(range(2, n_layers, 2))
+    return tuple(range(2, sum(depths), 2))
 
 
-def _odd_pattern(n_layers: int) -> tuple[int, ...]:
+def _odd_pattern(depths: tuple[int, ...]) -> tuple[int, ...]:
     """The complement placement of ``even``: layers 1, 3, 5, ... (not the stem)."""
-    return tuple(range(1, n_layers, 2))
+    return tuple(range(1, sum(depths), 2))
 
 
-def _no_pattern(n_layers: int) -> tuple[int, ...]:
+def _no_pattern(depths: tuple[int, ...]) -> tuple[int, ...]:
     return ()
 
 
@@ -55,13 +55,43 @@ GROUPWISE_PATTERNS.register("paper", _paper_pattern)
 GROUPWISE_PATTERNS.register("even", _even_pattern)
 GROUPWISE_PATTERNS.register("odd", _odd_pattern)
 
+STAGE_PATTERN_PREFIX = "stages:"
 
-def groupwise_layers(pattern: str | Iterable[int] | None, n_layers: int) -> tuple[int, ...]:
-    """Resolve a named pattern or an explicit set of layer indices."""
+
+def _stage_pattern(pattern: str, depths: tuple[int, ...]) -> tuple[int, ...]:
+    """``stages:2,3``: the paper's every-second-layer parity, only inside the named stages."""
+    body = pattern[len(STAGE_PATTERN_PREFIX) :]
+    try:
+        stages = sorted({int(p) for p in body.split(",") if p.strip()})
+    except ValueError:
+        stages = []
+    if not stages:
+        raise SpecError(f"groupwise pattern {pattern!r} must list stages, e.g. 'stages:2,3'")
+    bad = [s for s in stages if not 0 <= s < len(depths)]
+    if bad:
+        raise SpecError(
+            f"groupwise pattern {pattern!r} names stage(s) {bad}; stages are 0..{len(depths) - 1}"
+        )
+    starts = [sum(depths[:s]) for s in range(len(depths))]
+    return tuple(
+        i
+        for s in stages
+        for i in range(starts[s], starts[s] + depths[s])
+        if i % 2 == 0 and i > 0
+    )
+
+
+def groupwise_layers(pattern: str | Iterable[int] | None, depths: Iterable[int]) -> tuple[int, ...]:
+    """Resolve a pattern name (``none``, ``paper``, ``even``, ``odd``, ``stages:2,3``)
+    or explicit layer indices into sorted layer indices for a net of these depths."""
+    depths = tuple(depths)
+    n_layers = sum(depths)
     if pattern is None:
         return ()
     if isinstance(pattern, str):
-        return GROUPWISE_PATTERNS.get(pattern)(n_layers)
+        if pattern.startswith(STAGE_PATTERN_PREFIX):
+            return _stage_pattern(pattern, depths)
+        return GROUPWISE_PATTERNS.get(pattern)(depths)
     layers = tuple(sorted(set(int(i) for i in pattern)))
     bad = [i for i in layers if not 0 <= i < n_layers]
     if bad:
@@ -202,8 +232,8 @@ class RepVGGSpec:
 
         ``depths`` has 5 entries (stem first, as ``1, 2, 4, 14, 1`` for the A
         family); every block of a stage has the stage's width. ``groupwise`` is
-        a pattern name (``none``, ``paper``, ``even``, ``odd``) or explicit
-        layer indices; those layers get ``g`` groups.
+        a pattern name (``none``, ``paper``, ``even``, ``odd``, ``stages:2,3``)
+        or explicit layer indices; those layers get ``g`` groups.
         """
         depths = _as_int_tuple("depths", depths)
         if len(depths) != 5:
@@ -213,7 +243,7 @@ class RepVGGSpec:
         stage_w = paper_widths(a, b)
         widths = tuple(w for w, d in zip(stage_w, depths) for _ in range(d))
         n = sum(depths)
-        layers = set(groupwise_layers(groupwise, n)) if g > 1 else set()
+        layers = set(groupwise_layers(groupwise, depths)) if g > 1 else set()
         groups = tuple(g if i in layers else 1 for i in range(n))
         return cls(
             depths=depths,

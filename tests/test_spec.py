@@ -32,10 +32,20 @@ def test_paper_widths_and_groupwise_layers():
     assert a0.layer_strides[:4] == (2, 2, 1, 2)
 
 
-@pytest.mark.parametrize("pattern", GROUPWISE_PATTERNS.list())
+@pytest.mark.parametrize("pattern", GROUPWISE_PATTERNS.list() + ["stages:3", "stages:2,3"])
 def test_named_patterns_are_valid_layers(pattern):
-    layers = groupwise_layers(pattern, 22)
-    assert all(0 <= i < 22 for i in layers)
+    layers = groupwise_layers(pattern, (1, 2, 4, 14, 1))
+    assert all(0 < i < 22 for i in layers)
+
+
+def test_stage_patterns():
+    depths = (1, 4, 6, 16, 1)
+    assert groupwise_layers("stages:2", depths) == (6, 8, 10)
+    assert set(groupwise_layers("stages:1,2,3", depths)) == set(groupwise_layers("paper", depths))
+    with pytest.raises(SpecError, match="stages are 0..4"):
+        groupwise_layers("stages:7", depths)
+    with pytest.raises(SpecError, match="must list stages"):
+        groupwise_layers("stages:", depths)
 
 
 def test_explicit_groupwise_layers_and_out_of_range():

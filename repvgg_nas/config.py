@@ -1,0 +1,116 @@
+"""Up-front validation of TOML config files (DESIGN convention 7).
+
+Every problem names the file, the dotted key, the bad value and what is
+allowed, and is raised as :class:`ConfigError` before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["load_toml", "Table"]
+
+_MISSING = object()
+
+
+def load_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error names the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: malformed TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+
+
+def _type_name(types: type | tuple[type, ...]) -> str:
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+             list: "a list", dict: "a {...} table"}
+    ts = types if isinstance(types, tuple) else (types,)
+    return " or ".join(names.get(t, t.__name__) for t in ts)
+
+
+class Table:
+    """A view of one TOML table that tracks which keys were read.
+
+    ``get`` validates type and range; ``finish`` rejects keys nobody read, so
+    a typo such as ``epoch = 3`` is an error rather than a silent default.
+    """
+
+    def __init__(self, data: Mapping[str, Any], where: str, source: str = "") -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}{where or 'top level'}: expected a table, got {data!r}")
+        self.data = dict(data)
+        self.where = where
+        self.source = source
+        self._read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}{self.key(name)}: {message}")
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def get(
+        self,
+        name: str,
+        types: type | tuple[type, ...],
+        default: Any = _MISSING,
+        *,
+        min: float | None = None,
+        max: float | None = None,
+        choices: Iterable[Any] | None = None,
+    ) -> Any:
+        self._read.add(name)
+        if name not in self.data:
+            if default is _MISSING:
+                raise self.error(name, "is required")
+            return default
+        value = self.data[name]
+        ts = types if isinstance(types, tuple) else (types,)
+        ok = isinstance(value, ts) and not (isinstance(value, bool) and bool not in ts)
+        if not ok and float in ts and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise self.error(name, f"must be {_type_name(types)}, got {value!r}")
+        if choices is not None:
+            allowed = list(choices)
+            if value not in allowed:
+                raise self.error(name, f"{value!r} is not allowed; choose from {allowed}")
+        if min is not None and value < min:
+            raise self.error(name, f"{value!r} is out of range; must be >= {min}")
+        if max is not None and value > max:
+            raise self.error(name, f"{value!r} is out of range; must be <= {max}")
+        return value
+
+    def table(self, name: str, required: bool = False) -> Table:
+        """A sub-table (empty when absent and not required)."""
+        value = self.get(name, dict, _MISSING if required else {})
+        return Table(value, self.key(name), self.source)
+
+    def rest(self) -> dict[str, Any]:
+        """Keys not read yet (handed to another validator such as a dataclass ``from_dict``)."""
+        self._read.update(self.data)
+        return {k: v for k, v in self.data.items()}
+
+    def finish(self, allowed: Iterable[str] | None = None) -> None:
+        unknown = sorted(set(self.data) - self._read)
+        if unknown:
+            known = sorted(allowed if allowed is not None else self._read)
+            raise ConfigError(
+                f"{self.source}{self.key(unknown[0])}: unknown key; allowed keys "
+                f"{('in ' + self.where) if self.where else 'here'}: {', '.join(known)}"
+            )

@@ -1,0 +1,425 @@
+"""The main job: ``python -m repvgg_nas.search --study a_family``.
+
+One trial = sample a spec -> train the train-form net briefly on proxy data ->
+fuse -> record the fused/unfused error -> evaluate the deploy net -> measure
+its throughput (cached by spec) -> report (accuracy, images/s) to Optuna with
+the figures as user attrs. The paper's reference configs are enqueued first
+and trained with the same budget, so the front is compared like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from .checkpoint import save_checkpoint
+from .cli import format_table, run_cli
+from .counting import complexity
+from .data import DataBundle, load_data
+from .errors import ConfigError
+from .measure import ThroughputCache, measure_spec
+from .model import fusion_error, reparameterize
+from .results import front_numbers, pareto_frame, trials_frame, write_csv
+from .study import StudyConfig, load_study_config
+from .train import DivergenceError, evaluate, init_model, train
+from . import zoo
+
+__all__ = ["SearchResult", "run_search", "open_study", "default_storage", "main"]
+
+FUSION_TOLERANCE = 1e-4
+TrialState = optuna.trial.TrialState
+_DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class SearchResult:
+    study: optuna.Study
+    out_dir: Path
+    trials: Any  # pandas.DataFrame
+    pareto: Any  # pandas.DataFrame
+    interrupted: bool = False
+
+
+def default_storage(cfg: StudyConfig, reports_dir: Path) -> str:
+    return f"sqlite:///{(reports_dir / cfg.name / 'study.db').as_posix()}"
+
+
+def _counts_as_done(t: optuna.trial.FrozenTrial) -> bool:
+    """Finished trials count toward n_trials, except those cut short by the user or a crash."""
+    return t.state in _DONE and not str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+
+
+def open_study(cfg: StudyConfig, storage: str, create: bool = True) -> optuna.Study:
+    """Create or resume the study; refuse to resume one made from a different space."""
+    sampler = cfg.sampler.build(cfg.seed)
+    try:
+        study = optuna.create_study(
+            study_name=cfg.name,
+            storage=storage,
+            sampler=sampler,
+            directions=["maximize", "maximize"],
+            load_if_exists=True,
+        )
+    except (ValueError, ImportError, RuntimeError) as e:
+        raise ConfigError(f"cannot open storage {storage!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # SQLAlchemy's OperationalError and friends
+        raise ConfigError(f"cannot open storage {storage!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    stored = study.user_attrs.get("space_hash")
+    if stored is not None and stored != cfg.space.hash:
+        raise ConfigError(
+            f"study {cfg.name!r} in {storage} was created with search space "
+            f"{study.user_attrs.get('space', '?')!r} hashing to {stored}, but "
+            f"{cfg.space.name!r} now hashes to {cfg.space.hash}: the space changed. Restore "
+            f"it, or start a new study (another study file name or --storage)"
+        )
+    if stored is None:
+        for k, v in cfg.to_dict().items():
+            study.set_user_attr(k, v)
+        for ref in cfg.references:
+            study.enqueue_trial(cfg.space.params_for(zoo.get_entry(ref)), user_attrs={"reference": ref})
+    return study
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Re-enqueue trials that were interrupted (Ctrl-C) or left RUNNING by a dead process.
+
+    Assumes this process is the only worker (the default SQLite storage).
+    Returns how many trials were queued again.
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    n = 0
+    for t in trials:
+        if t.state == TrialState.RUNNING:
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"{INTERRUPTED}: worker stopped")
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        elif not (t.state == TrialState.FAIL and str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)):
+            continue
+        if t.number in retried or not t.params:
+            continue
+        attrs = {"retry_of": t.number}
+        if t.user_attrs.get("reference"):
+            attrs["reference"] = t.user_attrs["reference"]
+        study.enqueue_trial(t.params, user_attrs=attrs)
+        n += 1
+    return n
+
+
+class _Objective:
+    """The trial function; holds what every trial shares (data on device, cache, paths)."""
+
+    def __init__(
+        self, cfg: StudyConfig, data: DataBundle, device: torch.device, cache: ThroughputCache,
+        ckpt_dir: Path, progress: bool,
+    ) -> None:
+        self.cfg, self.data, self.device, self.cache = cfg, data, device, cache
+        self.ckpt_dir, self.progress = ckpt_dir, progress
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", f"{INTERRUPTED}: Ctrl-C")
+            raise
+        except Exception as e:
+            trial.set_user_attr("fail_reason", _reason(e))
+            if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            raise
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, float]:
+        cfg, data = self.cfg, self.data
+        phases: dict[str, float] = {}
+        tick = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal tick
+            now = time.perf_counter()
+            phases[name] = round(now - tick, 4)
+            tick = now
+
+        spec = cfg.space.sample(trial, data.num_classes, data.in_channels)
+        p = trial.params
+        for k in ("a", "b", "groupwise", "g"):
+            trial.set_user_attr(f"arch_{k}", p.get(k, getattr(cfg.space, k).choices[0] if getattr(cfg.space, k).fixed else None))
+        trial.set_user_attr("spec", spec.to_dict())
+        trial.set_user_attr("spec_hash", spec.hash)
+        trial.set_user_attr("arch", spec.summary())
+        twin = _completed_twin(trial, spec.hash)
+        if twin is not None:
+            # Same architecture, same seed, same budget: training it again would only cost time.
+            for k, v in twin.user_attrs.items():
+                if k not in ("reference", "retry_of", "duplicate_of") and k not in trial.user_attrs:
+                    trial.set_user_attr(k, v)
+            trial.set_user_attr("duplicate_of", twin.number)
+            return twin.values[0], twin.values[1]
+        cx = complexity(spec, resolution=cfg.measure.resolution)
+        trial.set_user_attr("params", cx.params)
+        trial.set_user_attr("macs", cx.macs)
+        lap("sample")
+
+        meas = measure_spec(spec, cfg.measure, self.cache)
+        trial.set_user_attr("latency_ms", meas.latency_ms)
+        trial.set_user_attr("throughput_iqr", meas.images_per_s_iqr)
+        trial.set_user_attr("measure_cached", meas.cached)
+        trial.set_user_attr("device", meas.env.get("device_name"))
+        lap("measure")
+        for name, value in cfg.objectives.constraints(meas.images_per_s, cx.params, cx.macs).items():
+            trial.set_constraint(name, value)
+        broken = cfg.objectives.violations(meas.images_per_s, cx.params, cx.macs)
+        if broken:
+            trial.set_user_attr("prune_reason", "; ".join(broken))
+            raise optuna.TrialPruned("; ".join(broken))
+
+        model = init_model(spec, seed=cfg.seed, device=self.device)
+        lap("build")
+        result = train(
+            model, data, cfg.train, self.device, progress=self.progress and sys.stderr.isatty(), position=1,
+            desc=f"trial {trial.number}",
+        )
+        trial.set_user_attr("train_seconds", result.seconds)
+        trial.set_user_attr("train_images_per_s", result.images_per_second)
+        trial.set_user_attr("final_loss", result.final_loss)
+        lap("train")
+        deploy = reparameterize(model)
+        err = fusion_error(model, deploy, resolution=data.resolution)
+        trial.set_user_attr("fusion_error", err)
+        if not err <= FUSION_TOLERANCE:
+            raise RuntimeError(f"fused net differs from the train-form net (relative error {err:.2e})")
+        lap("fuse")
+        acc = evaluate(deploy, data, self.device)
+        trial.set_user_attr("accuracy", acc)
+        lap("evaluate")
+        save_checkpoint(
+            self.ckpt_dir / f"trial_{trial.number:04d}.pt",
+            deploy,
+            spec,
+            meta={
+                "study": cfg.name, "trial": trial.number, "accuracy": acc,
+                "throughput": meas.images_per_s, "reference": trial.user_attrs.get("reference"),
+                "data": cfg.data.to_dict(),
+            },
+        )
+        lap("checkpoint")
+        trial.set_user_attr("phase_seconds", phases)
+        return acc, meas.images_per_s
+
+
+def _completed_twin(trial: optuna.Trial, spec_hash: str) -> optuna.trial.FrozenTrial | None:
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("spec_hash") == spec_hash:
+            return t
+    return None
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, DivergenceError):
+        return f"diverged: {e}"
+    if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
+        return f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}"[:500]
+
+
+def _keep_checkpoints(study: optuna.Study, ckpt_dir: Path) -> None:
+    """Keep deploy checkpoints of the front and of the references only (bounded disk use)."""
+    keep = front_numbers(study) | {
+        t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("reference")
+    }
+    for f in ckpt_dir.glob("trial_*.pt"):
+        try:
+            n = int(f.stem.split("_")[1])
+        except (IndexError, ValueError):
+            continue
+        if n not in keep:
+            f.unlink(missing_ok=True)
+
+
+def write_outputs(study: optuna.Study, out_dir: Path) -> tuple[Any, Any]:
+    trials = trials_frame(study)
+    pareto = pareto_frame(trials)
+    write_csv(trials, out_dir / "trials.csv")
+    write_csv(pareto, out_dir / "pareto.csv")
+    return trials, pareto
+
+
+def run_search(
+    cfg: StudyConfig,
+    *,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    device: str | None = None,
+    reports_dir: str | Path = "reports",
+    progress: bool = True,
+) -> SearchResult:
+    """Run (or resume) the study until it has ``n_trials`` finished trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    reports_dir = Path(reports_dir)
+    out_dir = reports_dir / cfg.name
+    if device is not None:
+        cfg = cfg.replace(measure=dataclasses.replace(cfg.measure, device=device))
+    measure = cfg.measure.resolved()
+    train_device = torch.device(measure.device)
+    target = n_trials if n_trials is not None else cfg.n_trials
+
+    data = load_data(cfg.data, device=train_device)  # before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    default = storage is None
+    storage = storage or default_storage(cfg, reports_dir)
+    study = open_study(cfg, storage)
+    if default:
+        recover_interrupted(study)
+    cache = ThroughputCache(out_dir / "throughput_cache.json")
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(exist_ok=True)
+    objective = _Objective(cfg, data, train_device, cache, ckpt_dir, progress)
+
+    done = sum(_counts_as_done(t) for t in study.get_trials(deepcopy=False))
+    remaining = max(0, target - done)
+    _say(f"study {cfg.name!r}: {done} trial(s) done, {remaining} to run | data {data.describe()} | "
+         f"device {measure.device} | storage {storage}", progress)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=target, initial=min(done, target), desc="trials", position=0,
+               disable=not progress, dynamic_ncols=True, unit="trial")
+
+    def after_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        if _counts_as_done(t):
+            bar.update(1)
+        if progress:
+            bar.write(_trial_line(t), file=sys.stderr)
+        _keep_checkpoints(study, ckpt_dir)
+        if sum(_counts_as_done(x) for x in study.get_trials(deepcopy=False)) >= target:
+            study.stop()
+
+    interrupted = False
+    try:
+        if remaining:
+            study.optimize(
+                objective, n_trials=None, timeout=timeout, catch=(Exception,),
+                callbacks=[after_trial], gc_after_trial=True,
+            )
+    except KeyboardInterrupt:
+        interrupted = True
+        _say("interrupted: completed trials are saved; run the same command again to resume", True)
+    finally:
+        bar.close()
+    trials, pareto = write_outputs(study, out_dir)
+    _keep_checkpoints(study, ckpt_dir)
+    return SearchResult(study, out_dir, trials, pareto, interrupted)
+
+
+def _say(text: str, enabled: bool) -> None:
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _trial_line(t: optuna.trial.FrozenTrial) -> str:
+    ua = t.user_attrs
+    ref = f" [{ua['reference']}]" if ua.get("reference") else ""
+    if ua.get("duplicate_of") is not None:
+        ref += f" (same net as trial {ua['duplicate_of']})"
+    if t.state == TrialState.COMPLETE:
+        return (f"trial {t.number}{ref}: acc {t.values[0]:.3f}, {t.values[1]:.0f} img/s, "
+                f"{ua.get('params', 0) / 1e6:.2f}M params | {ua.get('arch', '')}")
+    reason = ua.get("fail_reason") or ua.get("prune_reason") or ""
+    return f"trial {t.number}{ref}: {t.state.name.lower()} ({reason}) | {ua.get('arch', '')}"
+
+
+def pareto_table(pareto: Any) -> str:
+    """Console table of the front beside the references."""
+    if pareto is None or len(pareto) == 0:
+        return "no completed trials yet"
+    rows = []
+    for _, r in pareto.iterrows():
+        rows.append({
+            "trial": int(r["number"]),
+            "front": "*" if r["on_front"] else "",
+            "reference": r["reference"] if isinstance(r["reference"], str) else "",
+            "accuracy": round(float(r["accuracy"]), 4),
+            "img/s": round(float(r["throughput"]), 1),
+            "params_M": round(float(r["params_m"]), 3),
+            "GMACs": round(float(r["gmacs"]), 3),
+            "dominates": r["dominates"],
+            "arch": r["arch"],
+        })
+    return format_table(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m repvgg_nas.search",
+        description="Search RepVGG architectures for the accuracy/throughput Pareto front on "
+        "this machine: each trial trains a sampled net briefly on proxy data, fuses it, "
+        "checks the fused net is the same function, evaluates it and measures its real "
+        "throughput. Re-running the same command resumes the study.",
+    )
+    parser.add_argument("--study", required=True, help="study name in studies/ (a_family, b_family, quick) or a .toml path")
+    parser.add_argument("--n-trials", type=int, help="total finished trials wanted (default: the study's n_trials)")
+    parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train and measure on this device (default: the study's measure.device)")
+    parser.add_argument("--storage", help="Optuna storage URL (default sqlite:///reports/<study>/study.db)")
+    parser.add_argument("--data", help="local dataset folder (sets [data].root; never downloads)")
+    parser.add_argument("--seed", type=int, help="override the study seed")
+    parser.add_argument("--reports-dir", default="reports", help="where results go (default: reports/)")
+    parser.add_argument("--dry-run", action="store_true", help="validate the study and show the plan; write nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-trial lines")
+    args = parser.parse_args(argv)
+    if args.n_trials is not None and args.n_trials < 1:
+        parser.error(f"--n-trials must be >= 1, got {args.n_trials}")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+
+    cfg = load_study_config(args.study)
+    if args.data is not None:
+        if cfg.data.name == "synthetic":
+            raise ConfigError(
+                f"--data {args.data!r}: study {cfg.name!r} uses the embedded synthetic dataset; "
+                f"set [data].name to cifar10, cifar100 or imagefolder in a study file to use local data"
+            )
+        from .data import DataConfig
+
+        cfg = cfg.replace(data=DataConfig.from_dict({**cfg.data.to_dict(), "root": args.data}))
+    if args.seed is not None:
+        cfg = cfg.replace(seed=args.seed)
+    if args.dry_run:
+        refs = ", ".join(cfg.references) or "none"
+        print(
+            f"study {cfg.name} ({cfg.path})\n  space {cfg.space.name} (hash {cfg.space.hash}, "
+            f"{cfg.space.size()} architectures)\n  references: {refs}\n  data: {cfg.data.to_dict()}\n"
+            f"  train: {cfg.train.to_dict()}\n  measure: {cfg.measure.to_dict()}\n"
+            f"  sampler: {cfg.sampler.name}, seed {cfg.seed}, trials {args.n_trials or cfg.n_trials}\n"
+            f"  storage: {args.storage or default_storage(cfg, Path(args.reports_dir))}\n"
+            "dry run: nothing was trained or written"
+        )
+        return 0
+    result = run_search(
+        cfg, storage=args.storage, n_trials=args.n_trials, timeout=args.timeout,
+        device=args.device, reports_dir=args.reports_dir, progress=not args.no_progress,
+    )
+    print(f"\nPareto front of {cfg.name!r} beside the references (* = on the front):")
+    print(pareto_table(result.pareto))
+    print(f"\nresults: {result.out_dir}/trials.csv, pareto.csv, checkpoints/")
+    return 130 if result.interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,215 @@
+"""Study configs (``studies/*.toml``): everything one search needs, validated up front.
+
+A study names its search space, proxy data, training budget, measurement
+settings, objectives/constraints, sampler, seed, trial count and the paper's
+reference configs to enqueue first. Every sub-table is validated by the
+owning module's ``from_dict`` before any work starts; errors are prefixed
+with the file so the user knows where to look.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from .config import Table, load_toml
+from .data import DataConfig
+from .errors import ConfigError, RepVGGNasError
+from .measure import MeasureSettings
+from .registry import Registry
+from .space import SearchSpace, find_config, load_space
+from .train import TrainConfig
+from . import zoo
+
+__all__ = ["Objectives", "SamplerConfig", "StudyConfig", "SAMPLERS", "load_study_config"]
+
+STUDY_KEYS = (
+    "description", "space", "seed", "n_trials", "references",
+    "data", "train", "measure", "objectives", "sampler",
+)
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """Both objectives are maximized: top-1 accuracy and measured images/s.
+
+    The optional limits become Optuna constraints (``Trial.set_constraint``),
+    which the samplers read; all of them are known before training, so a trial
+    that breaks one is pruned without spending training time.
+    """
+
+    min_throughput: float | None = None
+    max_params_m: float | None = None
+    max_gmacs: float | None = None
+
+    @classmethod
+    def from_table(cls, t: Table) -> Objectives:
+        kw = {k: t.get(k, float, None, min=0.0) for k in ("min_throughput", "max_params_m", "max_gmacs")}
+        t.finish(("min_throughput", "max_params_m", "max_gmacs"))
+        return cls(**kw)
+
+    def constraints(self, throughput: float, params: int, macs: int) -> dict[str, float]:
+        """Optuna constraint values (<= 0 is feasible), one per configured limit."""
+        out = {}
+        if self.min_throughput is not None:
+            out["min_throughput"] = self.min_throughput - throughput
+        if self.max_params_m is not None:
+            out["max_params_m"] = params / 1e6 - self.max_params_m
+        if self.max_gmacs is not None:
+            out["max_gmacs"] = macs / 1e9 - self.max_gmacs
+        return out
+
+    def violations(self, throughput: float, params: int, macs: int) -> list[str]:
+        """Readable text for every broken limit (empty when feasible)."""
+        shown = {"min_throughput": f"throughput {throughput:.0f} img/s", "max_params_m": f"params {params / 1e6:.2f}M",
+                 "max_gmacs": f"GMACs {macs / 1e9:.2f}"}
+        return [
+            f"{shown[k]} breaks {k} = {getattr(self, k):g}"
+            for k, v in self.constraints(throughput, params, macs).items()
+            if v > 0
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def _nsga2(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed)
+
+
+def _tpe(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(
+        n_startup_trials=cfg.n_startup_trials, seed=seed, multivariate=True
+    )
+
+
+def _gp(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(n_startup_trials=cfg.n_startup_trials, seed=seed)
+
+
+def _random(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+SAMPLERS: Registry[Callable[[Any, int], optuna.samplers.BaseSampler]] = Registry("sampler")
+SAMPLERS.register("nsga2", _nsga2)
+SAMPLERS.register("tpe", _tpe)
+SAMPLERS.register("gp", _gp)
+SAMPLERS.register("random", _random)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "nsga2"
+    population_size: int = 8
+    n_startup_trials: int = 6
+
+    @classmethod
+    def from_table(cls, t: Table) -> SamplerConfig:
+        name = t.get("name", str, "nsga2", choices=SAMPLERS.list())
+        kw = dict(
+            name=name,
+            population_size=t.get("population_size", int, 8, min=2),
+            n_startup_trials=t.get("n_startup_trials", int, 6, min=0),
+        )
+        t.finish(("name", "population_size", "n_startup_trials"))
+        return cls(**kw)
+
+    def build(self, seed: int) -> optuna.samplers.BaseSampler:
+        return SAMPLERS.get(self.name)(self, seed)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    path: Path
+    space: SearchSpace
+    data: DataConfig
+    train: TrainConfig
+    measure: MeasureSettings
+    objectives: Objectives = field(default_factory=Objectives)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    seed: int = 0
+    n_trials: int = 12
+    references: tuple[str, ...] = ()
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """What is stored with the study (for reports and for resuming)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "space": self.space.name,
+            "space_hash": self.space.hash,
+            "seed": self.seed,
+            "n_trials": self.n_trials,
+            "references": list(self.references),
+            "data": self.data.to_dict(),
+            "train": self.train.to_dict(),
+            "measure": self.measure.to_dict(),
+            "objectives": self.objectives.to_dict(),
+            "sampler": {"name": self.sampler.name, "population_size": self.sampler.population_size,
+                        "n_startup_trials": self.sampler.n_startup_trials},
+        }
+
+    def replace(self, **changes: Any) -> StudyConfig:
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+def _sub(source: str, table: str, build: Callable[[Any], Any], raw: Any) -> Any:
+    """Run a module's ``from_dict`` and prefix its error with the file."""
+    try:
+        return build(raw)
+    except RepVGGNasError as e:
+        msg = str(e)
+        prefix = "" if msg.startswith(f"{table}.") or msg.startswith(table) else f"[{table}] "
+        raise ConfigError(f"{source}{prefix}{msg}") from None
+
+
+def load_study_config(name_or_path: str | os.PathLike) -> StudyConfig:
+    """Load ``studies/NAME.toml`` (or a path) and validate every table and reference."""
+    path = find_config(str(name_or_path), "studies", "study")
+    source = f"{path}: "
+    t = Table(load_toml(path), "", source)
+    description = t.get("description", str, "")
+    space = load_space(t.get("space", str))
+    seed = t.get("seed", int, 0, min=0)
+    n_trials = t.get("n_trials", int, 12, min=1)
+    refs = t.get("references", list, [])
+    references = []
+    for i, r in enumerate(refs):
+        if not isinstance(r, str):
+            raise t.error(f"references[{i}]", f"must be a zoo name string, got {r!r}")
+        try:
+            entry = zoo.get_entry(r)
+            space.params_for(entry)
+        except RepVGGNasError as e:
+            raise t.error(f"references[{i}]", str(e)) from None
+        references.append(entry.name)
+    data = _sub(source, "data", DataConfig.from_dict, t.get("data", dict, {}))
+    train = _sub(source, "train", TrainConfig.from_dict, t.get("train", dict, {}))
+    measure = _sub(source, "measure", MeasureSettings.from_dict, t.get("measure", dict, {}))
+    objectives = Objectives.from_table(t.table("objectives"))
+    sampler = SamplerConfig.from_table(t.table("sampler"))
+    t.finish(STUDY_KEYS)
+    return StudyConfig(
+        name=path.stem,
+        path=path,
+        space=space,
+        data=data,
+        train=train,
+        measure=measure,
+        objectives=objectives,
+        sampler=sampler,
+        seed=seed,
+        n_trials=n_trials,
+        references=tuple(references),
+        description=description,
+    )

@@ -1,0 +1,215 @@
+"""End-to-end search on a tiny study: resume, failures, outputs, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from repvgg_nas import ConfigError
+from repvgg_nas import search as search_mod
+from repvgg_nas.checkpoint import load_model
+from repvgg_nas.cli import run_cli
+from repvgg_nas.data import load_data
+from repvgg_nas.search import main, run_search
+from repvgg_nas.study import load_study_config
+from repvgg_nas.train import DivergenceError, evaluate
+
+SPACE = """
+depths = [1, 1, {low = 1, high = 2}, {low = 1, high = 2}, 1]
+a = {choices = [0.125, 0.25]}
+b = {choices = [0.25, 0.5]}
+"""
+
+STUDY = """
+space = "{space}"
+n_trials = {n}
+seed = 0
+[data]
+name = "synthetic"
+resolution = 16
+train_size = 64
+val_size = 32
+[train]
+epochs = 1
+batch_size = 32
+[measure]
+device = "cpu"
+batch_size = 2
+resolution = 16
+warmup = 1
+min_repeats = 1
+max_repeats = 2
+min_repeat_s = 0.0
+max_seconds = 0.2
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    (tmp_path / "space.toml").write_text(SPACE)
+
+    def make(n: int = 3) -> Path:
+        p = tmp_path / "tiny.toml"
+        p.write_text(STUDY.format(space=tmp_path / "space.toml", n=n))
+        return p
+
+    return make
+
+
+def _run(path: Path, tmp_path: Path, **kw):
+    return run_search(load_study_config(path), reports_dir=tmp_path / "reports", progress=False, **kw)
+
+
+def test_run_writes_results_and_front_checkpoints(tiny, tmp_path):
+    res = _run(tiny(3), tmp_path)
+    df = res.trials
+    assert len(df) == 3 and set(df["state"]) == {"COMPLETE"}
+    assert (df["fusion_error"] < 1e-4).all() and (df["throughput"] > 0).all()
+    out = tmp_path / "reports" / "tiny"
+    assert (out / "trials.csv").is_file() and (out / "pareto.csv").is_file()
+    front = set(df.loc[df["on_front"], "number"])
+    kept = {int(p.stem.split("_")[1]) for p in (out / "checkpoints").glob("trial_*.pt")}
+    assert kept == front
+    # A front checkpoint reloads alone and reproduces the recorded accuracy.
+    n = min(front)
+    model, ckpt = load_model(out / "checkpoints" / f"trial_{n:04d}.pt")
+    data = load_data(load_study_config(tiny(3)).data)
+    assert evaluate(model, data) == pytest.approx(float(df.loc[df["number"] == n, "accuracy"].iloc[0]))
+    phases = res.study.trials[0].user_attrs["phase_seconds"]
+    assert {"sample", "measure", "train", "fuse", "evaluate"} <= set(phases)
+
+
+def test_interrupted_run_resumes_without_redoing_trials(tiny, tmp_path, monkeypatch):
+    real_train = search_mod.train
+    calls = {"n": 0}
+
+    def train_then_ctrl_c(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "train", train_then_ctrl_c)
+    first = _run(tiny(4), tmp_path)
+    assert first.interrupted
+    done_before = {t.number: (t.values, t.params) for t in first.study.trials if t.state.name == "COMPLETE"}
+    assert len(done_before) == 2
+    interrupted = [t for t in first.study.trials if t.state.name == "FAIL"]
+    assert len(interrupted) == 1
+
+    monkeypatch.setattr(search_mod, "train", real_train)
+    second = _run(tiny(4), tmp_path)
+    trials = second.study.trials
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4
+    for t in complete:  # earlier results intact, not re-run
+        if t.number in done_before:
+            assert (t.values, t.params) == done_before[t.number]
+    retry = [t for t in complete if t.user_attrs.get("retry_of") == interrupted[0].number]
+    assert len(retry) == 1 and retry[0].params == interrupted[0].params
+    # A third run has nothing left to do.
+    third = _run(tiny(4), tmp_path)
+    assert len(third.study.trials) == len(trials)
+
+
+def test_failing_trials_are_recorded_and_the_study_continues(tiny, tmp_path, monkeypatch):
+    real_train = search_mod.train
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if calls["n"] == 2:
+            raise DivergenceError("non-finite loss at epoch 1 step 3", 1, 3)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(search_mod, "train", flaky)
+    res = _run(tiny(3), tmp_path)
+    reasons = {t.number: t.user_attrs.get("fail_reason") for t in res.study.trials if t.state.name == "FAIL"}
+    assert len(reasons) == 2
+    assert reasons[0].startswith("out of memory") and reasons[1].startswith("diverged")
+    assert sum(t.state.name == "COMPLETE" for t in res.study.trials) == 1
+    assert set(res.trials["fail_reason"].dropna()) == set(reasons.values())
+
+
+def test_changed_space_is_refused(tiny, tmp_path):
+    _run(tiny(1), tmp_path)
+    (tmp_path / "space.toml").write_text(SPACE.replace("high = 2}, 1]", "high = 3}, 1]"))
+    with pytest.raises(ConfigError, match="the space changed"):
+        _run(tiny(2), tmp_path)
+
+
+def test_references_are_enqueued_first_and_tagged(tmp_path):
+    (tmp_path / "space.toml").write_text(
+        'depths = [1, {low = 1, high = 2}, 4, {low = 13, high = 14}, 1]\na = 0.75\nb = 2.5\n'
+    )
+    p = tmp_path / "refs.toml"
+    p.write_text(STUDY.format(space=tmp_path / "space.toml", n=1) + "")
+    text = p.read_text().replace("n_trials = 1", 'n_trials = 1\nreferences = ["A0"]')
+    p.write_text(text)
+    cfg = load_study_config(p)
+    study = search_mod.open_study(cfg, "sqlite:///" + str(tmp_path / "s.db"))
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.user_attrs["reference"] for t in waiting] == ["RepVGG-A0"]
+    assert waiting[0].system_attrs["fixed_params"] == {"depth1": 2, "depth3": 14}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--study", "no_such_study"], "unknown study 'no_such_study'"),
+        (["--study", "../x"], "invalid"),
+        (["--study", "quick", "--data", "/nowhere"], "uses the embedded synthetic dataset"),
+    ],
+)
+def test_cli_bad_input_exit_2_nothing_written(tmp_path, capsys, args, message):
+    code = run_cli(main, [*args, "--reports-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_missing_data_path_nothing_written(tmp_path, capsys):
+    p = tmp_path / "c.toml"
+    p.write_text('space = "quick"\n[data]\nname = "imagefolder"\nroot = "/no/such/images"\n')
+    assert run_cli(main, ["--study", str(p), "--reports-dir", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    assert run_cli(main, ["--study", "a_family", "--dry-run", "--reports-dir", str(tmp_path / "r")]) == 0
+    assert "RepVGG-A0" in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()
+
+
+def test_constraints_prune_before_training(tiny, tmp_path, monkeypatch):
+    p = tiny(2)
+    p.write_text(p.read_text() + "[objectives]\nmax_params_m = 0.000001\n")
+
+    def no_training(*a, **k):
+        raise AssertionError("an infeasible trial must not train")
+
+    monkeypatch.setattr(search_mod, "train", no_training)
+    res = _run(p, tmp_path)
+    assert [t.state.name for t in res.study.trials] == ["PRUNED", "PRUNED"]
+    assert "breaks max_params_m" in res.study.trials[0].user_attrs["prune_reason"]
+
+
+def test_a_repeated_architecture_is_not_trained_twice(tiny, tmp_path, monkeypatch):
+    (tmp_path / "space.toml").write_text(SPACE.replace("{choices = [0.125, 0.25]}", "0.125").replace(
+        "{choices = [0.25, 0.5]}", "0.25").replace("{low = 1, high = 2}", "1"))
+    real_train = search_mod.train
+    calls = {"n": 0}
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(search_mod, "train", counting)
+    res = _run(tiny(2), tmp_path)  # the space holds one net
+    t0, t1 = res.study.trials
+    assert calls["n"] == 1 and t1.values == t0.values and t1.user_attrs["duplicate_of"] == 0
