@@ -22,7 +22,7 @@ OBJECTIVES = ("accuracy", "throughput")
 _ATTR_COLUMNS = (
     "reference", "arch", "spec_hash", "params", "macs", "latency_ms", "fusion_error",
     "train_seconds", "train_images_per_s", "measure_cached", "device", "fail_reason",
-    "prune_reason", "retry_of", "duplicate_of",
+    "prune_reason", "retry_of", "duplicate_of", "parent_trial", "pruned_ratio", "speedup",
 )
 
 

@@ -56,8 +56,13 @@ def default_storage(cfg: StudyConfig, reports_dir: Path) -> str:
 
 
 def _counts_as_done(t: optuna.trial.FrozenTrial) -> bool:
-    """Finished trials count toward n_trials, except those cut short by the user or a crash."""
-    return t.state in _DONE and not str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+    """Finished trials count toward n_trials, except those cut short by the user or a crash,
+    and pruned variants (added after the search, not sampled)."""
+    return (
+        t.state in _DONE
+        and not str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+        and t.user_attrs.get("parent_trial") is None
+    )
 
 
 def open_study(cfg: StudyConfig, storage: str, create: bool = True) -> optuna.Study:
@@ -238,7 +243,9 @@ def _reason(e: BaseException) -> str:
 def _keep_checkpoints(study: optuna.Study, ckpt_dir: Path) -> None:
     """Keep deploy checkpoints of the front and of the references only (bounded disk use)."""
     keep = front_numbers(study) | {
-        t.number for t in study.get_trials(deepcopy=False) if t.user_attrs.get("reference")
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("reference") or t.user_attrs.get("parent_trial") is not None
     }
     for f in ckpt_dir.glob("trial_*.pt"):
         try:
@@ -247,6 +254,62 @@ def _keep_checkpoints(study: optuna.Study, ckpt_dir: Path) -> None:
             continue
         if n not in keep:
             f.unlink(missing_ok=True)
+
+
+def prune_front(
+    study: optuna.Study, cfg: StudyConfig, data: DataBundle, measure: Any, device: torch.device,
+    cache: ThroughputCache, ckpt_dir: Path, progress: bool,
+) -> int:
+    """Prune every front member not pruned yet; add each result as a trial linked to its parent.
+
+    Pruned variants are real points on the accuracy/speed plane, so they join
+    the study (and may join the front) with ``parent_trial`` naming their source.
+    """
+    from .checkpoint import load_model
+    from .prune import run_prune
+
+    assert cfg.prune is not None
+    done = {t.user_attrs.get("parent_trial") for t in study.get_trials(deepcopy=False)}
+    parents = [
+        t for t in study.best_trials
+        if t.user_attrs.get("parent_trial") is None and t.number not in done
+    ]
+    for parent in parents:
+        path = ckpt_dir / f"trial_{parent.number:04d}.pt"
+        if not path.is_file():
+            continue
+        model, _ = load_model(path)
+        _say(f"pruning front member trial {parent.number} ({cfg.prune.to_dict()})", progress)
+        try:
+            out = run_prune(model, cfg.prune, data, measure, cfg.train, device, cache, progress=False)
+        except Exception as e:  # a failed prune must not lose the search results
+            _say(f"pruning trial {parent.number} failed: {_reason(e)}", True)
+            continue
+        final = out.rows[-1]
+        spec = out.model.spec
+        attrs = {
+            "parent_trial": parent.number,
+            "pruned_ratio": cfg.prune.ratio if cfg.prune.ratio is not None else None,
+            "prune": cfg.prune.to_dict(),
+            "speedup": final["speedup"],
+            "prune_target_met": out.met,
+            "spec": spec.to_dict(), "spec_hash": spec.hash, "arch": spec.summary(),
+            "params": complexity(spec, measure.resolution).params,
+            "macs": complexity(spec, measure.resolution).macs,
+            "latency_ms": final["latency_ms"], "accuracy": final["accuracy"],
+            "device": parent.user_attrs.get("device"),
+        }
+        for k in ("a", "b", "groupwise", "g"):
+            attrs[f"arch_{k}"] = parent.user_attrs.get(f"arch_{k}")
+        study.add_trial(optuna.trial.create_trial(
+            values=[float(final["accuracy"]), float(final["img/s"])], user_attrs=attrs,
+        ))
+        number = study.get_trials(deepcopy=False)[-1].number
+        save_checkpoint(ckpt_dir / f"trial_{number:04d}.pt", out.model, spec, meta={
+            "study": cfg.name, "trial": number, "parent_trial": parent.number,
+            "accuracy": final["accuracy"], "throughput": final["img/s"], "data": cfg.data.to_dict(),
+        })
+    return len(parents)
 
 
 def write_outputs(study: optuna.Study, out_dir: Path) -> tuple[Any, Any]:
@@ -315,6 +378,8 @@ def run_search(
                 objective, n_trials=None, timeout=timeout, catch=(Exception,),
                 callbacks=[after_trial], gc_after_trial=True,
             )
+        if cfg.prune is not None:
+            prune_front(study, cfg, data, measure, train_device, cache, ckpt_dir, progress)
     except KeyboardInterrupt:
         interrupted = True
         _say("interrupted: completed trials are saved; run the same command again to resume", True)

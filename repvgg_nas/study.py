@@ -21,6 +21,7 @@ from .config import Table, load_toml
 from .data import DataConfig
 from .errors import ConfigError, RepVGGNasError
 from .measure import MeasureSettings
+from .prune import PruneJob
 from .registry import Registry
 from .space import SearchSpace, find_config, load_space
 from .train import TrainConfig
@@ -30,7 +31,7 @@ __all__ = ["Objectives", "SamplerConfig", "StudyConfig", "SAMPLERS", "load_study
 
 STUDY_KEYS = (
     "description", "space", "seed", "n_trials", "references",
-    "data", "train", "measure", "objectives", "sampler",
+    "data", "train", "measure", "objectives", "sampler", "prune",
 )
 
 
@@ -138,6 +139,7 @@ class StudyConfig:
     n_trials: int = 12
     references: tuple[str, ...] = ()
     description: str = ""
+    prune: PruneJob | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """What is stored with the study (for reports and for resuming)."""
@@ -155,6 +157,7 @@ class StudyConfig:
             "objectives": self.objectives.to_dict(),
             "sampler": {"name": self.sampler.name, "population_size": self.sampler.population_size,
                         "n_startup_trials": self.sampler.n_startup_trials},
+            "prune": self.prune.to_dict() if self.prune is not None else None,
         }
 
     def replace(self, **changes: Any) -> StudyConfig:
@@ -198,6 +201,8 @@ def load_study_config(name_or_path: str | os.PathLike) -> StudyConfig:
     measure = _sub(source, "measure", MeasureSettings.from_dict, t.get("measure", dict, {}))
     objectives = Objectives.from_table(t.table("objectives"))
     sampler = SamplerConfig.from_table(t.table("sampler"))
+    raw_prune = t.get("prune", dict, None)
+    prune = _sub(source, "prune", PruneJob.from_dict, raw_prune) if raw_prune is not None else None
     t.finish(STUDY_KEYS)
     return StudyConfig(
         name=path.stem,
@@ -212,4 +217,5 @@ def load_study_config(name_or_path: str | os.PathLike) -> StudyConfig:
         n_trials=n_trials,
         references=tuple(references),
         description=description,
+        prune=prune,
     )

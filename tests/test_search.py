@@ -213,3 +213,20 @@ def test_a_repeated_architecture_is_not_trained_twice(tiny, tmp_path, monkeypatc
     res = _run(tiny(2), tmp_path)  # the space holds one net
     t0, t1 = res.study.trials
     assert calls["n"] == 1 and t1.values == t0.values and t1.user_attrs["duplicate_of"] == 0
+
+
+def test_study_prunes_front_members_and_links_them(tiny, tmp_path):
+    p = tiny(2)
+    p.write_text(p.read_text() + "[prune]\nratio = 0.5\nfinetune_epochs = 1\n")
+    res = _run(p, tmp_path)
+    children = [t for t in res.study.trials if t.user_attrs.get("parent_trial") is not None]
+    parents = {t.number for t in res.study.trials if t.user_attrs.get("parent_trial") is None}
+    assert children and {c.user_attrs["parent_trial"] for c in children} <= parents
+    for c in children:
+        model, ckpt = load_model(tmp_path / "reports" / "tiny" / "checkpoints" / f"trial_{c.number:04d}.pt")
+        assert ckpt.meta["parent_trial"] == c.user_attrs["parent_trial"]
+        assert c.user_attrs["params"] < res.study.trials[c.user_attrs["parent_trial"]].user_attrs["params"]
+    assert res.trials["parent_trial"].notna().sum() == len(children)
+    # Resuming does not prune again nor count pruned variants as search trials.
+    again = _run(p, tmp_path)
+    assert len(again.study.trials) == len(res.study.trials)

@@ -435,8 +435,8 @@ def _figures(stage: str, spec: RepVGGSpec, acc: float | None, m: Measurement, re
         "accuracy": None if acc is None else round(acc, 4),
         "img/s": round(m.images_per_s, 1),
         "latency_ms": round(m.latency_ms, 2),
-        "params_M": round(cx.params / 1e6, 3),
-        "GMACs": round(cx.macs / 1e9, 4),
+        "params_M": float(f"{cx.params / 1e6:.6g}"),
+        "GMACs": float(f"{cx.macs / 1e9:.6g}"),
         "widths": "-".join(map(str, spec.widths)),
     }
 
