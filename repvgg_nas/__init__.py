@@ -24,6 +24,7 @@ from .model import (
 )
 from .registry import Registry
 from .spec import GROUPWISE_PATTERNS, RepVGGSpec, groupwise_layers, paper_widths
+from .report_data import collect_report_data, hypervolume_2d
 from .weights import import_weights, infer_spec, load_any
 from . import zoo
 
@@ -45,12 +46,14 @@ __all__ = [
     "UnknownNameError",
     "WeightsError",
     "build_model",
+    "collect_report_data",
     "complexity",
     "count_params",
     "export_onnx",
     "export_torchscript",
     "fusion_error",
     "groupwise_layers",
+    "hypervolume_2d",
     "import_weights",
     "infer_spec",
     "is_deploy",

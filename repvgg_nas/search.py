@@ -29,6 +29,7 @@ from .data import DataBundle, load_data
 from .errors import ConfigError
 from .measure import ThroughputCache, measure_spec
 from .model import fusion_error, reparameterize
+from .report import write_report
 from .results import front_numbers, pareto_frame, trials_frame, write_csv
 from .study import StudyConfig, load_study_config
 from .train import DivergenceError, evaluate, init_model, train
@@ -387,6 +388,7 @@ def run_search(
         bar.close()
     trials, pareto = write_outputs(study, out_dir)
     _keep_checkpoints(study, ckpt_dir)
+    write_report(study, out_dir, storage=storage)
     return SearchResult(study, out_dir, trials, pareto, interrupted)
 
 
@@ -483,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nPareto front of {cfg.name!r} beside the references (* = on the front):")
     print(pareto_table(result.pareto))
     print(f"\nresults: {result.out_dir}/trials.csv, pareto.csv, checkpoints/")
+    print(f"report: {result.out_dir}/index.html (python -m repvgg_nas.report --study {cfg.name} to refresh)")
     return 130 if result.interrupted else 0
 
 
