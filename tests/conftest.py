@@ -26,3 +26,41 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 @pytest.fixture
 def tiny_spec() -> RepVGGSpec:
     return RepVGGSpec.from_paper((1, 1, 2, 2, 1), 0.25, 0.25, num_classes=10, g=2, groupwise="even")
+
+
+TINY_SPACE = """
+depths = [1, 1, {low = 1, high = 2}, {low = 1, high = 2}, 1]
+a = {choices = [0.125, 0.25]}
+b = {choices = [0.25, 0.5]}
+"""
+
+TINY_STUDY = """
+space = "{space}"
+n_trials = {n}
+seed = {seed}
+[data]
+name = "synthetic"
+resolution = 16
+train_size = 64
+val_size = 32
+[train]
+epochs = 1
+batch_size = 32
+[measure]
+device = "cpu"
+batch_size = 2
+resolution = 16
+warmup = 1
+min_repeats = 1
+max_repeats = 2
+min_repeat_s = 0.0
+max_seconds = 0.2
+"""
+
+
+def write_tiny_study(folder, n: int = 3, seed: int = 0, space: str = TINY_SPACE, head: str = "", tail: str = ""):
+    """A study that trains 16x16 nets on 64 images: a whole trial takes about a second."""
+    (folder / "space.toml").write_text(space)
+    path = folder / "tiny.toml"
+    path.write_text(head + TINY_STUDY.format(space=folder / "space.toml", n=n, seed=seed) + tail)
+    return path

@@ -35,6 +35,8 @@ from repvgg_nas.results import dominates
 from repvgg_nas.search import run_search
 from repvgg_nas.study import load_study_config
 
+from .conftest import TINY_SPACE, write_tiny_study
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SCRIPT = "<script>alert(1)</script>"
@@ -431,39 +433,7 @@ class Chromium:
         self._tmp.cleanup()
 
 
-TINY_SPACE = """
-depths = [1, 1, {low = 1, high = 2}, {low = 1, high = 2}, 1]
-a = {choices = [0.125, 0.25]}
-b = {choices = [0.25, 0.5]}
-groupwise = {choices = ["none", "even"]}
-g = 2
-"""
-
-TINY_STUDY = """
-description = "browser test {script}"
-space = "{space}"
-n_trials = 4
-seed = 1
-[data]
-name = "synthetic"
-resolution = 16
-train_size = 64
-val_size = 32
-[train]
-epochs = 1
-batch_size = 32
-[measure]
-device = "cpu"
-batch_size = 2
-resolution = 16
-warmup = 1
-min_repeats = 1
-max_repeats = 2
-min_repeat_s = 0.0
-max_seconds = 0.2
-[sampler]
-name = "random"
-"""
+REPORT_SPACE = TINY_SPACE + 'groupwise = {choices = ["none", "even"]}\ng = 2\n'
 
 
 def itertools_chain(lists: Any) -> list:
@@ -473,9 +443,11 @@ def itertools_chain(lists: Any) -> list:
 def _real_study(tmp_path: Path) -> tuple[optuna.Study, Path]:
     """A real 4-trial search whose first trial is tagged as a reference, plus added trials: a
     pruned variant, a dominated point, and a reference and a failure carrying hostile strings."""
-    (tmp_path / "space.toml").write_text(TINY_SPACE)
-    cfg_path = tmp_path / "tiny.toml"
-    cfg_path.write_text(TINY_STUDY.format(space=tmp_path / "space.toml", script=SCRIPT.replace('"', "'")))
+    cfg_path = write_tiny_study(
+        tmp_path, n=4, seed=1, space=REPORT_SPACE,
+        head='description = "browser test ' + SCRIPT.replace('"', "'") + '"\n',
+        tail='[sampler]\nname = "random"\n',
+    )
     reports = tmp_path / "reports"
     (reports / "tiny").mkdir(parents=True)
     url = f"sqlite:///{reports / 'tiny' / 'study.db'}"

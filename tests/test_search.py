@@ -16,46 +16,14 @@ from repvgg_nas.search import main, run_search
 from repvgg_nas.study import load_study_config
 from repvgg_nas.train import DivergenceError, evaluate
 
-SPACE = """
-depths = [1, 1, {low = 1, high = 2}, {low = 1, high = 2}, 1]
-a = {choices = [0.125, 0.25]}
-b = {choices = [0.25, 0.5]}
-"""
+from .conftest import TINY_SPACE, TINY_STUDY, write_tiny_study
 
-STUDY = """
-space = "{space}"
-n_trials = {n}
-seed = 0
-[data]
-name = "synthetic"
-resolution = 16
-train_size = 64
-val_size = 32
-[train]
-epochs = 1
-batch_size = 32
-[measure]
-device = "cpu"
-batch_size = 2
-resolution = 16
-warmup = 1
-min_repeats = 1
-max_repeats = 2
-min_repeat_s = 0.0
-max_seconds = 0.2
-"""
+SPACE = TINY_SPACE
 
 
 @pytest.fixture
 def tiny(tmp_path):
-    (tmp_path / "space.toml").write_text(SPACE)
-
-    def make(n: int = 3) -> Path:
-        p = tmp_path / "tiny.toml"
-        p.write_text(STUDY.format(space=tmp_path / "space.toml", n=n))
-        return p
-
-    return make
+    return lambda n=3: write_tiny_study(tmp_path, n)
 
 
 def _run(path: Path, tmp_path: Path, **kw):
@@ -137,9 +105,10 @@ def test_failing_trials_are_recorded_and_the_study_continues(tiny, tmp_path, mon
 
 def test_changed_space_is_refused(tiny, tmp_path):
     _run(tiny(1), tmp_path)
+    study_file = tiny(2)
     (tmp_path / "space.toml").write_text(SPACE.replace("high = 2}, 1]", "high = 3}, 1]"))
     with pytest.raises(ConfigError, match="the space changed"):
-        _run(tiny(2), tmp_path)
+        _run(study_file, tmp_path)
 
 
 def test_references_are_enqueued_first_and_tagged(tmp_path):
@@ -147,7 +116,7 @@ def test_references_are_enqueued_first_and_tagged(tmp_path):
         'depths = [1, {low = 1, high = 2}, 4, {low = 13, high = 14}, 1]\na = 0.75\nb = 2.5\n'
     )
     p = tmp_path / "refs.toml"
-    p.write_text(STUDY.format(space=tmp_path / "space.toml", n=1) + "")
+    p.write_text(TINY_STUDY.format(space=tmp_path / "space.toml", n=1, seed=0))
     text = p.read_text().replace("n_trials = 1", 'n_trials = 1\nreferences = ["A0"]')
     p.write_text(text)
     cfg = load_study_config(p)
@@ -200,6 +169,7 @@ def test_constraints_prune_before_training(tiny, tmp_path, monkeypatch):
 
 
 def test_a_repeated_architecture_is_not_trained_twice(tiny, tmp_path, monkeypatch):
+    study_file = tiny(2)
     (tmp_path / "space.toml").write_text(SPACE.replace("{choices = [0.125, 0.25]}", "0.125").replace(
         "{choices = [0.25, 0.5]}", "0.25").replace("{low = 1, high = 2}", "1"))
     real_train = search_mod.train
@@ -210,7 +180,7 @@ def test_a_repeated_architecture_is_not_trained_twice(tiny, tmp_path, monkeypatc
         return real_train(*a, **k)
 
     monkeypatch.setattr(search_mod, "train", counting)
-    res = _run(tiny(2), tmp_path)  # the space holds one net
+    res = _run(study_file, tmp_path)  # the space holds one net
     t0, t1 = res.study.trials
     assert calls["n"] == 1 and t1.values == t0.values and t1.user_attrs["duplicate_of"] == 0
 
