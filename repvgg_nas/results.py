@@ -41,11 +41,13 @@ def front_numbers(study: optuna.Study) -> set[int]:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, objectives, architecture, figures and reasons."""
+    """One row per trial: state, objectives, architecture, figures and reasons (surplus trials left out)."""
     front = front_numbers(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
+        if ua.get("surplus"):  # a worker's extra trial that found every slot taken: never run
+            continue
         row = {
             "number": t.number,
             "state": t.state.name,

@@ -179,6 +179,9 @@ def _sub(source: str, table: str, build: Callable[[Any], Any], raw: Any) -> Any:
 def load_study_config(name_or_path: str | os.PathLike) -> StudyConfig:
     """Load ``studies/NAME.toml`` (or a path) and validate every table and reference."""
     path = find_config(str(name_or_path), "studies", "study")
+    if path.stem in ("", ".", "..") or path.stem.startswith(".") or "\\" in path.stem:
+        # The study name (the file's stem) becomes reports/<name>/: it must stay inside reports/.
+        raise ConfigError(f"{path}: study name {path.stem!r} is invalid: rename the file to a plain name")
     source = f"{path}: "
     t = Table(load_toml(path), "", source)
     description = t.get("description", str, "")
