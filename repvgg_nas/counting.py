@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .model import build_model
 from .spec import RepVGGSpec
 
-__all__ = ["Complexity", "complexity", "count_params"]
+__all__ = ["Complexity", "complexity", "count_macs", "count_params"]
 
 
 class Complexity(NamedTuple):
@@ -33,10 +33,19 @@ def _complexity(spec: RepVGGSpec, resolution: int, deploy: bool) -> Complexity:
     with torch.device("meta"):
         model = build_model(spec, deploy=deploy).eval()
         x = torch.empty(1, spec.in_channels, resolution, resolution)
+    return Complexity(count_params(model), count_macs(model, x))
+
+
+def count_macs(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of ``model(example)`` (FlopCounterMode FLOPs / 2).
+
+    Works on any module, e.g. a torchvision baseline; build it and the input
+    on the ``meta`` device to count without memory or arithmetic.
+    """
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(x)
-    return Complexity(count_params(model), counter.get_total_flops() // 2)
+        model(example)
+    return counter.get_total_flops() // 2
 
 
 def complexity(spec: RepVGGSpec, resolution: int = 224, deploy: bool = True) -> Complexity:

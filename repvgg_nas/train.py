@@ -1,0 +1,508 @@
+"""Brief proxy training and top-1 evaluation of one network.
+
+A search trains dozens of candidates for a few epochs each, so the loop is
+built to be cheap and repeatable rather than state of the art:
+
+- SGD with (Nesterov) momentum, a per-step cosine or one-cycle schedule with
+  linear warmup, label smoothing, and no weight decay on BatchNorm
+  parameters and biases (everything with ``ndim <= 1``);
+- data are a :class:`~repvgg_nas.data.DataBundle` held on the training device,
+  shuffled and augmented there by a seeded ``torch.Generator``, so the same
+  seed, spec and config give the same result on CPU;
+- on CUDA, ``amp="auto"`` and ``channels_last="auto"`` switch on float16
+  autocast with a GradScaler and NHWC memory format; on CPU both stay off;
+- a non-finite loss stops training with :class:`DivergenceError`, whose
+  message (``non-finite loss at epoch E step S``) the search records as the
+  trial's failure reason.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from .data import DataBundle
+from .errors import ConfigError, UnknownNameError
+from .model import build_model
+from .registry import Registry
+from .spec import RepVGGSpec
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "DivergenceError",
+    "SCHEDULES",
+    "train",
+    "evaluate",
+    "init_model",
+    "identity_init",
+    "param_groups",
+    "resolve_device",
+]
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss.
+
+    Deliberately not a :class:`~repvgg_nas.errors.RepVGGNasError`: it is a
+    property of one candidate (a trial failure to record), not a user error.
+    """
+
+    def __init__(self, reason: str, epoch: int, step: int, history: tuple[dict[str, float], ...] = ()) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.epoch = epoch
+        self.step = step
+        self.history = history
+
+
+# ---------------------------------------------------------------------------
+# schedules: factor of the peak lr at a step, given total and warmup steps
+# ---------------------------------------------------------------------------
+
+
+def _cosine(step: int, total: int, warmup: int) -> float:
+    """Linear warmup from ~0 to the peak, then cosine decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def _onecycle(step: int, total: int, warmup: int) -> float:
+    """One-cycle (Smith): linear ramp from peak/25 to the peak, cosine down to peak/1e4.
+
+    ``warmup`` steps form the ramp (at least one step, as OneCycleLR needs).
+    """
+    start, end = 1 / 25, 1 / 25 / 1e4
+    warmup = max(1, warmup)
+    if step < warmup:
+        return start + (1 - start) * step / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return end + (1 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+SCHEDULES: Registry[Callable[[int, int, int], float]] = Registry("lr schedule")
+SCHEDULES.register("cosine", _cosine)
+SCHEDULES.register("onecycle", _onecycle)
+
+
+# ---------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------
+
+_TRISTATE = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Proxy-training budget and hyper-parameters.
+
+    The defaults are the search's proxy budget, sized so RepVGG-A0 trains in
+    well under a minute on a 2-core CPU at the default synthetic data (see
+    ``benchmarks/proxy_data.md``).
+
+    Attributes:
+        epochs: passes over the training set.
+        batch_size: images per step (the last partial batch is dropped).
+        lr: peak learning rate (for this batch size; not rescaled).
+        momentum: SGD momentum; ``nesterov`` switches to Nesterov momentum.
+        weight_decay: L2 on conv/linear weights only (never BN or biases).
+        label_smoothing: passed to ``nn.CrossEntropyLoss``.
+        schedule: ``cosine`` or ``onecycle`` (:data:`SCHEDULES`), stepped per batch.
+        warmup_epochs: length of the linear warmup (may be fractional).
+        seed: drives the shuffle and augmentation (and :func:`init_model`).
+        amp: ``auto`` (float16 autocast + GradScaler on CUDA only), ``on``, ``off``.
+        channels_last: ``auto`` (on CUDA only), ``on``, ``off``.
+        max_grad_norm: clip the global gradient norm to this (``None`` or 0: no
+            clipping). Clipping tames the first steps of deep plain nets, whose
+            BN-induced gradient explosion at init otherwise costs them epochs.
+    """
+
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    schedule: str = "onecycle"
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    amp: str = "auto"
+    channels_last: str = "auto"
+    max_grad_norm: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        def number(key: str, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
+            """Finite number in ``[lo, hi)`` (``(lo, hi)`` with ``lo_open``); ints become floats."""
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"train.{key} must be a number, got {v!r}")
+            if (v <= lo if lo_open else v < lo) or (hi is not None and v >= hi):
+                allowed = f"> {lo}" if lo_open else f">= {lo}"
+                if hi is not None:
+                    allowed += f" and < {hi}"
+                raise ConfigError(f"train.{key} must be {allowed}, got {v}")
+            object.__setattr__(self, key, float(v))
+
+        def integer(key: str, lo: int) -> None:
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"train.{key} must be an integer, got {v!r}")
+            if v < lo:
+                raise ConfigError(f"train.{key} must be >= {lo}, got {v}")
+
+        integer("epochs", 1)
+        integer("batch_size", 1)
+        integer("seed", 0)
+        number("lr", 0.0, lo_open=True)
+        number("momentum", 0.0, 1.0)
+        number("weight_decay", 0.0)
+        number("label_smoothing", 0.0, 1.0)
+        number("warmup_epochs", 0.0)
+        if self.max_grad_norm is not None:
+            number("max_grad_norm", 0.0)
+            if self.max_grad_norm == 0:  # TOML has no null: 0 switches clipping off
+                object.__setattr__(self, "max_grad_norm", None)
+        if not isinstance(self.nesterov, bool):
+            raise ConfigError(f"train.nesterov must be true or false, got {self.nesterov!r}")
+        if self.nesterov and self.momentum == 0:
+            raise ConfigError("train.nesterov needs momentum > 0")
+        if self.warmup_epochs > self.epochs:
+            raise ConfigError(f"train.warmup_epochs ({self.warmup_epochs}) exceeds train.epochs ({self.epochs})")
+        if not isinstance(self.schedule, str):
+            raise ConfigError(f"train.schedule must be a string, got {self.schedule!r}")
+        try:
+            object.__setattr__(self, "schedule", SCHEDULES.canonical(self.schedule))
+        except UnknownNameError as e:
+            raise ConfigError(f"train.schedule: {e} (allowed: {', '.join(SCHEDULES)})") from None
+        for key in ("amp", "channels_last"):
+            v = getattr(self, key)
+            if isinstance(v, bool):  # TOML true/false read as on/off
+                v = "on" if v else "off"
+            if not isinstance(v, str) or v.lower() not in _TRISTATE:
+                raise ConfigError(f"train.{key} must be one of {list(_TRISTATE)} (or true/false), got {v!r}")
+            object.__setattr__(self, key, v.lower())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> TrainConfig:
+        """Build from a config mapping (a study's ``[train]`` table), rejecting unknown keys."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"train config must be a table/mapping, got {type(data).__name__}")
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ConfigError(f"unknown train keys {unknown}; allowed: {allowed}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict that :meth:`from_dict` reads back (no clipping is written as 0: TOML has no null)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if d["max_grad_norm"] is None:
+            d["max_grad_norm"] = 0.0
+        return d
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with some fields changed."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+class TrainResult(NamedTuple):
+    """What one proxy training run did.
+
+    ``final_loss`` is the mean training loss of the last epoch; ``history``
+    holds one dict per epoch (``epoch``, ``loss``, ``train_acc``, ``lr``,
+    ``seconds``); ``images_per_second`` counts training images over
+    ``seconds`` (the whole loop, augmentation included).
+    """
+
+    final_loss: float
+    epochs: int
+    steps: int
+    seconds: float
+    images_per_second: float
+    history: tuple[dict[str, float], ...]
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when available, else CPU."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _enabled(setting: str, device: torch.device) -> bool:
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+IDENTITY_SHIFT = 2.0
+
+
+def identity_init(model: nn.Module, shift: float = IDENTITY_SHIFT) -> int:
+    """Make every block that has an identity branch start as (nearly) an identity map.
+
+    The BN scales of its 3x3 and 1x1 branches are zeroed and its identity BN
+    gets bias ``shift``, so the block computes ``ReLU(standardized(x) + 2)``:
+    an affine copy of its input that the ReLU barely clips (~98 % passes).
+    This is the RepVGG analogue of ResNet's ``zero_init_residual``. With the
+    default init a deep stage starts as a stack of ``ReLU(BN(x))`` that
+    zeroes over 90 % of the activations by its 14th block, and RepVGG-A0
+    then spends most of a short proxy budget on a plateau, scoring below far
+    smaller nets (measured in ``benchmarks/proxy_data.md``). Only the start
+    point changes: the architecture and its fusion are untouched. Returns
+    the number of blocks changed.
+    """
+    from .model import RepVGGBlock
+
+    changed = 0
+    with torch.no_grad():
+        for block in model.modules():
+            if isinstance(block, RepVGGBlock) and block.identity is not None:
+                block.conv3x3.bn.weight.zero_()
+                block.conv1x1.bn.weight.zero_()
+                block.identity.bias.fill_(shift)
+                changed += 1
+    return changed
+
+
+def init_model(
+    spec: RepVGGSpec,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    identity: bool = True,
+) -> nn.Module:
+    """Build the train-form model of ``spec`` for proxy training, weights drawn from ``seed``.
+
+    Uses a forked RNG so the caller's global random state is untouched; with
+    the same seed the same spec always starts from the same weights.
+    ``identity`` applies :func:`identity_init`; short budgets need it for deep
+    nets to be ranked fairly, so use it for every candidate of a search.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(spec)
+    if identity:
+        identity_init(model)
+    return model.to(device)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two SGD groups: conv/linear weights decay, BN parameters and biases (ndim <= 1) do not.
+
+    Decaying BN scales fights the normalization (it only changes the
+    effective learning rate) and decaying biases has no regularizing value.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
+    groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return [g for g in groups if g["params"]]
+
+
+def _progress(total: int, desc: str, enabled: bool, position: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=desc, disable=not enabled, position=position, leave=False,
+        dynamic_ncols=True, unit="step",
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------
+
+
+def train(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainConfig | Mapping[str, Any] | None = None,
+    device: torch.device | str | None = "cpu",
+    progress: bool = True,
+    position: int = 0,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place on ``data.train`` for ``cfg.epochs`` epochs.
+
+    ``data`` is moved to ``device`` when it is not there yet (move it once
+    yourself when training many models). ``position`` places the step-level
+    progress bar below an outer (trial-level) bar. Raises
+    :class:`DivergenceError` at the first non-finite loss.
+    """
+    cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    device = resolve_device(device)
+    data = data.to(device)
+    _check_fits(model, data)
+    use_amp = _enabled(cfg.amp, device)
+    if use_amp and device.type != "cuda":
+        raise ConfigError(f"train.amp = 'on' needs a CUDA device, got {device}")
+    channels_last = _enabled(cfg.channels_last, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    model.train()
+
+    steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    schedule = SCHEDULES.get(cfg.schedule)
+    opt = torch.optim.SGD(
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.lr * schedule(0, total, warmup),
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    # Checking finiteness forces a host sync; on GPU do it every few steps, on
+    # the losses kept on device, and still report the exact first bad step.
+    check_every = 1 if device.type == "cpu" else 25
+
+    history: list[dict[str, float]] = []
+    step = 0
+    images = 0
+    _sync(device)
+    t0 = time.perf_counter()
+    bar = _progress(total, desc, progress, position)
+    try:
+        for epoch in range(cfg.epochs):
+            bar.set_description(f"{desc} ep {epoch + 1}/{cfg.epochs}")
+            t_ep = time.perf_counter()
+            losses = torch.zeros(steps_per_epoch, device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            seen = 0
+            pending = 0
+            for i, (x, y) in enumerate(data.train_batches(cfg.batch_size, gen)):
+                lr = cfg.lr * schedule(step, total, warmup)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    logits = model(x)
+                    loss = criterion(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.max_grad_norm is not None:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                scaler.step(opt)
+                scaler.update()
+                losses[i] = loss.detach()
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += y.numel()
+                step += 1
+                pending += 1
+                last = i == steps_per_epoch - 1
+                if pending >= check_every or last:
+                    pending = 0
+                    _check_finite(losses[: i + 1], epoch, history)
+                    if progress:
+                        bar.set_postfix(loss=f"{losses[i].item():.3f}", lr=f"{lr:.3g}", refresh=False)
+                bar.update(1)
+            images += seen
+            mean_loss = float(losses[:steps_per_epoch].mean())
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": mean_loss,
+                    "train_acc": float(correct) / max(1, seen),
+                    "lr": lr,
+                    "seconds": time.perf_counter() - t_ep,
+                }
+            )
+    finally:
+        bar.close()
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return TrainResult(
+        final_loss=history[-1]["loss"],
+        epochs=len(history),
+        steps=step,
+        seconds=seconds,
+        images_per_second=images / seconds if seconds > 0 else float("inf"),
+        history=tuple(history),
+    )
+
+
+def _check_finite(losses: torch.Tensor, epoch: int, history: list[dict[str, float]]) -> None:
+    """Raise DivergenceError naming the first non-finite loss (1-based epoch and step in epoch)."""
+    bad = ~torch.isfinite(losses)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        reason = f"non-finite loss at epoch {epoch + 1} step {i + 1}"
+        raise DivergenceError(reason, epoch + 1, i + 1, tuple(history))
+
+
+def _check_fits(model: nn.Module, data: DataBundle) -> None:
+    """A RepVGG built for other classes or channels fails here with the numbers, not in a conv."""
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, RepVGGSpec):
+        return
+    if spec.num_classes != data.num_classes:
+        raise ConfigError(
+            f"the model predicts {spec.num_classes} classes but dataset {data.name!r} has "
+            f"{data.num_classes}; build it from spec.with_num_classes({data.num_classes})"
+        )
+    if spec.in_channels != data.in_channels:
+        raise ConfigError(
+            f"the model takes {spec.in_channels} input channels but dataset {data.name!r} "
+            f"has {data.in_channels}"
+        )
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    data: DataBundle,
+    device: torch.device | str | None = "cpu",
+    batch_size: int = 500,
+    split: str = "val",
+    channels_last: str = "auto",
+) -> float:
+    """Top-1 accuracy of ``model`` on ``data``'s ``val`` (or ``train``) split, in eval mode.
+
+    Works for train-form and deploy-form models alike; the model's
+    training flag is restored afterwards. Always float32, so the fused and
+    unfused forms are compared on equal terms.
+    """
+    if split not in ("val", "train"):
+        raise ConfigError(f"split must be 'val' or 'train', got {split!r}")
+    device = resolve_device(device)
+    data = data.to(device)
+    use_cl = _enabled(channels_last, device)
+    was_training = model.training
+    model.to(device=device, memory_format=torch.channels_last if use_cl else torch.contiguous_format)
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    total = 0
+    try:
+        for x, y in data.batches(split, batch_size):
+            if use_cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            correct += (model(x).argmax(1) == y).sum()
+            total += y.numel()
+    finally:
+        model.train(was_training)
+    return float(correct) / max(1, total)
