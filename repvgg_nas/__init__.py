@@ -24,44 +24,74 @@ from .model import (
 )
 from .registry import Registry
 from .spec import GROUPWISE_PATTERNS, RepVGGSpec, groupwise_layers, paper_widths
+from .data import DATASETS, DataBundle, DataConfig, load_data
+from .measure import Measurement, MeasureSettings, ThroughputCache, measure_model, measure_spec
+from .prune import IMPORTANCES, PruneJob, PruneSettings, prune_channels, prune_to_speedup
 from .report_data import collect_report_data, hypervolume_2d
+from .space import SearchSpace, load_space
+from .storage import make_storage
+from .study import StudyConfig, load_study_config
+from .train import DivergenceError, TrainConfig, evaluate, train
 from .weights import import_weights, infer_spec, load_any
 from . import zoo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "build_model",
     "Checkpoint",
     "CheckpointError",
-    "Complexity",
-    "ConfigError",
-    "GROUPWISE_PATTERNS",
-    "PlainBlock",
-    "Registry",
-    "RepVGG",
-    "RepVGGBlock",
-    "RepVGGNasError",
-    "RepVGGSpec",
-    "SpecError",
-    "UnknownNameError",
-    "WeightsError",
-    "build_model",
     "collect_report_data",
+    "Complexity",
     "complexity",
+    "ConfigError",
     "count_params",
+    "DataBundle",
+    "DataConfig",
+    "DATASETS",
+    "DivergenceError",
+    "evaluate",
     "export_onnx",
     "export_torchscript",
     "fusion_error",
     "groupwise_layers",
+    "GROUPWISE_PATTERNS",
     "hypervolume_2d",
     "import_weights",
+    "IMPORTANCES",
     "infer_spec",
     "is_deploy",
     "load_any",
     "load_checkpoint",
+    "load_data",
     "load_model",
+    "load_space",
+    "load_study_config",
+    "make_storage",
+    "measure_model",
+    "measure_spec",
+    "Measurement",
+    "MeasureSettings",
     "paper_widths",
+    "PlainBlock",
+    "prune_channels",
+    "prune_to_speedup",
+    "PruneJob",
+    "PruneSettings",
+    "Registry",
     "reparameterize",
+    "RepVGG",
+    "RepVGGBlock",
+    "RepVGGNasError",
+    "RepVGGSpec",
     "save_checkpoint",
+    "SearchSpace",
+    "SpecError",
+    "StudyConfig",
+    "ThroughputCache",
+    "train",
+    "TrainConfig",
+    "UnknownNameError",
+    "WeightsError",
     "zoo",
 ]
