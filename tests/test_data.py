@@ -96,7 +96,8 @@ def _all_crops(img: torch.Tensor, pad: int, flip: bool) -> list[torch.Tensor]:
     padded = torch.nn.functional.pad(img, (pad, pad, pad, pad))
     sources = [padded, padded.flip(-1)] if flip else [padded]
     h, w = img.shape[-2:]
-    return [s[:, i : i + h, j : j + w] for s in sources for i in range(2 * pad + 1) for j in range(2 * pad + 1)]
+    offsets = range(2 * pad + 1)
+    return [s[:, i : i + h, j : j + w] for s in sources for i in offsets for j in offsets]
 
 
 @pytest.mark.parametrize("flip", [True, False])
@@ -246,8 +247,9 @@ def test_cifar100_loads_fake_directory(tmp_path: Path) -> None:
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
     rng = np.random.default_rng(1)
-    _write_batch(folder / "train", rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8), list(range(20)), "fine_labels")
-    _write_batch(folder / "test", rng.integers(0, 256, (5, 3, 32, 32), dtype=np.uint8), list(range(5)), "fine_labels")
+    for split, n in (("train", 20), ("test", 5)):
+        images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+        _write_batch(folder / split, images, list(range(n)), "fine_labels")
     with open(folder / "meta", "wb") as f:
         pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, f)
     data = load_data({"name": "cifar100", "root": str(tmp_path)})

@@ -101,7 +101,9 @@ def test_bad_values_name_the_key(kwargs: dict, fragment: str) -> None:
 
 
 def test_toml_friendly_spellings() -> None:
-    cfg = TrainConfig.from_dict({"amp": False, "channels_last": True, "max_grad_norm": 0, "schedule": "Cosine"})
+    cfg = TrainConfig.from_dict(
+        {"amp": False, "channels_last": True, "max_grad_norm": 0, "schedule": "Cosine"}
+    )
     assert cfg.amp == "off" and cfg.channels_last == "on"
     assert cfg.max_grad_norm is None and cfg.schedule == "cosine"
     assert isinstance(TrainConfig(lr=1).lr, float)
@@ -250,7 +252,7 @@ def test_train_is_deterministic_for_a_seed(small_data: DataBundle) -> None:
 
 def test_huge_lr_raises_divergence_error(small_data: DataBundle) -> None:
     model = init_model(SMALL, seed=0)
-    cfg = {"epochs": 2, "batch_size": 32, "lr": 1e6, "max_grad_norm": 0, "schedule": "cosine", "warmup_epochs": 0}
+    cfg = {"epochs": 2, "batch_size": 32, "lr": 1e6, "max_grad_norm": 0, "warmup_epochs": 0}
     with pytest.raises(DivergenceError, match=r"non-finite loss at epoch \d+ step \d+") as info:
         train(model, small_data, cfg, progress=False)
     err = info.value
@@ -310,7 +312,8 @@ def test_evaluate_train_and_deploy_form_agree(small_data: DataBundle) -> None:
     acc = evaluate(model, small_data, batch_size=25)
     assert model.training  # mode restored
     fused = reparameterize(model)
-    assert evaluate(fused, small_data, batch_size=64) == pytest.approx(acc, abs=1 / small_data.val_size + 1e-9)
+    fused_acc = evaluate(fused, small_data, batch_size=64)
+    assert fused_acc == pytest.approx(acc, abs=1 / small_data.val_size + 1e-9)
     assert 0.0 <= acc <= 1.0
     assert 0.0 <= evaluate(model, small_data, split="train") <= 1.0
     with pytest.raises(ConfigError):
