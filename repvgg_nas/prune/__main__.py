@@ -16,7 +16,7 @@ from ..measure import MeasureSettings, ThroughputCache
 from ..train import TrainConfig
 from . import FINETUNE_MODES, IMPORTANCES, PruneJob, PruneSettings, run_prune
 
-DEFAULT_FINETUNE_MODE = "bn"
+DEFAULT_FINETUNE_MODE = "plain"  # measured better than "bn": benchmarks/prune_cpu.md
 
 
 def _source(args: argparse.Namespace) -> tuple[Path, DataConfig, MeasureSettings, TrainConfig, Path]:
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-layer-ratio", type=float, default=0.9, help="most any layer may lose (default 0.9)")
     parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs after pruning (default 2; 0 = none)")
     parser.add_argument("--finetune-mode", default=DEFAULT_FINETUNE_MODE, choices=FINETUNE_MODES.list(),
-                        help="bn: train with BN re-inserted, then fold it back (default); plain: train the bare net")
+                        help="plain: train the bare net (default, better in benchmarks/prune_cpu.md); bn: train with BN re-inserted, then fold it back")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device for fine-tuning and measurement")
     parser.add_argument("--batch-size", type=int, help="measurement batch size")
     parser.add_argument("--resolution", type=int, help="measurement resolution")
