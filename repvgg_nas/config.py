@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["load_toml", "Table"]
+__all__ = ["load_toml", "Table", "dataclass_from_dict"]
 
 _MISSING = object()
 
@@ -31,6 +32,22 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: malformed TOML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+
+
+def dataclass_from_dict(cls: type, data: Mapping[str, Any] | None, table: str) -> Any:
+    """Build a config dataclass from a TOML table, rejecting unknown keys with the allowed list.
+
+    Types and ranges are the dataclass's own ``__post_init__`` business.
+    """
+    if data is None:
+        return cls()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{table} config must be a table/mapping, got {type(data).__name__}")
+    allowed = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown {table} keys {unknown}; allowed: {allowed}")
+    return cls(**dict(data))
 
 
 def _type_name(types: type | tuple[type, ...]) -> str:

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .config import dataclass_from_dict
 from .errors import ConfigError, UnknownNameError
 from .registry import Registry
 
@@ -143,15 +144,7 @@ class DataConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> DataConfig:
         """Build from a config mapping (e.g. a study's ``[data]`` table), rejecting unknown keys."""
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"data config must be a table/mapping, got {type(data).__name__}")
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ConfigError(f"unknown data keys {unknown}; allowed: {allowed}")
-        return cls(**dict(data))
+        return dataclass_from_dict(cls, data, "data")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (no None values, so it can be written back to TOML)."""

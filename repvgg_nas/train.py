@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .data import DataBundle
+from .config import dataclass_from_dict
 from .errors import ConfigError, UnknownNameError
 from .model import build_model
 from .registry import Registry
@@ -205,15 +206,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> TrainConfig:
         """Build from a config mapping (a study's ``[train]`` table), rejecting unknown keys."""
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"train config must be a table/mapping, got {type(data).__name__}")
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ConfigError(f"unknown train keys {unknown}; allowed: {allowed}")
-        return cls(**dict(data))
+        return dataclass_from_dict(cls, data, "train")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict that :meth:`from_dict` reads back (no clipping is written as 0: TOML has no null)."""
