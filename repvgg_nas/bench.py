@@ -7,6 +7,8 @@ not predict this. This module measures all of them in one process under one
 
 - :func:`run_benchmark` returns one dict per (model, form) with img/s,
   latency, params, MACs and the ratios deploy/train and vs every baseline;
+  the nets of a round are timed in lockstep so the machine's drift cancels
+  out of the ratios;
 - :func:`repeatability` measures one model N times in one process and
   reports the coefficient of variation across the N figures;
 - :func:`main` is the thin CLI around them (table on stdout, progress on
@@ -37,7 +39,8 @@ from . import zoo
 from .cli import format_table, run_cli
 from .counting import complexity, count_macs, count_params
 from .errors import ConfigError
-from .measure import MeasureSettings, Measurement, cpu_busy_fraction, measure_model, measure_spec
+from .measure import MeasureSettings, Measurement, cpu_busy_fraction, measure_model, measure_models
+from .model import build_model
 from .registry import Registry
 
 __all__ = [
@@ -117,11 +120,15 @@ def wait_for_idle(
 
 
 class _Job:
-    """One (model, form) to measure, with its static complexity."""
+    """One (model, form) to measure: its static complexity and how to build the net."""
 
     def __init__(self, model: str, form: str, params: int, macs: int,
-                 measure: Callable[[MeasureSettings], Measurement]) -> None:
-        self.model, self.form, self.params, self.macs, self.measure = model, form, params, macs, measure
+                 build: Callable[[], nn.Module]) -> None:
+        self.model, self.form, self.params, self.macs, self.build = model, form, params, macs, build
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} {self.form}"
 
 
 def _jobs(models: Sequence[str], baselines: Sequence[str], resolution: int, num_classes: int) -> list[_Job]:
@@ -133,18 +140,19 @@ def _jobs(models: Sequence[str], baselines: Sequence[str], resolution: int, num_
         for form, deploy in (("train", False), ("deploy", True)):
             c = complexity(spec, resolution, deploy=deploy)
 
-            def run(s: MeasureSettings, spec=spec, deploy=deploy) -> Measurement:
-                return measure_spec(spec, s, deploy=deploy)
+            def build(spec=spec, deploy=deploy) -> nn.Module:
+                # A fresh net: a deploy net's speed does not depend on its weights.
+                return build_model(spec, deploy=deploy)
 
-            jobs.append(_Job(entry.name, form, c.params, c.macs, run))
+            jobs.append(_Job(entry.name, form, c.params, c.macs, build))
     for name in baselines:
         canonical = BASELINES.canonical(name)
         params, macs = baseline_complexity(canonical, resolution, num_classes)
 
-        def run_baseline(s: MeasureSettings, canonical=canonical) -> Measurement:
-            return measure_model(baseline_model(canonical, num_classes), s, in_channels=3, copy_model=False)
+        def build_baseline(canonical=canonical) -> nn.Module:
+            return baseline_model(canonical, num_classes)
 
-        jobs.append(_Job(canonical, "baseline", params, macs, run_baseline))
+        jobs.append(_Job(canonical, "baseline", params, macs, build_baseline))
     return jobs
 
 
@@ -167,11 +175,12 @@ def run_benchmark(
 ) -> list[dict[str, Any]]:
     """Measure train form, deploy form and baselines; one dict per (model, form).
 
-    With ``rounds > 1`` every job is measured once per round, interleaved, and
-    the median over rounds is reported: slow drift or a noisy neighbour then
-    hits all models alike instead of skewing one ratio. Rounds flagged
-    ``contended`` (too few repeats free of other processes) are left out of
-    the median when at least one round of that job was clean.
+    All nets of a round are measured in lockstep (:func:`measure_models`: one
+    repeat of each in turn), so drift of the machine's speed hits every net
+    alike instead of skewing one ratio. With ``rounds > 1`` the median over
+    rounds is reported; rounds in which a net got too few repeats free of
+    other processes (``contended``) are left out of its median when at least
+    one of its rounds was clean.
     """
     if not models and not baselines:
         raise ConfigError("nothing to measure: give at least one model or baseline")
@@ -179,33 +188,34 @@ def run_benchmark(
         raise ConfigError(f"rounds = {rounds} is invalid; allowed: an integer >= 1")
     settings = (settings or MeasureSettings()).resolved()
     jobs = _jobs(models, baselines, settings.resolution, num_classes)
+    nets = {job.label: job.build() for job in jobs}
     results: list[list[Measurement]] = [[] for _ in jobs]
-    busy: list[list[float]] = [[] for _ in jobs]
-    total = len(jobs) * rounds
+    busy: list[float] = []
     for r in range(rounds):
+        if wait_idle_s > 0:
+            b = wait_for_idle(idle_threshold, wait_idle_s, progress)
+            if b is not None:
+                busy.append(b)
+        if progress:
+            progress(f"[round {r + 1}/{rounds}] measuring {len(jobs)} nets in lockstep: "
+                     f"{', '.join(nets)} ...")
+        # Nets are ours: no copies; conversion to the memory format is idempotent.
+        ms = measure_models(nets, settings, copy_models=False)
         for i, job in enumerate(jobs):
-            k = r * len(jobs) + i + 1
-            label = f"{job.model} {job.form}"
-            if wait_idle_s > 0:
-                b = wait_for_idle(idle_threshold, wait_idle_s, progress)
-                if b is not None:
-                    busy[i].append(b)
-            if progress:
-                progress(f"[{k}/{total}] measuring {label} ...")
-            m = job.measure(settings)
+            m = ms[job.label]
             results[i].append(m)
             if progress:
-                other = m.env.get("other_cpu_load")
-                note = ""
-                if other is not None and settings.device == "cpu":
-                    note = f", others used {other:.0%} cpu, {m.dropped_repeats} repeats dropped"
+                note = f", {m.dropped_repeats} repeats dropped" if m.dropped_repeats else ""
                 if m.contended:
                     note += " (CONTENDED: too few clean repeats)"
                 progress(
-                    f"[{k}/{total}] {label}: {m.images_per_s:.1f} img/s, "
+                    f"[round {r + 1}/{rounds}] {job.label}: {m.images_per_s:.1f} img/s, "
                     f"{m.latency_ms:.1f} ms/batch, cv {m.cv:.1%} over {m.repeats} repeats{note}"
                 )
-    rows = [_row(job, ms, b, settings) for job, ms, b in zip(jobs, results, busy)]
+        other = next(iter(ms.values())).env.get("other_cpu_load")
+        if progress and other is not None and settings.device == "cpu":
+            progress(f"[round {r + 1}/{rounds}] other processes used {other:.0%} of the cpu meanwhile")
+    rows = [_row(job, ms_, busy, settings) for job, ms_ in zip(jobs, results)]
     _add_ratios(rows, [BASELINES.canonical(b) for b in baselines])
     return rows
 
@@ -319,8 +329,6 @@ def repeatability(
     settings = (settings or MeasureSettings()).resolved()
     entry = zoo.get_entry(model)
     spec = entry.spec(num_classes=num_classes)
-    from .model import build_model  # local: keeps the module header about measuring
-
     net = build_model(spec, deploy=form == "deploy")
     runs: list[Measurement] = []
     retried = 0

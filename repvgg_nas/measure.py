@@ -55,6 +55,7 @@ __all__ = [
     "Measurement",
     "ThroughputCache",
     "measure_model",
+    "measure_models",
     "measure_spec",
     "resolve_device",
     "device_name",
@@ -121,8 +122,9 @@ class MeasureSettings:
             long, so microsecond nets are not timed by timer noise.
         max_seconds: stop after ``min_repeats`` once the timed loop has run this long.
         max_other_load: on CPU, a repeat during which other processes used more
-            than this share of the machine's CPU is dropped (a shared 2-core box
-            otherwise reports its neighbours, not the net); 1.0 keeps every repeat.
+            than this share of the machine's CPU (plus the share of cores our
+            threads leave free) is dropped: a shared 2-core box otherwise
+            reports its neighbours, not the net. 1.0 keeps every repeat.
     """
 
     device: str = "auto"
@@ -550,6 +552,17 @@ def _timer(device: torch.device) -> Callable[[Callable[[], Any], int], float]:
     return time_cpu
 
 
+def _other_load_limit(settings: MeasureSettings) -> float:
+    """Others' machine share above which a CPU repeat is dropped.
+
+    Cores our threads leave free are the neighbours' to use: with 1 thread on
+    2 cores, a process filling the other core does not touch the measurement.
+    """
+    threads = settings.threads or torch.get_num_threads()
+    spare = max(0, _cpu_count() - threads) / _cpu_count()
+    return min(1.0, settings.max_other_load + spare)
+
+
 def _infer_in_channels(model: nn.Module) -> int:
     spec = getattr(model, "spec", None)
     if isinstance(spec, RepVGGSpec):
@@ -558,6 +571,135 @@ def _infer_in_channels(model: nn.Module) -> int:
         if isinstance(m, nn.Conv2d):
             return m.in_channels
     return 3
+
+
+class _Timed:
+    """One model made ready to time: its step, forwards per repeat and repeats so far."""
+
+    def __init__(self, step: Callable[[], Any], iters: int, peak: int | None) -> None:
+        self.step, self.iters, self.peak = step, iters, peak
+        self.clean: list[float] = []
+        self.dropped: list[float] = []
+
+
+def _prepare(
+    model: nn.Module,
+    settings: MeasureSettings,
+    device: torch.device,
+    channels: int,
+    timer: Callable[[Callable[[], Any], int], float],
+) -> _Timed:
+    """Move/convert ``model``, build the input, compile/capture, warm up, calibrate."""
+    dinfo = DTYPES.get(settings.dtype)
+    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
+    base_mem = 0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base_mem = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    model = model.eval().to(device=device, dtype=dinfo.torch_dtype, memory_format=fmt)
+    x = torch.randn(
+        settings.batch_size, channels, settings.resolution, settings.resolution,
+        device=device, dtype=dinfo.torch_dtype,
+    ).contiguous(memory_format=fmt)
+    fn: Callable[[torch.Tensor], Any] = (
+        torch.compile(model, mode=settings.compile_mode) if settings.compile else model
+    )
+    if settings.cuda_graphs:
+        step: Callable[[], Any] = _cuda_graph_step(fn, x)
+    else:
+        step = lambda: fn(x)  # noqa: E731
+    # Warm-up: compile, kernel selection (cudnn.benchmark, oneDNN primitives), caches.
+    timer(step, max(settings.warmup, 1 if settings.compile else 0))
+    # Calibrate forwards per repeat on the faster of two calls (the first may still be cold).
+    one = min(timer(step, 1), timer(step, 1))
+    iters = max(1, math.ceil(settings.min_repeat_s / max(one, 1e-7)))
+    peak = None
+    if device.type == "cuda":  # weights + activations + workspaces of this model alone
+        torch.cuda.synchronize(device)
+        peak = int(torch.cuda.max_memory_allocated(device) - base_mem)
+    return _Timed(step, iters, peak)
+
+
+def _summarize(t: _Timed, settings: MeasureSettings, env: dict[str, Any]) -> Measurement:
+    contended = len(t.clean) < settings.min_repeats
+    per_call = t.clean + t.dropped if contended else t.clean
+    q1, med, q3 = _quartiles(per_call)
+    bs = settings.batch_size
+    mean = statistics.fmean(per_call)
+    return Measurement(
+        images_per_s=bs / med,
+        images_per_s_iqr=bs / q1 - bs / q3,
+        latency_ms=med * 1000.0,
+        latency_iqr_ms=(q3 - q1) * 1000.0,
+        best_images_per_s=bs / min(per_call),
+        cv=statistics.pstdev(per_call) / mean if len(per_call) > 1 else 0.0,
+        robust_cv=_robust_cv(per_call),
+        repeats=len(per_call),
+        iters_per_repeat=t.iters,
+        latencies_ms=tuple(v * 1000.0 for v in per_call),
+        peak_memory_bytes=t.peak,
+        dropped_repeats=0 if contended else len(t.dropped),
+        contended=contended,
+        env=env,
+    )
+
+
+def measure_models(
+    models: Mapping[str, nn.Module],
+    settings: MeasureSettings | None = None,
+    *,
+    in_channels: int | None = None,
+    copy_models: bool = True,
+) -> dict[str, Measurement]:
+    """Measure several models in lockstep: one repeat of each in turn, round-robin.
+
+    Comparing nets measured one after the other mixes their speed with the
+    machine's drift (clock boost, neighbours on a shared host); in lockstep
+    every model sees the same conditions, so their ratios hold even where the
+    absolute figures wander. Each model still gets its own warm-up,
+    calibration and figures; the loop stops once every model has
+    ``min_repeats`` clean repeats and either all robust CVs are at most
+    ``target_cv`` or the budget (``max_repeats`` rounds, ``max_seconds`` per
+    model) is spent. Models are deep-copied first unless ``copy_models=False``.
+    """
+    if not models:
+        raise ConfigError("measure_models needs at least one model")
+    settings = (settings or MeasureSettings()).resolved()
+    device = torch.device(settings.device)
+    timer = _timer(device)
+    screen = device.type == "cpu" and settings.max_other_load < 1.0
+    limit = _other_load_limit(settings)
+    budget_s = settings.max_seconds * len(models)
+
+    with _backend_scope(settings, device), torch.inference_mode():
+        timed: dict[str, _Timed] = {}
+        for name, model in models.items():
+            channels = in_channels if in_channels is not None else _infer_in_channels(model)
+            net = copy.deepcopy(model) if copy_models else model
+            timed[name] = _prepare(net, settings, device, channels, timer)
+
+        whole = _OtherLoad()
+        t_start = time.perf_counter()
+        rounds = 0
+        while True:
+            for t in timed.values():
+                # On CPU a repeat shared with other processes is kept aside.
+                span = _OtherLoad() if screen else None
+                v = timer(t.step, t.iters) / t.iters
+                load = span.stop(min_ticks=10) if span is not None else None
+                (t.dropped if load is not None and load > limit else t.clean).append(v)
+            rounds += 1
+            over = rounds >= settings.max_repeats or time.perf_counter() - t_start >= budget_s
+            enough = all(len(t.clean) >= settings.min_repeats for t in timed.values())
+            if enough and (over or all(_robust_cv(t.clean) <= settings.target_cv for t in timed.values())):
+                break
+            if over and rounds >= settings.min_repeats:
+                break
+        other_load = whole.stop()
+        env = {**environment(device, settings), "other_cpu_load": other_load}  # threads as set
+
+    return {name: _summarize(t, settings, dict(env)) for name, t in timed.items()}
 
 
 def measure_model(
@@ -573,89 +715,9 @@ def measure_model(
     throw-away net), so the caller's module keeps its device, dtype and memory
     format. Input is random: a conv net's speed does not depend on the values.
     """
-    settings = (settings or MeasureSettings()).resolved()
-    device = torch.device(settings.device)
-    dinfo = DTYPES.get(settings.dtype)
-    channels = in_channels if in_channels is not None else _infer_in_channels(model)
-    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
-
-    base_mem = 0
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base_mem = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    if copy_model:
-        model = copy.deepcopy(model)
-
-    with _backend_scope(settings, device), torch.inference_mode():
-        model = model.eval().to(device=device, dtype=dinfo.torch_dtype, memory_format=fmt)
-        x = torch.randn(
-            settings.batch_size, channels, settings.resolution, settings.resolution,
-            device=device, dtype=dinfo.torch_dtype,
-        ).contiguous(memory_format=fmt)
-        fn: Callable[[torch.Tensor], Any] = (
-            torch.compile(model, mode=settings.compile_mode) if settings.compile else model
-        )
-        if settings.cuda_graphs:
-            step: Callable[[], Any] = _cuda_graph_step(fn, x)
-        else:
-            step = lambda: fn(x)  # noqa: E731
-        timer = _timer(device)
-        # Warm-up: compile, kernel selection (cudnn.benchmark, oneDNN primitives), caches.
-        timer(step, max(settings.warmup, 1 if settings.compile else 0))
-        # Calibrate forwards per repeat on the faster of two calls (the first may still be cold).
-        one = min(timer(step, 1), timer(step, 1))
-        iters = max(1, math.ceil(settings.min_repeat_s / max(one, 1e-7)))
-
-        # Timed repeats. On CPU a repeat shared with other processes is kept
-        # aside; the figure comes from clean repeats when there are enough.
-        screen = device.type == "cpu" and settings.max_other_load < 1.0
-        clean: list[float] = []
-        dropped: list[float] = []
-        whole = _OtherLoad()
-        t_start = time.perf_counter()
-        while True:
-            span = _OtherLoad() if screen else None
-            t = timer(step, iters) / iters
-            load = span.stop(min_ticks=10) if span is not None else None
-            (dropped if load is not None and load > settings.max_other_load else clean).append(t)
-            n = len(clean) + len(dropped)
-            over = n >= settings.max_repeats or time.perf_counter() - t_start >= settings.max_seconds
-            if len(clean) >= settings.min_repeats and (
-                over or _robust_cv(clean) <= settings.target_cv
-            ):
-                break
-            if over and n >= settings.min_repeats:
-                break
-        other_load = whole.stop()
-        contended = len(clean) < settings.min_repeats
-        per_call = clean + dropped if contended else clean
-        env = environment(device, settings)  # inside the scope: records the threads used
-
-    peak = None
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        peak = int(torch.cuda.max_memory_allocated(device) - base_mem)
-    q1, med, q3 = _quartiles(per_call)
-    bs = settings.batch_size
-    mean = statistics.fmean(per_call)
-    cv = statistics.pstdev(per_call) / mean if len(per_call) > 1 else 0.0
-    return Measurement(
-        images_per_s=bs / med,
-        images_per_s_iqr=bs / q1 - bs / q3,
-        latency_ms=med * 1000.0,
-        latency_iqr_ms=(q3 - q1) * 1000.0,
-        best_images_per_s=bs / min(per_call),
-        cv=cv,
-        robust_cv=_robust_cv(per_call),
-        repeats=len(per_call),
-        iters_per_repeat=iters,
-        latencies_ms=tuple(t * 1000.0 for t in per_call),
-        peak_memory_bytes=peak,
-        dropped_repeats=0 if contended else len(dropped),
-        contended=contended,
-        env={**env, "other_cpu_load": other_load},
-    )
+    return measure_models(
+        {"model": model}, settings, in_channels=in_channels, copy_models=copy_model
+    )["model"]
 
 
 # ---- cache -----------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_cli_tiny_run_writes_csv(capsys, tmp_path):
     assert rc == 0
     assert "RepVGG-A0" in captured.out and "deploy/train" in captured.out
     assert "repeatability RepVGG-A0 deploy" in captured.out
-    assert "[1/3]" in captured.err  # progress goes to stderr
+    assert "[round 1/1]" in captured.err  # progress goes to stderr
     with out.open() as f:
         data = list(csv.DictReader(f))
     assert [(r["model"], r["form"]) for r in data] == [

@@ -88,6 +88,14 @@ def test_repeats_shared_with_other_processes_are_dropped(tiny, monkeypatch, patt
     assert len(m.latencies_ms) == kept
 
 
+def test_neighbours_on_spare_cores_do_not_count(monkeypatch):
+    monkeypatch.setattr(measure_mod, "_cpu_count", lambda: 4)
+    limit = measure_mod._other_load_limit
+    assert limit(MeasureSettings(threads=4, max_other_load=0.25)) == pytest.approx(0.25)
+    assert limit(MeasureSettings(threads=1, max_other_load=0.25)) == pytest.approx(1.0)
+    assert limit(MeasureSettings(threads=2, max_other_load=0.25)) == pytest.approx(0.75)
+
+
 def test_cache_hits_on_second_call(tiny, fast, monkeypatch):
     cache = ThroughputCache()
     first = measure_spec(tiny, fast, cache)
@@ -227,3 +235,18 @@ def test_gpu_cuda_graphs_and_flag_restore(tiny):
     assert m.images_per_s > 0
     assert torch.backends.cudnn.benchmark == bench_before
     assert getattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision", None) == conv_before
+
+
+def test_measure_models_in_lockstep(tiny):
+    from repvgg_nas.measure import measure_models
+
+    s = MeasureSettings(**{**FAST, "min_repeats": 3, "max_repeats": 4})
+    nets = {"train": build_model(tiny), "deploy": build_model(tiny, deploy=True)}
+    out = measure_models(nets, s)
+    assert list(out) == ["train", "deploy"]
+    for m in out.values():
+        assert m.images_per_s > 0 and 3 <= m.repeats + m.dropped_repeats <= 4
+    assert out["train"].env["settings"] == out["deploy"].env["settings"]
+    assert nets["train"].training  # copies were measured
+    with pytest.raises(ConfigError, match="at least one model"):
+        measure_models({}, s)
