@@ -41,10 +41,10 @@ seed = {seed}
 [data]
 name = "synthetic"
 resolution = 16
-train_size = 64
+train_size = {train_size}
 val_size = 32
 [train]
-epochs = 1
+epochs = {epochs}
 batch_size = 32
 [measure]
 device = "cpu"
@@ -58,9 +58,17 @@ max_seconds = 0.2
 """
 
 
-def write_tiny_study(folder, n: int = 3, seed: int = 0, space: str = TINY_SPACE, head: str = "", tail: str = ""):
-    """A study that trains 16x16 nets on 64 images: a whole trial takes about a second."""
+def write_tiny_study(
+    folder, n: int = 3, seed: int = 0, space: str = TINY_SPACE, head: str = "", tail: str = "",
+    name: str = "tiny", train_size: int = 64, epochs: int = 1,
+):
+    """A study that trains 16x16 nets on 64 images: a whole trial takes about a second.
+
+    ``train_size``/``epochs`` make a trial slow enough to be killed mid-way.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "space.toml").write_text(space)
-    path = folder / "tiny.toml"
-    path.write_text(head + TINY_STUDY.format(space=folder / "space.toml", n=n, seed=seed) + tail)
+    path = folder / f"{name}.toml"
+    text = TINY_STUDY.format(space=folder / "space.toml", n=n, seed=seed, train_size=train_size, epochs=epochs)
+    path.write_text(head + text + tail)
     return path

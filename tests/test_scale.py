@@ -35,45 +35,16 @@ from repvgg_nas.workers import (
 
 TS = optuna.trial.TrialState
 
-SPACE = """
-depths = [1, 1, {low = 1, high = 2}, {low = 1, high = 2}, 1]
-a = {choices = [0.125, 0.25]}
-b = {choices = [0.25, 0.5]}
-"""
+from .conftest import TINY_SPACE, write_tiny_study
 
-STUDY = """
-space = "{space}"
-n_trials = {n}
-seed = 0
-[data]
-name = "synthetic"
-resolution = 16
-train_size = {train_size}
-val_size = 32
-[train]
-epochs = {epochs}
-batch_size = 32
-[measure]
-device = "cpu"
-batch_size = 2
-resolution = 16
-warmup = 1
-min_repeats = 1
-max_repeats = 2
-min_repeat_s = 0.0
-max_seconds = 0.2
-"""
+SPACE = TINY_SPACE
 
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
 
 
 def write_study(folder: Path, name: str, n: int, *, train_size: int = 64, epochs: int = 1) -> Path:
     """A tiny study file; ``train_size``/``epochs`` make a trial slow enough to be killed mid-way."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "space.toml").write_text(SPACE)
-    path = folder / f"{name}.toml"
-    path.write_text(STUDY.format(space=folder / "space.toml", n=n, train_size=train_size, epochs=epochs))
-    return path
+    return write_tiny_study(folder, n, space=SPACE, name=name, train_size=train_size, epochs=epochs)
 
 
 def search_cmd(study: Path, reports: Path, *extra: str) -> list[str]:

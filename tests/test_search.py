@@ -116,7 +116,7 @@ def test_references_are_enqueued_first_and_tagged(tmp_path):
         'depths = [1, {low = 1, high = 2}, 4, {low = 13, high = 14}, 1]\na = 0.75\nb = 2.5\n'
     )
     p = tmp_path / "refs.toml"
-    p.write_text(TINY_STUDY.format(space=tmp_path / "space.toml", n=1, seed=0))
+    p.write_text(TINY_STUDY.format(space=tmp_path / "space.toml", n=1, seed=0, train_size=64, epochs=1))
     text = p.read_text().replace("n_trials = 1", 'n_trials = 1\nreferences = ["A0"]')
     p.write_text(text)
     cfg = load_study_config(p)
