@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .config import dataclass_from_dict
 from .errors import ConfigError
 from .model import build_model
 from .registry import Registry
@@ -246,16 +247,8 @@ class MeasureSettings:
 
         ``where`` names the table in messages (e.g. ``study.toml: measure``).
         """
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where} must be a table, got {type(data).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown {where} keys {unknown}; allowed: {known}")
         try:
-            return cls(**dict(data))
+            return dataclass_from_dict(cls, data, where)
         except ConfigError as e:
             if where != "measure":
                 raise ConfigError(f"{where}: {e}") from None
