@@ -43,6 +43,7 @@ from .spec import RepVGGSpec
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "Distillation",
     "DivergenceError",
     "SCHEDULES",
     "train",
@@ -237,6 +238,36 @@ class TrainResult(NamedTuple):
     history: tuple[dict[str, float], ...]
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """Train against a teacher's soft targets as well as the labels.
+
+    The loss is ``(1 - weight) * CE(labels) + weight * T^2 * KL(teacher_T || student_T)``
+    with both logits softened by ``temperature`` (Hinton et al., 2015). The
+    teacher runs in eval mode without gradients. Used to fine-tune pruned nets
+    from their unpruned parent.
+    """
+
+    teacher: nn.Module
+    weight: float = 0.9
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight <= 1:
+            raise ConfigError(f"distillation weight must be in [0, 1], got {self.weight!r}")
+        if not self.temperature > 0:
+            raise ConfigError(f"distillation temperature must be > 0, got {self.temperature!r}")
+
+    def loss(self, logits: torch.Tensor, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            soft = self.teacher(x).float()
+        t = self.temperature
+        kl = nn.functional.kl_div(
+            torch.log_softmax(logits / t, 1), torch.log_softmax(soft / t, 1), reduction="batchmean", log_target=True
+        )
+        return (1 - self.weight) * hard + self.weight * t * t * kl
+
+
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
@@ -346,13 +377,15 @@ def train(
     progress: bool = True,
     position: int = 0,
     desc: str = "train",
+    distill: Distillation | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train`` for ``cfg.epochs`` epochs.
 
     ``data`` is moved to ``device`` when it is not there yet (move it once
     yourself when training many models). ``position`` places the step-level
     progress bar below an outer (trial-level) bar. Raises
-    :class:`DivergenceError` at the first non-finite loss.
+    :class:`DivergenceError` at the first non-finite loss. ``distill`` adds a
+    teacher's soft targets to the loss (:class:`Distillation`).
     """
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
     device = resolve_device(device)
@@ -365,6 +398,8 @@ def train(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     model.train()
+    if distill is not None:
+        distill.teacher.to(device=device, memory_format=memory_format).eval()
 
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -406,6 +441,8 @@ def train(
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     logits = model(x)
                     loss = criterion(logits.float(), y)
+                    if distill is not None:
+                        loss = distill.loss(logits.float(), x, loss)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.max_grad_norm is not None:
