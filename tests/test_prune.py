@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -21,9 +23,11 @@ from repvgg_nas.prune import (
     prune_to_speedup,
 )
 from repvgg_nas.prune.__main__ import main as prune_main
+from repvgg_nas.train import Distillation
 
 from .conftest import randomize_bn
 
+ALIGN = pytest.mark.parametrize("align", [True, False], ids=["stage-aligned", "per-layer"])
 SPEC = RepVGGSpec.from_paper((1, 1, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise="even", g=2)
 
 
@@ -43,9 +47,10 @@ def _out(m, x):
         return m.eval()(x)
 
 
+@ALIGN
 @pytest.mark.parametrize("criterion", IMPORTANCES.list())
-def test_every_criterion_prunes_to_a_valid_smaller_spec(model, data, criterion):
-    pruned = prune_channels(model, 0.5, PruneSettings(importance=criterion), data, resolution=16)
+def test_every_criterion_prunes_to_a_valid_smaller_spec(model, data, criterion, align):
+    pruned = prune_channels(model, 0.5, PruneSettings(importance=criterion, align_stages=align), data, resolution=16)
     assert is_deploy(pruned) and pruned.spec.groups == SPEC.groups  # groupwise layers kept, valid
     assert all(w < w0 for w, w0 in zip(pruned.spec.widths, SPEC.widths))
     assert all(w % g == 0 for w, g in zip(pruned.spec.widths, pruned.spec.groups))
@@ -104,10 +109,105 @@ def test_bn_reinsertion_preserves_the_function(model, data):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in with_bn.modules())
 
 
+def _iteratively_pruned(model, steps=2, align=True, **settings):
+    work = prune_mod._as_deploy(model)
+    original = copy.deepcopy(work)
+    kept = prune_mod._full_kept(work)
+    pruner = prune_mod._pruner(work, PruneSettings(align_stages=align, **settings), 0.6, 3, 16)
+    for _ in range(steps):
+        pruner.step(kept)
+    return original, prune_mod._rebuild(work, work.spec), kept
+
+
+@ALIGN
+@pytest.mark.parametrize("global_pruning", [False, True], ids=["uniform", "global"])
+def test_kept_indices_name_the_surviving_original_channels(model, align, global_pruning):
+    # two steps, so indices must compose; the weights of every pruned conv must be exactly
+    # the original weights of the kept outputs and inputs (groupwise convs: in-group inputs)
+    original, pruned, kept = _iteratively_pruned(model, align=align, global_pruning=global_pruning)
+    prev = torch.arange(SPEC.in_channels)
+    convs0 = prune_mod._block_convs(original)
+    for name, conv in prune_mod._block_convs(pruned).items():
+        k, conv0 = kept[name], convs0[name]
+        assert len(k) == conv.out_channels <= conv0.out_channels
+        torch.testing.assert_close(conv.bias, conv0.bias[k], rtol=0, atol=0)
+        g, seg = conv0.groups, conv0.in_channels // conv0.groups
+        for i, o in enumerate(k.tolist()):
+            grp = o // (conv0.out_channels // g)
+            inputs = prev[(prev >= grp * seg) & (prev < (grp + 1) * seg)] - grp * seg
+            torch.testing.assert_close(conv.weight[i], conv0.weight[o][inputs], rtol=0, atol=0)
+        prev = k
+    assert sum(c.out_channels for c in prune_mod._block_convs(pruned).values()) < sum(SPEC.widths)
+
+
+def test_stage_alignment_prunes_the_same_channels_through_a_stage(model):
+    _, pruned, kept = _iteratively_pruned(model)
+    names = list(kept)
+    for stage_names in ([n for n in names if n.startswith(f"stages.{s}.")] for s in range(len(SPEC.depths))):
+        assert all(torch.equal(kept[n], kept[stage_names[0]]) for n in stage_names)
+
+
+def _conv_stats(model, x):
+    out = {}
+    hooks = [c.register_forward_hook(lambda m, i, o, n=n: out.__setitem__(n, (o.mean((0, 2, 3)), o.std((0, 2, 3)))))
+             for n, c in prune_mod._block_convs(model).items()]
+    _out(model, x)
+    for h in hooks:
+        h.remove()
+    return out
+
+
+@ALIGN
+def test_recalibration_gives_kept_channels_their_original_statistics(model, data, align):
+    original, pruned, kept = _iteratively_pruned(model, align=align)
+    x = torch.cat([xb for xb, _ in data.batches("train", 32)])[:64]
+    before = _conv_stats(pruned, x)
+    prune_mod.recalibrate(pruned, original, kept, data, images=64)
+    target, after = _conv_stats(original, x), _conv_stats(pruned, x)
+    for i, name in enumerate(after):
+        mean, std = target[name][0][kept[name]], target[name][1][kept[name]]
+        torch.testing.assert_close(after[name][0], mean, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(after[name][1], std, rtol=1e-4, atol=1e-4)
+        if i == 0:  # nothing upstream changed: the first conv is left as it was
+            torch.testing.assert_close(before[name][1], std, rtol=1e-5, atol=1e-6)
+        else:
+            assert not torch.allclose(before[name][1], std, rtol=1e-3)
+
+
+def test_recalibration_leaves_dead_channels_finite(model, data):
+    original, pruned, kept = _iteratively_pruned(model, steps=1)
+    conv = next(iter(prune_mod._block_convs(pruned).values()))
+    with torch.no_grad():
+        conv.weight[0].zero_()  # a channel whose output is constant
+    prune_mod.recalibrate(pruned, original, kept, data, images=32)
+    assert all(torch.isfinite(p).all() for p in pruned.parameters())
+
+
+def test_prune_channels_recalibrates_only_with_data(model, data):
+    x = next(data.val_batches(8))[0]
+    raw = prune_channels(model, 0.3)
+    off = prune_channels(model, 0.3, PruneSettings(recalibrate=False), data)
+    on = prune_channels(model, 0.3, PruneSettings(calibration_images=32), data)
+    torch.testing.assert_close(_out(off, x), _out(raw, x))
+    assert on.spec == raw.spec and not torch.allclose(_out(on, x), _out(raw, x))
+
+
+def test_distillation_from_an_identical_teacher_adds_no_loss(model, data):
+    x, y = next(data.val_batches(16))
+    logits = _out(model, x)
+    hard = torch.nn.functional.cross_entropy(logits, y)
+    assert Distillation(copy.deepcopy(model).eval(), weight=1.0).loss(logits, x, hard).abs() < 1e-5
+    assert Distillation(model, weight=0.0).loss(logits, x, hard) == hard
+    with pytest.raises(ConfigError, match="distillation weight"):
+        Distillation(model, weight=1.5)
+
+
 @pytest.mark.parametrize("mode", FINETUNE_MODES.list())
-def test_finetune_keeps_the_net_plain(model, data, mode):
+@pytest.mark.parametrize("distill", [False, True])
+def test_finetune_keeps_the_net_plain(model, data, mode, distill):
     pruned = prune_channels(model, 0.3)
-    tuned = finetune(pruned, data, epochs=1, mode=mode, progress=False, batch_size=32)
+    teacher = prune_mod._as_deploy(model) if distill else None
+    tuned = finetune(pruned, data, epochs=1, mode=mode, progress=False, teacher=teacher, batch_size=32)
     assert is_deploy(tuned) and not any(isinstance(m, torch.nn.BatchNorm2d) for m in tuned.modules())
     assert tuned.spec == pruned.spec
 
@@ -143,16 +243,30 @@ def test_prune_job_validation():
         PruneJob.from_dict({"ratio": 0.2, "ratios": 3})
 
 
-def test_cli_prunes_a_checkpoint(tmp_path, model, capsys):
+@pytest.mark.parametrize("flags, recorded", [
+    ([], {"align_stages": True, "recalibrate": True, "distill": False, "finetune_epochs": 1}),
+    (["--per-layer", "--no-recalibrate", "--distill"], {"align_stages": False, "recalibrate": False, "distill": True}),
+])
+def test_cli_prunes_a_checkpoint(tmp_path, model, capsys, flags, recorded):
     src = save_checkpoint(tmp_path / "m.pt", model, meta={"data": {"train_size": 64, "val_size": 32, "resolution": 16}})
     out = tmp_path / "small.pt"
     argv = [str(src), "--ratio", "0.5", "--finetune-epochs", "1", "--device", "cpu", "--batch-size", "2",
-            "--resolution", "16", "--out", str(out), "--no-progress"]
+            "--resolution", "16", "--out", str(out), "--no-progress", *flags]
     assert run_cli(prune_main, argv) == 0
     printed = capsys.readouterr().out
     assert "fine-tuned" in printed and "speedup" in printed
     loaded, ckpt = load_model(out)
     assert ckpt.meta["prune"]["ratio"] == 0.5 and ckpt.spec.widths != SPEC.widths
+    assert recorded.items() <= ckpt.meta["prune"].items()
+
+
+def test_prune_job_round_trips_through_a_study_table():
+    job = PruneJob(target_speedup=1.5, distill=True, settings=PruneSettings(
+        align_stages=False, recalibrate=False, max_layer_ratio=0.5, step=0.1, round_to=8, calibration_images=64))
+    again = PruneJob.from_dict(job.to_dict())
+    assert again == job
+    with pytest.raises(ConfigError, match="recalibrate must be true or false"):
+        PruneJob.from_dict({"ratio": 0.2, "recalibrate": "yes"})
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ with the core loader alone.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from ..measure import MeasureSettings, Measurement, ThroughputCache, measure_spe
 from ..model import PlainBlock, RepVGG, build_model, is_deploy, reparameterize
 from ..registry import Registry
 from ..spec import RepVGGSpec
-from ..train import TrainConfig, evaluate, train
+from ..train import Distillation, TrainConfig, evaluate, train
 
 __all__ = [
     "IMPORTANCES",
@@ -37,6 +38,7 @@ __all__ = [
     "FINETUNE_MODES",
     "deploy_spec_of",
     "prune_channels",
+    "recalibrate",
     "prune_to_speedup",
     "finetune",
     "insert_bn",
@@ -58,10 +60,15 @@ _NEEDS_GRADIENTS = {"taylor"}
 class PruneSettings:
     """How channels are chosen.
 
-    ``global_pruning`` ranks channels across layers (uneven widths);
-    otherwise every layer loses the same share. ``max_layer_ratio`` keeps at
+    ``align_stages`` (the default) removes the same channels from every
+    identity-linked layer of a stage (see :class:`_StagePruner`); otherwise
+    each layer picks its own. ``global_pruning`` ranks channels across
+    layers/stages (uneven widths); otherwise every layer loses the same share. ``max_layer_ratio`` keeps at
     least that share of each layer; ``round_to`` keeps widths multiples of it.
     ``step`` is the share removed per iteration when pruning to a speed-up.
+    ``recalibrate`` (when training data is given) re-scales every pruned conv
+    so its kept channels keep the output statistics they had before pruning,
+    measured on ``calibration_images`` training images (see :func:`recalibrate`).
     """
 
     importance: str = "l2"
@@ -70,9 +77,17 @@ class PruneSettings:
     max_layer_ratio: float = 0.9
     step: float = 0.05
     taylor_batches: int = 4
+    align_stages: bool = True
+    recalibrate: bool = True
+    calibration_images: int = 256
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "importance", _canonical_importance(self.importance))
+        for key in ("align_stages", "recalibrate", "global_pruning"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"prune.{key} must be true or false, got {getattr(self, key)!r}")
+        if isinstance(self.calibration_images, bool) or not isinstance(self.calibration_images, int) or self.calibration_images < 2:
+            raise ConfigError(f"prune.calibration_images must be an integer >= 2, got {self.calibration_images!r}")
         if self.round_to is not None and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1):
             raise ConfigError(f"prune.round_to must be an integer >= 1, got {self.round_to!r}")
         if not 0 < self.max_layer_ratio < 1:
@@ -125,20 +140,234 @@ def _rebuild(pruned: nn.Module, spec: RepVGGSpec) -> RepVGG:
     return model.eval()
 
 
-def _pruner(model: RepVGG, settings: PruneSettings, ratio: float, steps: int, resolution: int) -> tp.pruner.BasePruner:
+def _block_convs(model: nn.Module) -> dict[str, nn.Conv2d]:
+    """The block convs of a deploy model by module name (the same names before and after pruning)."""
+    return {f"{name}.reparam": m.reparam for name, m in model.named_modules() if isinstance(m, PlainBlock)}
+
+
+Kept = dict[str, torch.Tensor]  # block conv name -> indices of its original output channels still there
+
+
+def _full_kept(model: nn.Module) -> Kept:
+    return {n: torch.arange(c.out_channels) for n, c in _block_convs(model).items()}
+
+
+def _drop(kept: Kept, name: str, idxs: Any) -> None:
+    keep = torch.ones(len(kept[name]), dtype=torch.bool)
+    keep[list(idxs)] = False
+    kept[name] = kept[name][keep]
+
+
+def _example(model: RepVGG, resolution: int) -> torch.Tensor:
     p = next(model.parameters())
-    example = torch.randn(1, model.spec.in_channels, resolution, resolution, device=p.device)
-    return tp.pruner.BasePruner(
-        model,
-        example,
-        importance=IMPORTANCES.get(settings.importance)(),
-        global_pruning=settings.global_pruning,
-        pruning_ratio=ratio,
-        max_pruning_ratio=settings.max_layer_ratio,
-        iterative_steps=steps,
-        ignored_layers=[model.head],
-        round_to=settings.round_to,
-    )
+    return torch.randn(1, model.spec.in_channels, resolution, resolution, device=p.device)
+
+
+class _LayerPruner:
+    """torch-pruning's ``BasePruner``: every layer chooses its own channels."""
+
+    def __init__(self, model: RepVGG, settings: PruneSettings, ratio: float, steps: int, resolution: int) -> None:
+        self.model = model
+        self.pruner = tp.pruner.BasePruner(
+            model,
+            _example(model, resolution),
+            importance=IMPORTANCES.get(settings.importance)(),
+            global_pruning=settings.global_pruning,
+            pruning_ratio=ratio,
+            max_pruning_ratio=settings.max_layer_ratio,
+            iterative_steps=steps,
+            ignored_layers=[model.head],
+            round_to=settings.round_to,
+        )
+
+    def step(self, kept: Kept) -> None:
+        """One pruner step that also records which original output channels every block conv keeps."""
+        names = {id(c): n for n, c in _block_convs(self.model).items()}
+        for group in self.pruner.step(interactive=True):
+            for dep, idxs in group:
+                name = names.get(id(dep.target.module))
+                if name is not None and self.pruner.DG.is_out_channel_pruning_fn(dep.handler):
+                    _drop(kept, name, idxs)
+            group.prune()
+
+
+class _StagePruner:
+    """Prune the same channel indices in every layer of a RepVGG stage.
+
+    In the train form, every stride-1 block with equal in/out widths has an
+    identity branch, so channel ``c`` of one layer carries channel ``c`` of
+    the layer before: fused, the nets are deep residual streams along the
+    conv diagonals. Choosing channels per layer cuts those streams at every
+    layer (a trained A0 with a quarter of its channels removed that way is at
+    chance); removing one index from the whole run of identity-linked layers
+    removes one stream. A *run* is a stage's first conv plus the stride-1,
+    equal-width convs after it. Each conv's channels are scored by the chosen
+    torch-pruning importance on its dependency group, the scores are
+    normalized per layer and summed over the run, and the run's lowest
+    channels are removed through torch-pruning's dependency graph (which also
+    adjusts the next conv's inputs and the classifier). Groupwise convs in or
+    right after a run get the same in-group positions removed in every group,
+    so they stay valid. ``global_pruning`` ranks runs' channels against each
+    other (scores divided by their run's mean) instead of cutting every run
+    by the same ratio.
+    """
+
+    def __init__(self, model: RepVGG, settings: PruneSettings, ratio: float, steps: int, resolution: int) -> None:
+        self.model, self.settings = model, settings
+        self.ratio, self.steps, self.resolution = ratio, steps, resolution
+        self.importance = IMPORTANCES.get(settings.importance)()
+        self.current = 0
+        convs = _block_convs(model)
+        names = list(convs)
+        self.runs: list[list[str]] = []
+        for n in names:
+            c, run = convs[n], self.runs[-1] if self.runs else None
+            last = convs[run[-1]] if run else None
+            if last is not None and c.stride == (1, 1) and c.in_channels == c.out_channels == last.out_channels:
+                run.append(n)
+            else:
+                self.runs.append([n])
+        self.width0 = [convs[r[0]].out_channels for r in self.runs]
+        # channels of a run must go in equal numbers from each group of every groupwise conv
+        # writing or reading them: the run's own convs and the first conv after it
+        self.period = []
+        for i, run in enumerate(self.runs):
+            touching = run + ([self.runs[i + 1][0]] if i + 1 < len(self.runs) else [])
+            self.period.append(math.lcm(1, *(convs[n].groups for n in touching)))
+
+    def _keep(self, run: int, ratio: float) -> int:
+        """Channels run ``run`` keeps at cumulative ``ratio`` (rounded, floored by ``max_layer_ratio``)."""
+        w0, period = self.width0[run], self.period[run]
+        unit = math.lcm(period, self.settings.round_to or 1)
+        floor = max(unit, unit * math.ceil((1 - self.settings.max_layer_ratio) * w0 / unit))
+        return min(w0, max(floor, unit * round((1 - ratio) * w0 / unit)))
+
+    def _scores(self, dg: tp.DependencyGraph, convs: dict[str, nn.Conv2d]) -> list[torch.Tensor]:
+        """Per-run channel scores, folded to one score per in-group position."""
+        out = []
+        for run, period in zip(self.runs, self.period):
+            total = None
+            for n in run:
+                c = convs[n]
+                group = dg.get_pruning_group(c, tp.prune_conv_out_channels, list(range(c.out_channels)))
+                imp = self.importance(group)
+                imp = imp.double().abs() if imp is not None else torch.ones(c.out_channels, dtype=torch.double)
+                imp = imp / imp.sum().clamp_min(1e-30)
+                total = imp if total is None else total + imp.to(total.device)
+            assert total is not None
+            out.append(total.reshape(period, -1).sum(0))
+        return out
+
+    def step(self, kept: Kept) -> None:
+        if self.current >= self.steps:
+            return
+        self.current += 1
+        ratio = self.ratio * self.current / self.steps
+        dg = tp.DependencyGraph().build_dependency(self.model, _example(self.model, self.resolution))
+        convs = _block_convs(self.model)
+        scores = self._scores(dg, convs)
+        widths = [convs[r[0]].out_channels for r in self.runs]
+        if self.settings.global_pruning:
+            remove = self._global_counts(scores, widths, ratio)
+        else:
+            remove = [w - self._keep(i, ratio) for i, w in enumerate(widths)]
+        for run, period, score, width, n in zip(self.runs, self.period, scores, widths, remove):
+            if n <= 0:
+                continue
+            positions = score.argsort()[: n // period]
+            seg = width // period
+            idxs = sorted(int(p) + j * seg for j in range(period) for p in positions)
+            for name in run:
+                dg.get_pruning_group(convs[name], tp.prune_conv_out_channels, idxs).prune()
+                _drop(kept, name, idxs)
+
+    def _global_counts(self, scores: list[torch.Tensor], widths: list[int], ratio: float) -> list[int]:
+        """How many channels each run loses when all runs' channels are ranked together."""
+        total0 = sum(self.width0)
+        target = round(ratio * total0) - (total0 - sum(widths))
+        entries = sorted(
+            (float(v) / float(sc.mean().clamp_min(1e-30)), i)
+            for i, sc in enumerate(scores) for v in sc.tolist()
+        )
+        remove = [0] * len(self.runs)
+        floors = [self._keep(i, self.settings.max_layer_ratio) for i in range(len(self.runs))]
+        taken = 0
+        for _, i in entries:  # each entry is one in-group position: `period` channels
+            if taken >= target:
+                break
+            if widths[i] - remove[i] - self.period[i] >= floors[i]:
+                remove[i] += self.period[i]
+                taken += self.period[i]
+        unit = [math.lcm(self.period[i], self.settings.round_to or 1) for i in range(len(self.runs))]
+        return [r - r % u for r, u in zip(remove, unit)]
+
+
+def _pruner(model: RepVGG, settings: PruneSettings, ratio: float, steps: int, resolution: int) -> _LayerPruner | _StagePruner:
+    cls = _StagePruner if settings.align_stages else _LayerPruner
+    return cls(model, settings, ratio, steps, resolution)
+
+
+@torch.no_grad()
+def recalibrate(pruned: RepVGG, original: RepVGG, kept: Kept, data: DataBundle, images: int = 256) -> RepVGG:
+    """Give every kept channel of ``pruned`` the pre-activation statistics it had in ``original``.
+
+    A plain net has no BatchNorm to re-normalize after channels go: every
+    removed channel shifts the next layer's inputs, and over 20+ layers the
+    shifts compound (a trained A0 pruned by a quarter is at chance). This is
+    the deploy-form analogue of re-estimating BN statistics after pruning: in
+    one pass over ``images`` unaugmented training images, layer by layer, the
+    per-channel mean and std of each pruned conv's output are matched to the
+    original's for the same channels, and the affine correction is folded into
+    the conv (``w *= s``, ``b = (b - mean_p) * s + mean_o``), so the model keeps
+    its architecture and stays plain. Channels that went dead (std ~ 0) are
+    only shifted. Works in place on ``pruned``; returns it.
+    """
+    device = next(pruned.parameters()).device
+    x = torch.cat([xb for xb, _ in _take(data.to(device).batches("train", min(images, 256)), images)])[:images]
+    target: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        o = out.double()
+        return o.mean((0, 2, 3)), o.std((0, 2, 3))
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
+            mean, std = stats(out)
+            target[name] = (mean[kept[name].to(device)], std[kept[name].to(device)])
+        return hook
+
+    def correct(name: str) -> Callable[..., torch.Tensor]:
+        def hook(m: nn.Conv2d, inp: Any, out: torch.Tensor) -> torch.Tensor:
+            mean_t, std_t = target[name]
+            mean_p, std_p = stats(out)
+            live = std_p > 1e-6 * std_p.max().clamp_min(1e-30)
+            scale = torch.where(live, std_t / std_p.clamp_min(1e-30), torch.ones_like(std_p))
+            shift = mean_t - mean_p * scale
+            m.weight.mul_(scale.to(m.weight.dtype).view(-1, 1, 1, 1))
+            m.bias.copy_((m.bias.double() * scale + shift).to(m.bias.dtype))
+            return (out.double() * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)).to(out.dtype)
+        return hook
+
+    for model, make in ((original, record), (pruned, correct)):
+        was_training = model.training
+        model.eval()
+        hooks = [c.register_forward_hook(make(n)) for n, c in _block_convs(model).items()]
+        try:
+            model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        model.train(was_training)
+    return pruned
+
+
+def _take(it: Any, images: int) -> Any:
+    seen = 0
+    for item in it:
+        yield item
+        seen += item[0].shape[0]
+        if seen >= images:
+            return
 
 
 def _taylor_gradients(model: nn.Module, data: DataBundle | None, batches: int) -> None:
@@ -174,12 +403,20 @@ def prune_channels(
     work = _as_deploy(model)
     if ratio == 0:
         return work.eval()
+    original = copy.deepcopy(work)
+    kept = _full_kept(work)
     pruner = _pruner(work, settings, ratio, 1, resolution)
     if settings.importance in _NEEDS_GRADIENTS:
         _taylor_gradients(work, data, settings.taylor_batches)
-    pruner.step()
+    pruner.step(kept)
     work.zero_grad(set_to_none=True)
-    return _rebuild(work, work.spec)
+    return _finish(_rebuild(work, work.spec), original, kept, data, settings)
+
+
+def _finish(pruned: RepVGG, original: RepVGG, kept: Kept, data: DataBundle | None, settings: PruneSettings) -> RepVGG:
+    if settings.recalibrate and data is not None:
+        recalibrate(pruned, original.to(next(pruned.parameters()).device), kept, data, settings.calibration_images)
+    return pruned.eval()
 
 
 @dataclass(frozen=True)
@@ -217,12 +454,15 @@ def prune_to_speedup(
     Throughput is measured with :mod:`repvgg_nas.measure` after every step (on a
     fresh net of the step's spec: speed does not depend on weights). When the
     target cannot be met before ``max_layer_ratio``, the fastest step is kept
-    and ``met`` is False.
+    and ``met`` is False. With ``data``, the kept model is recalibrated
+    (``settings.recalibrate``).
     """
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 1:
         raise ConfigError(f"target speed-up must be a number > 1, got {target!r}")
     settings = settings or PruneSettings()
     work = _as_deploy(model)
+    original = copy.deepcopy(work)
+    kept = _full_kept(work)
     spec = work.spec
     cache = cache if cache is not None else ThroughputCache()
     baseline = measure_spec(spec, measure, cache)
@@ -230,11 +470,12 @@ def prune_to_speedup(
     pruner = _pruner(work, settings, settings.max_layer_ratio, n_steps, resolution)
     steps: list[PruneStep] = []
     best_state: dict[str, torch.Tensor] | None = None
+    best_kept: Kept = kept
     best: PruneStep | None = None
     for i in range(n_steps):
         if settings.importance in _NEEDS_GRADIENTS:
             _taylor_gradients(work, data, settings.taylor_batches)
-        pruner.step()
+        pruner.step(kept)
         work.zero_grad(set_to_none=True)
         step_spec = deploy_spec_of(work, spec)
         m = measure_spec(step_spec, measure, cache)
@@ -253,6 +494,7 @@ def prune_to_speedup(
         if best is None or step.speedup > best.speedup:
             best = step
             best_state = {k: v.detach().clone() for k, v in work.state_dict().items()}
+            best_kept = dict(kept)
         if step.speedup >= target:
             break
     assert best is not None and best_state is not None
@@ -260,7 +502,7 @@ def prune_to_speedup(
     if not met or steps[-1] is not best:
         work = build_model(best.spec, deploy=True).to(next(work.parameters()).device)
         work.load_state_dict(best_state)
-    final = _rebuild(work, spec)
+    final = _finish(_rebuild(work, spec), original, best_kept, data, settings)
     return SpeedupResult(final, met, float(target), baseline, best, steps)
 
 
@@ -323,14 +565,18 @@ def fold_bn(model: RepVGG) -> RepVGG:
     return model.eval()
 
 
-def _finetune_plain(model: RepVGG, data: DataBundle, cfg: TrainConfig, device: Any, progress: bool) -> RepVGG:
-    train(model, data, cfg, device, progress=progress, desc="fine-tune")
+def _finetune_plain(
+    model: RepVGG, data: DataBundle, cfg: TrainConfig, device: Any, progress: bool, distill: Distillation | None
+) -> RepVGG:
+    train(model, data, cfg, device, progress=progress, desc="fine-tune", distill=distill)
     return model.eval()
 
 
-def _finetune_bn(model: RepVGG, data: DataBundle, cfg: TrainConfig, device: Any, progress: bool) -> RepVGG:
+def _finetune_bn(
+    model: RepVGG, data: DataBundle, cfg: TrainConfig, device: Any, progress: bool, distill: Distillation | None
+) -> RepVGG:
     model = insert_bn(model.to(device), data)
-    train(model, data, cfg, device, progress=progress, desc="fine-tune (BN)")
+    train(model, data, cfg, device, progress=progress, desc="fine-tune (BN)", distill=distill)
     return fold_bn(model)
 
 
@@ -338,8 +584,9 @@ FINETUNE_MODES: Registry[Callable[..., RepVGG]] = Registry("fine-tune mode")
 FINETUNE_MODES.register("bn", _finetune_bn)
 FINETUNE_MODES.register("plain", _finetune_plain)
 
-# Fine-tuning starts from trained weights: a smaller peak LR, no long warm-up.
-FINETUNE_DEFAULTS = {"lr": 0.02, "warmup_epochs": 0.0, "schedule": "cosine"}
+# Fine-tuning starts from recalibrated trained weights: half the proxy peak LR, cosine,
+# no warm-up (4 epochs at 0.05 recover A0 at 1.5x to within 0.1 point: benchmarks/prune_cpu.md).
+FINETUNE_DEFAULTS = {"lr": 0.05, "warmup_epochs": 0.0, "schedule": "cosine"}
 
 
 def finetune(
@@ -350,9 +597,14 @@ def finetune(
     base: TrainConfig | None = None,
     device: Any = "cpu",
     progress: bool = True,
+    teacher: nn.Module | None = None,
     **overrides: Any,
 ) -> RepVGG:
-    """Briefly retrain a pruned deploy model in place; returns it (still plain) in eval mode."""
+    """Briefly retrain a pruned deploy model in place; returns it (still plain) in eval mode.
+
+    With ``teacher`` (normally the unpruned parent) the loss adds its soft
+    targets (:class:`~repvgg_nas.train.Distillation`).
+    """
     if epochs <= 0:
         return model.eval()
     try:
@@ -360,7 +612,8 @@ def finetune(
     except LookupError as e:
         raise ConfigError(f"{e} (allowed: {', '.join(FINETUNE_MODES)})") from None
     cfg = (base or TrainConfig()).replace(epochs=epochs, **{**FINETUNE_DEFAULTS, **overrides})
-    return fn(model, data, cfg, device, progress)
+    distill = Distillation(teacher) if teacher is not None else None
+    return fn(model, data, cfg, device, progress, distill)
 
 
 def accuracy(model: nn.Module, data: DataBundle, device: Any = "cpu") -> float:
@@ -375,9 +628,13 @@ class PruneJob:
     ratio: float | None = None
     target_speedup: float | None = None
     settings: PruneSettings = field(default_factory=PruneSettings)
-    finetune_epochs: int = 2
+    finetune_epochs: int = 4
     # "plain" beat "bn" in every setting of benchmarks/prune_cpu.md.
     finetune_mode: str = "plain"
+    # Distilling from the unpruned parent did not beat label-only fine-tuning once
+    # pruning is stage-aligned and recalibrated (benchmarks/prune_cpu.md); it costs a
+    # teacher forward per step, so it is opt-in.
+    distill: bool = False
 
     def __post_init__(self) -> None:
         if (self.ratio is None) == (self.target_speedup is None):
@@ -391,33 +648,31 @@ class PruneJob:
             raise ConfigError(f"target_speedup must be a number > 1, got {self.target_speedup!r}")
         if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) or self.finetune_epochs < 0:
             raise ConfigError(f"finetune_epochs must be an integer >= 0, got {self.finetune_epochs!r}")
+        if not isinstance(self.distill, bool):
+            raise ConfigError(f"distill must be true or false, got {self.distill!r}")
         if self.finetune_mode not in FINETUNE_MODES:
             raise ConfigError(f"finetune_mode {self.finetune_mode!r} is not allowed; choose from {FINETUNE_MODES.list()}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "prune") -> PruneJob:
-        known = {"ratio", "target_speedup", "importance", "global_pruning", "round_to",
-                 "max_layer_ratio", "step", "finetune_epochs", "finetune_mode"}
+        settings_keys = ("importance", "global_pruning", "round_to", "max_layer_ratio", "step",
+                         "align_stages", "recalibrate", "calibration_images")
+        known = {"ratio", "target_speedup", *settings_keys, "finetune_epochs", "finetune_mode", "distill"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown {where} keys {unknown}; allowed: {sorted(known)}")
-        s = {k: data[k] for k in ("importance", "global_pruning", "round_to", "max_layer_ratio", "step") if k in data}
-        return cls(
-            ratio=data.get("ratio"),
-            target_speedup=data.get("target_speedup"),
-            settings=PruneSettings(**s),
-            finetune_epochs=data.get("finetune_epochs", 2),
-            finetune_mode=data.get("finetune_mode", "plain"),
-        )
+        s = {k: data[k] for k in settings_keys if k in data}
+        job = {k: data[k] for k in ("ratio", "target_speedup", "finetune_epochs", "finetune_mode", "distill") if k in data}
+        return cls(settings=PruneSettings(**s), **job)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"importance": self.settings.importance, "global_pruning": self.settings.global_pruning,
-             "finetune_epochs": self.finetune_epochs, "finetune_mode": self.finetune_mode}
+        """The job as a ``[prune]`` table: :meth:`from_dict` of it gives the same job."""
+        d: dict[str, Any] = {k: v for k, v in dataclasses.asdict(self.settings).items()
+                             if k != "taylor_batches" and v is not None}
+        d.update(finetune_epochs=self.finetune_epochs, finetune_mode=self.finetune_mode, distill=self.distill)
         for k in ("ratio", "target_speedup"):
             if getattr(self, k) is not None:
                 d[k] = getattr(self, k)
-        if self.settings.round_to is not None:
-            d["round_to"] = self.settings.round_to
         return d
 
 
@@ -480,7 +735,8 @@ def run_prune(
     m1 = measure_spec(pruned.spec, measure, cache)
     rows.append(_figures("pruned", pruned.spec, evaluate(pruned, data, device), m1, measure.resolution))
     if job.finetune_epochs > 0:
-        pruned = finetune(pruned, data, job.finetune_epochs, job.finetune_mode, train_base, device, progress)
+        teacher = base_model if job.distill else None
+        pruned = finetune(pruned, data, job.finetune_epochs, job.finetune_mode, train_base, device, progress, teacher)
         rows.append(_figures("fine-tuned", pruned.spec, evaluate(pruned, data, device), m1, measure.resolution))
     for r in rows:
         r["speedup"] = round(r["img/s"] / rows[0]["img/s"], 3)

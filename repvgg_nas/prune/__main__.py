@@ -16,9 +16,6 @@ from ..measure import MeasureSettings, ThroughputCache
 from ..train import TrainConfig
 from . import FINETUNE_MODES, IMPORTANCES, PruneJob, PruneSettings, run_prune
 
-DEFAULT_FINETUNE_MODE = "plain"  # measured better than "bn": benchmarks/prune_cpu.md
-
-
 def _source(args: argparse.Namespace) -> tuple[Path, DataConfig, MeasureSettings, TrainConfig, Path]:
     """Checkpoint path, data, measurement and training settings, and the default output."""
     if args.study is not None:
@@ -54,12 +51,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     target.add_argument("--ratio", type=float, help="share of channels to remove, in [0, 1)")
     target.add_argument("--target-speedup", type=float, help="prune until measured throughput is this many times higher")
     parser.add_argument("--importance", default="l2", help=f"channel criterion: {', '.join(IMPORTANCES)} (default l2)")
-    parser.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across layers instead of per layer")
+    parser.add_argument("--global", dest="global_pruning", action="store_true", help="rank channels across stages (layers with --per-layer) instead of cutting each by the same share")
     parser.add_argument("--round-to", type=int, help="keep widths multiples of this (e.g. 8)")
     parser.add_argument("--max-layer-ratio", type=float, default=0.9, help="most any layer may lose (default 0.9)")
-    parser.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs after pruning (default 2; 0 = none)")
-    parser.add_argument("--finetune-mode", default=DEFAULT_FINETUNE_MODE, choices=FINETUNE_MODES.list(),
+    parser.add_argument("--finetune-epochs", type=int, default=PruneJob.finetune_epochs,
+                        help=f"fine-tuning epochs after pruning (default {PruneJob.finetune_epochs}; 0 = none)")
+    parser.add_argument("--finetune-mode", default=PruneJob.finetune_mode, choices=FINETUNE_MODES.list(),
                         help="plain: train the bare net (default, better in benchmarks/prune_cpu.md); bn: train with BN re-inserted, then fold it back")
+    parser.add_argument("--no-recalibrate", dest="recalibrate", action="store_false",
+                        help="skip re-matching each kept channel's output statistics to the unpruned net's")
+    parser.add_argument("--per-layer", dest="align_stages", action="store_false",
+                        help="let every layer choose its own channels (default: remove the same channels "
+                        "from all identity-linked layers of a stage, which keeps far more accuracy)")
+    parser.add_argument("--distill", action="store_true",
+                        help="fine-tune against the unpruned net's soft targets as well as the labels")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device for fine-tuning and measurement")
     parser.add_argument("--batch-size", type=int, help="measurement batch size")
     parser.add_argument("--resolution", type=int, help="measurement resolution")
@@ -77,10 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         target_speedup=args.target_speedup,
         settings=PruneSettings(
             importance=args.importance, global_pruning=args.global_pruning,
-            round_to=args.round_to, max_layer_ratio=args.max_layer_ratio,
+            round_to=args.round_to, max_layer_ratio=args.max_layer_ratio, recalibrate=args.recalibrate,
+            align_stages=args.align_stages,
         ),
         finetune_epochs=args.finetune_epochs,
         finetune_mode=args.finetune_mode,
+        distill=args.distill,
     )
     path, data_cfg, measure, train_cfg, default_out = _source(args)
     overrides = {k: v for k, v in (("device", args.device), ("batch_size", args.batch_size),
