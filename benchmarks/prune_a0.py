@@ -1,9 +1,15 @@
 """Pruning benchmark: an A0-shaped net trained on the default proxy data, then pruned.
 
-For ratios 0.25 / 0.5 and measured speed-up targets 1.5x / 2x, with both
-fine-tuning modes (plain, and BN re-inserted then folded back), reports MACs
-reduction, measured speed-up, and accuracy before pruning, after pruning and
-after fine-tuning. Writes a markdown table to stdout (and --out).
+For ratios 0.25 / 0.5 and measured speed-up targets 1.5x / 2x, reports MACs
+reduction, measured speed-up, and accuracy before pruning, right after
+pruning (raw, and after the statistics recalibration), and after fine-tuning.
+Variants: stage-aligned channel choice (the default) fine-tuned plain (the
+default), plain with the unpruned net as teacher, or with BN re-inserted;
+and per-layer channel choice (torch-pruning's BasePruner as is). A control
+fine-tunes the *unpruned* net for the same epochs, so the gain from extra
+training alone is visible, and a second table compares the importance
+criteria at 1.5x.
+Writes a markdown note to stdout (and --out).
 
     python benchmarks/prune_a0.py --out benchmarks/prune_cpu.md
 """
@@ -21,8 +27,17 @@ import torch
 from repvgg_nas import zoo
 from repvgg_nas.data import DataConfig, load_data
 from repvgg_nas.measure import MeasureSettings, ThroughputCache, environment
-from repvgg_nas.prune import PruneJob, PruneSettings, run_prune
+from repvgg_nas.model import reparameterize
+from repvgg_nas.prune import FINETUNE_DEFAULTS, IMPORTANCES, PruneJob, PruneSettings, finetune, run_prune
 from repvgg_nas.train import TrainConfig, evaluate, init_model, train
+
+# (label, stage-aligned, fine-tune mode, distill)
+VARIANTS = [
+    ("aligned, plain (default)", True, "plain", False),
+    ("aligned, plain + teacher", True, "plain", True),
+    ("aligned, bn", True, "bn", False),
+    ("per-layer, plain", False, "plain", False),
+]
 
 
 def main() -> None:
@@ -30,7 +45,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--resolution", type=int, default=224)
-    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--finetune-epochs", type=int, default=PruneJob.finetune_epochs)
     p.add_argument("--out", type=Path)
     args = p.parse_args()
 
@@ -43,40 +58,81 @@ def main() -> None:
     t0 = time.perf_counter()
     train(model, data, train_cfg, device, progress=False)
     train_s = time.perf_counter() - t0
+    deploy = reparameterize(model).eval()
+    acc0 = evaluate(deploy, data, device)
     cache = ThroughputCache()
+    epochs = args.finetune_epochs
     lines = [
         "# Pruning RepVGG-A0 (deploy form) on the default proxy data",
         "",
         f"- machine: {environment(device, measure).get('device_name')}, {platform.machine()}, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads",
         f"- A0 trained with the default proxy budget ({train_cfg.epochs} epochs, {train_s:.0f} s); "
-        f"train-form val accuracy {evaluate(model, data, device):.4f}",
+        f"deploy-form val accuracy {acc0:.4f}",
         f"- throughput measured with `repvgg_nas.measure` at batch {measure.batch_size}, "
         f"{measure.resolution}x{measure.resolution}, {measure.dtype}, channels_last={measure.channels_last}",
-        f"- fine-tuning: {args.finetune_epochs} epochs; per-layer L2 magnitude importance",
-        "- reproduce: `python benchmarks/prune_a0.py`",
+        f"- fine-tuning: {epochs} epochs, lr {FINETUNE_DEFAULTS['lr']} cosine; L2 magnitude importance unless noted",
+        f"- validation set: {data.val_size} images, so one accuracy figure has a standard error of about "
+        f"{100 * (acc0 * (1 - acc0) / data.val_size) ** 0.5:.1f} points",
+        "- reproduce: `python benchmarks/prune_a0.py --out benchmarks/prune_cpu.md`",
         "",
-        "| target | fine-tune | MACs cut | measured speed-up | speed-up / MACs cut | acc before | after prune | after fine-tune | widths |",
-        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for kd in (False, True):
+        ctrl = finetune(copy.deepcopy(deploy), data, epochs, "plain", train_cfg, device, progress=False,
+                        teacher=copy.deepcopy(deploy) if kd else None)
+        lines.append(f"- control: the unpruned net fine-tuned the same way{' with itself as teacher' if kd else ''}: "
+                     f"{evaluate(ctrl, data, device):.4f}")
+    lines += [
+        "",
+        "| target | channels, fine-tune | MACs cut | measured speed-up | speed-up / MACs cut | acc before | "
+        "after prune (raw) | after recalibration | after fine-tune | widths |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     jobs = [("ratio 0.25", dict(ratio=0.25)), ("ratio 0.5", dict(ratio=0.5)),
             ("speed-up 1.5x", dict(target_speedup=1.5)), ("speed-up 2x", dict(target_speedup=2.0))]
     for label, kw in jobs:
-        for mode in ("plain", "bn"):
-            job = PruneJob(settings=PruneSettings(), finetune_epochs=args.finetune_epochs, finetune_mode=mode, **kw)
-            out = run_prune(copy.deepcopy(model), job, data, measure, train_cfg, device, cache, progress=False)
-            before, pruned, tuned = out.rows[0], out.rows[1], out.rows[-1]
-            cut = before["GMACs"] / pruned["GMACs"]
-            lines.append(
-                f"| {label}{'' if out.met else ' (not met)'} | {mode} | {cut:.2f}x | {pruned['speedup']:.2f}x | "
-                f"{pruned['speedup'] / cut:.2f} | {before['accuracy']:.4f} | {pruned['accuracy']:.4f} | "
-                f"{tuned['accuracy']:.4f} | {pruned['widths']} |"
-            )
+        raw = {align: run_prune(copy.deepcopy(deploy), PruneJob(settings=PruneSettings(recalibrate=False, align_stages=align),
+                                                                finetune_epochs=0, **kw),
+                                data, measure, train_cfg, device, cache, progress=False).rows[1]["accuracy"]
+               for align in (True, False)}
+        for name, align, mode, kd in VARIANTS:
+            job = PruneJob(finetune_epochs=epochs, finetune_mode=mode, distill=kd,
+                           settings=PruneSettings(align_stages=align), **kw)
+            out = run_prune(copy.deepcopy(deploy), job, data, measure, train_cfg, device, cache, progress=False)
+            lines.append(_row(label, name, out, raw[align]))
             print(lines[-1], flush=True)
+    lines += [
+        "",
+        f"Importance criteria at a measured 1.5x (stage-aligned, fine-tuned plain for {epochs} epochs):",
+        "",
+        "| criterion | MACs cut | measured speed-up | after prune (raw) | after recalibration | after fine-tune |",
+        "|---|---|---|---|---|---|",
+    ]
+    for crit in IMPORTANCES:
+        raw = run_prune(copy.deepcopy(deploy), PruneJob(target_speedup=1.5, finetune_epochs=0,
+                                                        settings=PruneSettings(importance=crit, recalibrate=False)),
+                        data, measure, train_cfg, device, cache, progress=False)
+        out = run_prune(copy.deepcopy(deploy), PruneJob(target_speedup=1.5, finetune_epochs=epochs,
+                                                        settings=PruneSettings(importance=crit)),
+                        data, measure, train_cfg, device, cache, progress=False)
+        before, pruned, tuned = out.rows[0], out.rows[1], out.rows[-1]
+        lines.append(f"| {crit} | {before['GMACs'] / pruned['GMACs']:.2f}x | {pruned['speedup']:.2f}x | "
+                     f"{raw.rows[1]['accuracy']:.4f} | {pruned['accuracy']:.4f} | {tuned['accuracy']:.4f} |")
+        print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
         args.out.write_text(text)
+
+
+def _row(label: str, name: str, out, raw_acc: float) -> str:
+    before, pruned, tuned = out.rows[0], out.rows[1], out.rows[-1]
+    cut = before["GMACs"] / pruned["GMACs"]
+    return (
+        f"| {label}{'' if out.met else ' (not met)'} | {name} | {cut:.2f}x | {pruned['speedup']:.2f}x | "
+        f"{pruned['speedup'] / cut:.2f} | {before['accuracy']:.4f} | {raw_acc:.4f} | {pruned['accuracy']:.4f} | "
+        f"{tuned['accuracy']:.4f} | {pruned['widths']} |"
+    )
 
 
 if __name__ == "__main__":
