@@ -282,9 +282,14 @@ class _StagePruner:
                 _drop(kept, name, idxs)
 
     def _global_counts(self, scores: list[torch.Tensor], widths: list[int], ratio: float) -> list[int]:
-        """How many channels each run loses when all runs' channels are ranked together."""
-        total0 = sum(self.width0)
-        target = round(ratio * total0) - (total0 - sum(widths))
+        """How many channels each run loses when all runs' channels are ranked together.
+
+        ``ratio`` counts layer channels, as per-layer pruning does: one channel of a
+        14-layer run is 14 channels of the net.
+        """
+        depth = [len(r) for r in self.runs]
+        total0 = sum(w * d for w, d in zip(self.width0, depth))
+        target = round(ratio * total0) - sum((w0 - w) * d for w0, w, d in zip(self.width0, widths, depth))
         entries = sorted(
             (float(v) / float(sc.mean().clamp_min(1e-30)), i)
             for i, sc in enumerate(scores) for v in sc.tolist()
@@ -292,12 +297,12 @@ class _StagePruner:
         remove = [0] * len(self.runs)
         floors = [self._keep(i, self.settings.max_layer_ratio) for i in range(len(self.runs))]
         taken = 0
-        for _, i in entries:  # each entry is one in-group position: `period` channels
+        for _, i in entries:  # each entry is one in-group position: `period` channels per layer
             if taken >= target:
                 break
             if widths[i] - remove[i] - self.period[i] >= floors[i]:
                 remove[i] += self.period[i]
-                taken += self.period[i]
+                taken += self.period[i] * depth[i]
         unit = [math.lcm(self.period[i], self.settings.round_to or 1) for i in range(len(self.runs))]
         return [r - r % u for r, u in zip(remove, unit)]
 
