@@ -284,3 +284,10 @@ def test_cli_bad_input(tmp_path, model, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob("*_pruned.pt"))
+
+
+def test_global_stage_pruning_removes_the_ratio_of_layer_channels(model):
+    pruned = prune_channels(model, 0.4, PruneSettings(global_pruning=True))
+    removed = 1 - sum(pruned.spec.widths) / sum(SPEC.widths)
+    assert 0.3 <= removed <= 0.45  # exact up to whole in-group positions of a run
+    assert len(set(pruned.spec.widths) - set(SPEC.widths)) >= 1 and pruned.spec.groups == SPEC.groups
