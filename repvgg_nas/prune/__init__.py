@@ -6,6 +6,13 @@ graph adjusts the next conv's input channels (and the classifier's inputs),
 and keeps groupwise layers consistent per group. The result is a new spec
 with per-layer widths and a model rebuilt from it, so the checkpoint loads
 with the core loader alone.
+
+Two things make this work on *fused* RepVGGs (benchmarks/prune_cpu.md): the
+default :class:`_StagePruner` removes the same channels from every
+identity-linked layer of a stage (the fused identity branches make each
+channel a stream through the stage), and :func:`recalibrate` then restores
+each kept channel's output statistics, which BN would have done in a net
+that still had it.
 """
 
 from __future__ import annotations
@@ -332,8 +339,8 @@ def recalibrate(pruned: RepVGG, original: RepVGG, kept: Kept, data: DataBundle, 
     target: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        o = out.double()
-        return o.mean((0, 2, 3)), o.std((0, 2, 3))
+        std, mean = torch.std_mean(out.float(), (0, 2, 3))  # no float64 copy of a whole activation
+        return mean.double(), std.double()
 
     def record(name: str) -> Callable[..., None]:
         def hook(m: nn.Module, inp: Any, out: torch.Tensor) -> None:
@@ -350,7 +357,7 @@ def recalibrate(pruned: RepVGG, original: RepVGG, kept: Kept, data: DataBundle, 
             shift = mean_t - mean_p * scale
             m.weight.mul_(scale.to(m.weight.dtype).view(-1, 1, 1, 1))
             m.bias.copy_((m.bias.double() * scale + shift).to(m.bias.dtype))
-            return (out.double() * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)).to(out.dtype)
+            return torch.addcmul(shift.to(out.dtype).view(1, -1, 1, 1), out, scale.to(out.dtype).view(1, -1, 1, 1))
         return hook
 
     for model, make in ((original, record), (pruned, correct)):
