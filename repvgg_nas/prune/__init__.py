@@ -70,8 +70,9 @@ class PruneSettings:
     ``align_stages`` (the default) removes the same channels from every
     identity-linked layer of a stage (see :class:`_StagePruner`); otherwise
     each layer picks its own. ``global_pruning`` ranks channels across
-    layers/stages (uneven widths); otherwise every layer loses the same share. ``max_layer_ratio`` keeps at
-    least that share of each layer; ``round_to`` keeps widths multiples of it.
+    stages/layers (uneven widths); otherwise every one loses the same share.
+    ``max_layer_ratio`` keeps at least that share of each layer;
+    ``round_to`` keeps widths multiples of it.
     ``step`` is the share removed per iteration when pruning to a speed-up.
     ``recalibrate`` (when training data is given) re-scales every pruned conv
     so its kept channels keep the output statistics they had before pruning,
@@ -335,7 +336,7 @@ def recalibrate(pruned: RepVGG, original: RepVGG, kept: Kept, data: DataBundle, 
     only shifted. Works in place on ``pruned``; returns it.
     """
     device = next(pruned.parameters()).device
-    x = torch.cat([xb for xb, _ in _take(data.to(device).batches("train", min(images, 256)), images)])[:images]
+    x = next(data.to(device).batches("train", images))[0]
     target: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -373,15 +374,6 @@ def recalibrate(pruned: RepVGG, original: RepVGG, kept: Kept, data: DataBundle, 
     return pruned
 
 
-def _take(it: Any, images: int) -> Any:
-    seen = 0
-    for item in it:
-        yield item
-        seen += item[0].shape[0]
-        if seen >= images:
-            return
-
-
 def _taylor_gradients(model: nn.Module, data: DataBundle | None, batches: int) -> None:
     if data is None:
         raise ConfigError("the taylor criterion needs training data for its gradients")
@@ -415,7 +407,7 @@ def prune_channels(
     work = _as_deploy(model)
     if ratio == 0:
         return work.eval()
-    original = copy.deepcopy(work)
+    original = _reference(work, data, settings)
     kept = _full_kept(work)
     pruner = _pruner(work, settings, ratio, 1, resolution)
     if settings.importance in _NEEDS_GRADIENTS:
@@ -425,8 +417,13 @@ def prune_channels(
     return _finish(_rebuild(work, work.spec), original, kept, data, settings)
 
 
-def _finish(pruned: RepVGG, original: RepVGG, kept: Kept, data: DataBundle | None, settings: PruneSettings) -> RepVGG:
-    if settings.recalibrate and data is not None:
+def _reference(work: RepVGG, data: DataBundle | None, settings: PruneSettings) -> RepVGG | None:
+    """The unpruned net, kept for :func:`recalibrate` when it will run."""
+    return copy.deepcopy(work) if settings.recalibrate and data is not None else None
+
+
+def _finish(pruned: RepVGG, original: RepVGG | None, kept: Kept, data: DataBundle | None, settings: PruneSettings) -> RepVGG:
+    if original is not None and data is not None:
         recalibrate(pruned, original.to(next(pruned.parameters()).device), kept, data, settings.calibration_images)
     return pruned.eval()
 
@@ -473,7 +470,7 @@ def prune_to_speedup(
         raise ConfigError(f"target speed-up must be a number > 1, got {target!r}")
     settings = settings or PruneSettings()
     work = _as_deploy(model)
-    original = copy.deepcopy(work)
+    original = _reference(work, data, settings)
     kept = _full_kept(work)
     spec = work.spec
     cache = cache if cache is not None else ThroughputCache()
