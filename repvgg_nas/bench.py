@@ -11,6 +11,9 @@ not predict this. This module measures all of them in one process under one
   out of the ratios;
 - :func:`repeatability` measures one model N times in one process and
   reports the coefficient of variation across the N figures;
+- every row carries the achieved TFLOP/s (2 FLOPs per MAC at the measured
+  img/s) and, on a GPU whose dense fp16 tensor peak is known
+  (:data:`DENSE_FP16_PEAK_TFLOPS`, or ``--peak-tflops``), its share of it;
 - :func:`main` is the thin CLI around them (table on stdout, progress on
   stderr, CSV to ``reports/bench/bench.csv`` unless ``--out`` says otherwise).
 
@@ -46,6 +49,8 @@ from .registry import Registry
 __all__ = [
     "BASELINES",
     "DEFAULT_OUT",
+    "DENSE_FP16_PEAK_TFLOPS",
+    "dense_fp16_peak",
     "baseline_model",
     "baseline_complexity",
     "parse_names",
@@ -58,6 +63,25 @@ __all__ = [
 ]
 
 DEFAULT_OUT = Path("reports/bench/bench.csv")
+
+# Dense (no sparsity) fp16 tensor-core peaks from NVIDIA's datasheets, matched as
+# substrings of torch.cuda.get_device_name(), most specific first.
+DENSE_FP16_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H200 NVL", 835.0),
+    ("H100", 989.0),  # SXM5 (e.g. "NVIDIA H100 80GB HBM3")
+    ("H200", 989.0),
+    ("A100", 312.0),
+)
+
+
+def dense_fp16_peak(device_name: str | None) -> float | None:
+    """The dense fp16 tensor peak (TFLOP/s) of a known GPU, else ``None``."""
+    for key, tflops in DENSE_FP16_PEAK_TFLOPS:
+        if device_name and key in device_name:
+            return tflops
+    return None
 
 Progress = Callable[[str], None]
 
@@ -172,8 +196,12 @@ def run_benchmark(
     wait_idle_s: float = 0.0,
     idle_threshold: float = 0.15,
     progress: Progress | None = None,
+    peak_tflops: float | None = None,
 ) -> list[dict[str, Any]]:
     """Measure train form, deploy form and baselines; one dict per (model, form).
+
+    ``peak_tflops`` is the device's dense fp16 peak for the ``pct_fp16_peak``
+    column; by default it is looked up from the device name (:func:`dense_fp16_peak`).
 
     All nets of a round are measured in lockstep (:func:`measure_models`: one
     repeat of each in turn), so drift of the machine's speed hits every net
@@ -186,6 +214,8 @@ def run_benchmark(
         raise ConfigError("nothing to measure: give at least one model or baseline")
     if rounds < 1:
         raise ConfigError(f"rounds = {rounds} is invalid; allowed: an integer >= 1")
+    if peak_tflops is not None and not (isinstance(peak_tflops, (int, float)) and peak_tflops > 0):
+        raise ConfigError(f"peak TFLOP/s = {peak_tflops!r} is invalid; allowed: a number > 0")
     settings = (settings or MeasureSettings()).resolved()
     jobs = _jobs(models, baselines, settings.resolution, num_classes)
     nets = {job.label: job.build() for job in jobs}
@@ -217,6 +247,10 @@ def run_benchmark(
             progress(f"[round {r + 1}/{rounds}] other processes used {other:.0%} of the cpu meanwhile")
     rows = [_row(job, ms_, busy, settings) for job, ms_ in zip(jobs, results)]
     _add_ratios(rows, [BASELINES.canonical(b) for b in baselines])
+    for r in rows:
+        peak = peak_tflops if peak_tflops is not None else dense_fp16_peak(r["device_name"] if r["device"] != "cpu" else None)
+        r["fp16_peak_tflops"] = peak
+        r["pct_fp16_peak"] = r["tflops"] / peak if peak else None
     return rows
 
 
@@ -244,6 +278,7 @@ def _row(job: _Job, all_ms: list[Measurement], busy: list[float], settings: Meas
         "round_cv": _cv(ips),
         "params_m": job.params / 1e6,
         "gmacs": job.macs / 1e9,
+        "tflops": 2 * job.macs * statistics.median(ips) / 1e12,
         "peak_memory_mb": (
             max(m.peak_memory_bytes for m in ms) / 2**20
             if all(m.peak_memory_bytes is not None for m in ms) else None
@@ -292,12 +327,15 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "ms/batch": rnd(r["latency_ms"], 2),
             "params M": rnd(r["params_m"], 2),
             "GMACs": rnd(r["gmacs"], 2),
+            "TFLOP/s": rnd(r["tflops"], 3),
             "cv %": rnd(100 * r["cv"], 1),
             "deploy/train": rnd(r["deploy_vs_train"], 2),
         }
         for k in r:
             if k.startswith("vs_"):
                 t[k.replace("_", " ", 1)] = rnd(r[k], 2)
+        if r.get("pct_fp16_peak") is not None:
+            t["% fp16 peak"] = rnd(100 * r["pct_fp16_peak"], 1)
         out.append(t)
     return out
 
@@ -435,6 +473,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeatability", type=int, default=0, metavar="N",
                    help="also measure each model's deploy form N times and report the CV")
     p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="the device's dense fp16 peak, for the '%% fp16 peak' column (default: known "
+                   "for H100/H200/A100 from the device name)")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each measurement wait up to this long for other processes to leave the CPU")
     p.add_argument("--idle-threshold", type=float, default=0.15,
@@ -471,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = run_benchmark(
         models, baselines, settings, num_classes=args.num_classes, rounds=args.rounds,
         wait_idle_s=args.wait_idle, idle_threshold=args.idle_threshold, progress=progress,
+        peak_tflops=args.peak_tflops,
     )
     env = f"{rows[0]['device_name']} | torch {rows[0]['torch']} | threads {rows[0]['threads']}"
     print(f"# {env} | {settings.dtype} batch {settings.batch_size} {settings.resolution}x"

@@ -10,6 +10,7 @@ from repvgg_nas import ConfigError, UnknownNameError
 from repvgg_nas.bench import (
     BASELINES,
     baseline_complexity,
+    dense_fp16_peak,
     main,
     parse_names,
     repeatability,
@@ -64,8 +65,21 @@ def test_run_benchmark_rows_and_ratios(rows):
     assert by["deploy"]["vs_resnet18"] == pytest.approx(by["deploy"]["img_s"] / by["baseline"]["img_s"])
     # Fusion keeps the deploy net smaller than the train form it came from.
     assert by["deploy"]["params_m"] < by["train"]["params_m"]
+    for r in rows:  # achieved TFLOP/s: 2 FLOPs per MAC at the measured rate; no known peak on cpu
+        assert r["tflops"] == pytest.approx(2 * r["gmacs"] * r["img_s"] / 1000)
+        assert r["pct_fp16_peak"] is None
     table = table_rows(rows)
-    assert {"img/s", "ms/batch", "params M", "GMACs", "deploy/train", "vs resnet18"} <= set(table[0])
+    assert {"img/s", "ms/batch", "params M", "GMACs", "TFLOP/s", "deploy/train", "vs resnet18"} <= set(table[0])
+
+
+def test_share_of_a_given_or_known_fp16_peak():
+    rows = run_benchmark(["A0"], [], TINY, num_classes=10, peak_tflops=0.5)
+    assert all(r["pct_fp16_peak"] == pytest.approx(r["tflops"] / 0.5) for r in rows)
+    assert "% fp16 peak" in table_rows(rows)[0]
+    assert dense_fp16_peak("NVIDIA H100 80GB HBM3") == 989.0
+    assert dense_fp16_peak("NVIDIA H100 PCIe") == 756.0
+    assert dense_fp16_peak("NVIDIA H200") == 989.0
+    assert dense_fp16_peak("AMD EPYC") is None and dense_fp16_peak(None) is None
 
 
 def test_run_benchmark_rejects_bad_names_before_measuring():
@@ -93,6 +107,7 @@ def test_repeatability_reports_cv():
         (["--device", "tpu"], ["measure.device", "tpu"]),
         (["--device", "cpu", "--dtype", "fp16"], ["fp16", "CUDA"]),
         (["--bogus"], ["unrecognized arguments", "--bogus"]),
+        (["--peak-tflops", "-3"], ["peak TFLOP/s", "-3"]),
         (["--batch-size", "many"], ["--batch-size", "many"]),
     ],
 )
