@@ -201,7 +201,8 @@ def run_benchmark(
     """Measure train form, deploy form and baselines; one dict per (model, form).
 
     ``peak_tflops`` is the device's dense fp16 peak for the ``pct_fp16_peak``
-    column; by default it is looked up from the device name (:func:`dense_fp16_peak`).
+    column; by default it is looked up from the device name (:func:`dense_fp16_peak`)
+    for fp16/bf16 runs on a GPU.
 
     All nets of a round are measured in lockstep (:func:`measure_models`: one
     repeat of each in turn), so drift of the machine's speed hits every net
@@ -214,8 +215,10 @@ def run_benchmark(
         raise ConfigError("nothing to measure: give at least one model or baseline")
     if rounds < 1:
         raise ConfigError(f"rounds = {rounds} is invalid; allowed: an integer >= 1")
-    if peak_tflops is not None and not (isinstance(peak_tflops, (int, float)) and peak_tflops > 0):
-        raise ConfigError(f"peak TFLOP/s = {peak_tflops!r} is invalid; allowed: a number > 0")
+    if peak_tflops is not None and not (
+        isinstance(peak_tflops, (int, float)) and math.isfinite(peak_tflops) and peak_tflops > 0
+    ):
+        raise ConfigError(f"peak TFLOP/s = {peak_tflops!r} is invalid; allowed: a finite number > 0")
     settings = (settings or MeasureSettings()).resolved()
     jobs = _jobs(models, baselines, settings.resolution, num_classes)
     nets = {job.label: job.build() for job in jobs}
@@ -247,8 +250,13 @@ def run_benchmark(
             progress(f"[round {r + 1}/{rounds}] other processes used {other:.0%} of the cpu meanwhile")
     rows = [_row(job, ms_, busy, settings) for job, ms_ in zip(jobs, results)]
     _add_ratios(rows, [BASELINES.canonical(b) for b in baselines])
+    # The looked-up peak is the half-precision tensor peak: only half-precision rows are
+    # compared with it. A peak given explicitly applies to every row.
+    half = settings.dtype in ("fp16", "bf16")
     for r in rows:
-        peak = peak_tflops if peak_tflops is not None else dense_fp16_peak(r["device_name"] if r["device"] != "cpu" else None)
+        peak = peak_tflops
+        if peak is None and half and r["device"] != "cpu":
+            peak = dense_fp16_peak(r["device_name"])
         r["fp16_peak_tflops"] = peak
         r["pct_fp16_peak"] = r["tflops"] / peak if peak else None
     return rows

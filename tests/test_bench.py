@@ -108,6 +108,7 @@ def test_repeatability_reports_cv():
         (["--device", "cpu", "--dtype", "fp16"], ["fp16", "CUDA"]),
         (["--bogus"], ["unrecognized arguments", "--bogus"]),
         (["--peak-tflops", "-3"], ["peak TFLOP/s", "-3"]),
+        (["--peak-tflops", "inf"], ["peak TFLOP/s", "inf"]),
         (["--batch-size", "many"], ["--batch-size", "many"]),
     ],
 )

@@ -160,7 +160,7 @@ def _conv_stats(model, x):
 @ALIGN
 def test_recalibration_gives_kept_channels_their_original_statistics(model, data, align):
     original, pruned, kept = _iteratively_pruned(model, align=align)
-    x = torch.cat([xb for xb, _ in data.batches("train", 32)])[:64]
+    x = prune_mod.calibration_images(data, 64)
     before = _conv_stats(pruned, x)
     prune_mod.recalibrate(pruned, original, kept, data, images=64)
     target, after = _conv_stats(original, x), _conv_stats(pruned, x)
@@ -291,3 +291,51 @@ def test_global_stage_pruning_removes_the_ratio_of_layer_channels(model):
     removed = 1 - sum(pruned.spec.widths) / sum(SPEC.widths)
     assert 0.3 <= removed <= 0.45  # exact up to whole in-group positions of a run
     assert len(set(pruned.spec.widths) - set(SPEC.widths)) >= 1 and pruned.spec.groups == SPEC.groups
+
+
+def test_calibration_images_mix_classes_even_when_stored_sorted(data):
+    import dataclasses
+
+    order = torch.argsort(data.train_y, stable=True)  # as an ImageFolder stores them
+    sorted_data = dataclasses.replace(data, train_x=data.train_x[order], train_y=data.train_y[order])
+    x = prune_mod.calibration_images(sorted_data, 32)
+    assert x.shape[0] == 32
+    rows = [int((sorted_data.normalize(sorted_data.train_x) == xi).flatten(1).all(1).nonzero()[0]) for xi in x]
+    assert len(set(sorted_data.train_y[rows].tolist())) > 1
+
+
+@pytest.mark.parametrize("groupwise, g", [("even", 2), ("paper", 4), ("stages:2,3", 4)])
+def test_stage_pruning_never_makes_a_groupwise_layer_depthwise(monkeypatch, groupwise, g):
+    monkeypatch.setattr(prune_mod, "measure_spec", _fake_measure)
+    spec = RepVGGSpec.from_paper((1, 2, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise=groupwise, g=g)
+    res = prune_to_speedup(build_model(spec), 1000.0, MeasureSettings(device="cpu"), PruneSettings(max_layer_ratio=0.95))
+    assert not res.met and res.model.spec.groups == spec.groups
+    assert all(g == 1 or (cin > g and cout > g) for cin, cout, g in
+               zip(res.model.spec.in_widths, res.model.spec.widths, res.model.spec.groups))
+
+
+def test_per_layer_pruning_stops_before_a_layer_turns_depthwise(monkeypatch):
+    monkeypatch.setattr(prune_mod, "measure_spec", _fake_measure)
+    spec = RepVGGSpec.from_paper((1, 2, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise="paper", g=4)
+    with pytest.raises(ConfigError, match="group count"):
+        prune_channels(build_model(spec), 0.89, PruneSettings(align_stages=False))
+    res = prune_to_speedup(build_model(spec), 1000.0, MeasureSettings(device="cpu"),
+                           PruneSettings(align_stages=False, max_layer_ratio=0.95, step=0.3))
+    assert not res.met and res.model.spec == res.best.spec
+
+
+def test_depthwise_input_is_refused():
+    spec = RepVGGSpec(depths=(1, 2, 2), widths=(8, 4, 4, 8, 8), groups=(1, 4, 4, 4, 2), strides=(2, 2, 2), num_classes=5)
+    with pytest.raises(ConfigError, match="depthwise layers"):
+        prune_channels(build_model(spec), 0.3)
+
+
+def test_global_round_to_keeps_multiples_and_the_ratio():
+    from repvgg_nas import zoo
+
+    a0 = build_model(zoo.get("A0", num_classes=10), deploy=True)
+    for round_to in (8, 64):
+        pruned = prune_channels(a0, 0.3, PruneSettings(global_pruning=True, round_to=round_to), resolution=16)
+        changed = [w for w, w0 in zip(pruned.spec.widths, a0.spec.widths) if w != w0]
+        assert changed and all(w % round_to == 0 for w in changed)
+        assert 0.2 <= 1 - sum(pruned.spec.widths) / sum(a0.spec.widths) <= 0.4

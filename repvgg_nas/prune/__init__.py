@@ -71,8 +71,9 @@ class PruneSettings:
     identity-linked layer of a stage (see :class:`_StagePruner`); otherwise
     each layer picks its own. ``global_pruning`` ranks channels across
     stages/layers (uneven widths); otherwise every one loses the same share.
-    ``max_layer_ratio`` keeps at least that share of each layer;
-    ``round_to`` keeps widths multiples of it.
+    ``max_layer_ratio`` is the most any layer may lose (it keeps at least
+    ``1 - max_layer_ratio`` of its channels); ``round_to`` keeps pruned
+    widths multiples of it.
     ``step`` is the share removed per iteration when pruning to a speed-up.
     ``recalibrate`` (when training data is given) re-scales every pruned conv
     so its kept channels keep the output statistics they had before pruning,
@@ -136,7 +137,27 @@ def _as_deploy(model: nn.Module) -> RepVGG:
             "pruning SE models (RepVGG-D2se) is not supported: the SE hidden width is not "
             "part of the per-layer spec"
         )
+    bad = _depthwise_layers(model.spec)
+    if bad:
+        raise ConfigError(
+            f"pruning nets with depthwise layers (groups == channels, layer {bad[0]}) is not "
+            "supported: torch-pruning prunes them as depthwise convs, which changes their groups"
+        )
     return copy.deepcopy(model) if is_deploy(model) else reparameterize(model)
+
+
+def _depthwise_layers(spec: RepVGGSpec) -> list[int]:
+    """Layers whose in or out channels equal their groups (g > 1)."""
+    return [i for i, (cin, cout, g) in enumerate(zip(spec.in_widths, spec.widths, spec.groups))
+            if g > 1 and g in (cin, cout)]
+
+
+def _too_far(ratio: float) -> ConfigError:
+    return ConfigError(
+        f"pruning {ratio:.0%} per layer shrinks a groupwise layer to its group count, which "
+        "torch-pruning would turn into a depthwise conv; use a smaller ratio or max_layer_ratio, "
+        "or the default stage-aligned pruning (which never goes that far)"
+    )
 
 
 def _rebuild(pruned: nn.Module, spec: RepVGGSpec) -> RepVGG:
@@ -243,12 +264,29 @@ class _StagePruner:
             touching = run + ([self.runs[i + 1][0]] if i + 1 < len(self.runs) else [])
             self.period.append(math.lcm(1, *(convs[n].groups for n in touching)))
 
-    def _keep(self, run: int, ratio: float) -> int:
-        """Channels run ``run`` keeps at cumulative ``ratio`` (rounded, floored by ``max_layer_ratio``)."""
-        w0, period = self.width0[run], self.period[run]
-        unit = math.lcm(period, self.settings.round_to or 1)
-        floor = max(unit, unit * math.ceil((1 - self.settings.max_layer_ratio) * w0 / unit))
-        return min(w0, max(floor, unit * round((1 - ratio) * w0 / unit)))
+    def _unit(self, run: int) -> int:
+        """Widths of run ``run`` move in multiples of this (its groups and ``round_to``)."""
+        return math.lcm(self.period[run], self.settings.round_to or 1)
+
+    def _floor(self, run: int) -> int:
+        """The fewest channels run ``run`` may keep.
+
+        At least ``1 - max_layer_ratio`` of its width, and more channels than the
+        groups of any groupwise conv touching it: torch-pruning takes a conv with
+        as many channels as groups for a depthwise one and would change its groups.
+        """
+        unit, period = self._unit(run), self.period[run]
+        least = unit * math.ceil((1 - self.settings.max_layer_ratio) * self.width0[run] / unit)
+        return max(least, unit * math.ceil((2 * period if period > 1 else 1) / unit))
+
+    def _round(self, run: int, keep: float, width: int) -> int:
+        """``keep`` rounded to the run's unit, between its floor and its current ``width``."""
+        unit = self._unit(run)
+        return min(width, max(self._floor(run), unit * round(keep / unit)))
+
+    def _keep(self, run: int, ratio: float, width: int) -> int:
+        """Channels run ``run`` keeps at cumulative ``ratio`` of its original width."""
+        return self._round(run, (1 - ratio) * self.width0[run], width)
 
     def _scores(self, dg: tp.DependencyGraph, convs: dict[str, nn.Conv2d]) -> list[torch.Tensor]:
         """Per-run channel scores, folded to one score per in-group position."""
@@ -278,7 +316,7 @@ class _StagePruner:
         if self.settings.global_pruning:
             remove = self._global_counts(scores, widths, ratio)
         else:
-            remove = [w - self._keep(i, ratio) for i, w in enumerate(widths)]
+            remove = [w - self._keep(i, ratio, w) for i, w in enumerate(widths)]
         for run, period, score, width, n in zip(self.runs, self.period, scores, widths, remove):
             if n <= 0:
                 continue
@@ -303,7 +341,7 @@ class _StagePruner:
             for i, sc in enumerate(scores) for v in sc.tolist()
         )
         remove = [0] * len(self.runs)
-        floors = [self._keep(i, self.settings.max_layer_ratio) for i in range(len(self.runs))]
+        floors = [self._floor(i) for i in range(len(self.runs))]
         taken = 0
         for _, i in entries:  # each entry is one in-group position: `period` channels per layer
             if taken >= target:
@@ -311,13 +349,20 @@ class _StagePruner:
             if widths[i] - remove[i] - self.period[i] >= floors[i]:
                 remove[i] += self.period[i]
                 taken += self.period[i] * depth[i]
-        unit = [math.lcm(self.period[i], self.settings.round_to or 1) for i in range(len(self.runs))]
-        return [r - r % u for r, u in zip(remove, unit)]
+        # to whole units (round_to), to the nearest rather than down, so the total stays close
+        return [w - self._round(i, w - r, w) for i, (w, r) in enumerate(zip(widths, remove))]
 
 
 def _pruner(model: RepVGG, settings: PruneSettings, ratio: float, steps: int, resolution: int) -> _LayerPruner | _StagePruner:
     cls = _StagePruner if settings.align_stages else _LayerPruner
     return cls(model, settings, ratio, steps, resolution)
+
+
+def calibration_images(data: DataBundle, images: int) -> torch.Tensor:
+    """``images`` normalized, unaugmented training images: a seeded random subset
+    (stored training sets may be sorted by class, as ImageFolder's are)."""
+    pick = torch.randperm(data.train_size, generator=torch.Generator().manual_seed(0))[:images]
+    return data.normalize(data.train_x[pick.to(data.device)])
 
 
 @torch.no_grad()
@@ -328,7 +373,8 @@ def recalibrate(pruned: RepVGG, original: RepVGG, kept: Kept, data: DataBundle, 
     removed channel shifts the next layer's inputs, and over 20+ layers the
     shifts compound (a trained A0 pruned by a quarter is at chance). This is
     the deploy-form analogue of re-estimating BN statistics after pruning: in
-    one pass over ``images`` unaugmented training images, layer by layer, the
+    one pass over ``images`` unaugmented training images (a seeded random
+    subset), layer by layer, the
     per-channel mean and std of each pruned conv's output are matched to the
     original's for the same channels, and the affine correction is folded into
     the conv (``w *= s``, ``b = (b - mean_p) * s + mean_o``), so the model keeps
@@ -336,7 +382,7 @@ def recalibrate(pruned: RepVGG, original: RepVGG, kept: Kept, data: DataBundle, 
     only shifted. Works in place on ``pruned``; returns it.
     """
     device = next(pruned.parameters()).device
-    x = next(data.to(device).batches("train", images))[0]
+    x = calibration_images(data.to(device), images)
     target: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -414,6 +460,8 @@ def prune_channels(
         _taylor_gradients(work, data, settings.taylor_batches)
     pruner.step(kept)
     work.zero_grad(set_to_none=True)
+    if _depthwise_layers(deploy_spec_of(work, work.spec)):
+        raise _too_far(ratio)
     return _finish(_rebuild(work, work.spec), original, kept, data, settings)
 
 
@@ -486,6 +534,10 @@ def prune_to_speedup(
             _taylor_gradients(work, data, settings.taylor_batches)
         pruner.step(kept)
         work.zero_grad(set_to_none=True)
+        if _depthwise_layers(deploy_spec_of(work, spec)):  # per-layer only: stop before torch-pruning breaks
+            if best is None:
+                raise _too_far(settings.step)
+            break
         step_spec = deploy_spec_of(work, spec)
         m = measure_spec(step_spec, measure, cache)
         cx = complexity(step_spec, resolution=measure.resolution)
@@ -508,7 +560,7 @@ def prune_to_speedup(
             break
     assert best is not None and best_state is not None
     met = best.speedup >= target
-    if not met or steps[-1] is not best:
+    if not met or steps[-1] is not best or deploy_spec_of(work, spec) != best.spec:
         work = build_model(best.spec, deploy=True).to(next(work.parameters()).device)
         work.load_state_dict(best_state)
     final = _finish(_rebuild(work, spec), original, best_kept, data, settings)
