@@ -58,6 +58,7 @@ __all__ = [
     "measure_model",
     "measure_models",
     "measure_spec",
+    "measure_specs",
     "resolve_device",
     "device_name",
     "environment",
@@ -823,3 +824,29 @@ def measure_spec(
     if cache is not None:
         cache.put(spec, settings, result, deploy)
     return result
+
+
+def measure_specs(
+    specs: Mapping[str, RepVGGSpec],
+    settings: MeasureSettings | None = None,
+    cache: ThroughputCache | None = None,
+    *,
+    deploy: bool = True,
+) -> dict[str, Measurement]:
+    """Freshly built nets of several specs measured in lockstep (:func:`measure_models`).
+
+    For *ratios* between nets (a pruned net's speed-up): both figures come
+    from the same stretch of time, so a slow spell of the machine cannot land
+    on one of them only. The cache is not read (a stored figure comes from
+    another time) but is updated with the new figures.
+    """
+    settings = (settings or MeasureSettings()).resolved()
+    in_channels = {s.in_channels for s in specs.values()}
+    if len(in_channels) != 1:
+        raise ConfigError(f"measure_specs needs specs with one input channel count, got {sorted(in_channels)}")
+    nets = {name: build_model(spec, deploy=deploy) for name, spec in specs.items()}
+    out = measure_models(nets, settings, in_channels=in_channels.pop(), copy_models=False)
+    if cache is not None:
+        for name, spec in specs.items():
+            cache.put(spec, settings, out[name], deploy)
+    return out

@@ -16,6 +16,7 @@ from repvgg_nas.measure import (
     ThroughputCache,
     measure_model,
     measure_spec,
+    measure_specs,
 )
 
 # One thread keeps the tests quick and steady even when the 2 cores are shared.
@@ -109,6 +110,20 @@ def test_cache_hits_on_second_call(tiny, fast, monkeypatch):
     assert second.cached and cache.hits == 1
     assert second.images_per_s == first.images_per_s
     assert second.env == first.env
+
+
+def test_measure_specs_times_nets_in_lockstep_and_fills_the_cache(tiny, fast, monkeypatch):
+    calls = []
+    real = measure_mod.measure_models
+    monkeypatch.setattr(measure_mod, "measure_models", lambda nets, *a, **k: calls.append(list(nets)) or real(nets, *a, **k))
+    smaller = tiny.replace(widths=tuple(max(1, w // 2) for w in tiny.widths))
+    cache = ThroughputCache()
+    out = measure_specs({"original": tiny, "pruned": smaller}, fast, cache)
+    assert calls == [["original", "pruned"]]  # one lockstep run, not two separate ones
+    assert set(out) == {"original", "pruned"} and all(m.images_per_s > 0 for m in out.values())
+    assert len(cache) == 2 and cache.get(smaller, fast).images_per_s == out["pruned"].images_per_s
+    with pytest.raises(ConfigError, match="one input channel count"):
+        measure_specs({"a": tiny, "b": tiny.replace(in_channels=1)}, fast)
 
 
 def test_cache_key_separates_settings_and_form(tiny, fast):

@@ -212,14 +212,16 @@ def test_finetune_keeps_the_net_plain(model, data, mode, distill):
     assert tuned.spec == pruned.spec
 
 
-def _fake_measure(spec, settings=None, cache=None, **kw):
-    """Deterministic 'throughput': inversely proportional to MACs."""
-    macs = complexity(spec, 32).macs
-    return Measurement(1e9 / macs, 0.0, 1.0, 0.0, 1e9 / macs, 0.0, 0.0, 1, 1, (1.0,), None, {})
+def _fake_measure(specs, settings=None, cache=None, **kw):
+    """Deterministic lockstep 'throughput': inversely proportional to MACs."""
+    def one(spec):
+        macs = complexity(spec, 32).macs
+        return Measurement(1e9 / macs, 0.0, 1.0, 0.0, 1e9 / macs, 0.0, 0.0, 1, 1, (1.0,), None, {})
+    return {name: one(spec) for name, spec in specs.items()}
 
 
 def test_prune_to_speedup_stops_at_the_target(model, monkeypatch):
-    monkeypatch.setattr(prune_mod, "measure_spec", _fake_measure)
+    monkeypatch.setattr(prune_mod, "measure_specs", _fake_measure)
     res = prune_to_speedup(model, 1.5, MeasureSettings(device="cpu"), PruneSettings(step=0.1))
     assert res.met and res.best.speedup >= 1.5
     assert [s.speedup >= 1.5 for s in res.steps].count(True) == 1  # stopped at the first hit
@@ -227,7 +229,7 @@ def test_prune_to_speedup_stops_at_the_target(model, monkeypatch):
 
 
 def test_unreachable_speedup_keeps_the_best(model, monkeypatch):
-    monkeypatch.setattr(prune_mod, "measure_spec", _fake_measure)
+    monkeypatch.setattr(prune_mod, "measure_specs", _fake_measure)
     res = prune_to_speedup(model, 1000.0, MeasureSettings(device="cpu"), PruneSettings(step=0.3, max_layer_ratio=0.6))
     assert not res.met
     assert res.best.speedup == max(s.speedup for s in res.steps)
@@ -306,7 +308,7 @@ def test_calibration_images_mix_classes_even_when_stored_sorted(data):
 
 @pytest.mark.parametrize("groupwise, g", [("even", 2), ("paper", 4), ("stages:2,3", 4)])
 def test_stage_pruning_never_makes_a_groupwise_layer_depthwise(monkeypatch, groupwise, g):
-    monkeypatch.setattr(prune_mod, "measure_spec", _fake_measure)
+    monkeypatch.setattr(prune_mod, "measure_specs", _fake_measure)
     spec = RepVGGSpec.from_paper((1, 2, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise=groupwise, g=g)
     res = prune_to_speedup(build_model(spec), 1000.0, MeasureSettings(device="cpu"), PruneSettings(max_layer_ratio=0.95))
     assert not res.met and res.model.spec.groups == spec.groups
@@ -315,7 +317,7 @@ def test_stage_pruning_never_makes_a_groupwise_layer_depthwise(monkeypatch, grou
 
 
 def test_per_layer_pruning_stops_before_a_layer_turns_depthwise(monkeypatch):
-    monkeypatch.setattr(prune_mod, "measure_spec", _fake_measure)
+    monkeypatch.setattr(prune_mod, "measure_specs", _fake_measure)
     spec = RepVGGSpec.from_paper((1, 2, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise="paper", g=4)
     with pytest.raises(ConfigError, match="group count"):
         prune_channels(build_model(spec), 0.89, PruneSettings(align_stages=False))
@@ -339,3 +341,12 @@ def test_global_round_to_keeps_multiples_and_the_ratio():
         changed = [w for w, w0 in zip(pruned.spec.widths, a0.spec.widths) if w != w0]
         assert changed and all(w % round_to == 0 for w in changed)
         assert 0.2 <= 1 - sum(pruned.spec.widths) / sum(a0.spec.widths) <= 0.4
+
+
+@pytest.mark.parametrize("target", [dict(ratio=0.5), dict(target_speedup=1.5)])
+def test_run_prune_reports_the_lockstep_speedup(model, data, monkeypatch, target):
+    monkeypatch.setattr(prune_mod, "measure_specs", _fake_measure)
+    out = prune_mod.run_prune(model, PruneJob(finetune_epochs=0, **target), data, MeasureSettings(device="cpu"))
+    expected = complexity(SPEC, 32).macs / complexity(out.model.spec, 32).macs
+    assert out.rows[1]["speedup"] == pytest.approx(expected, rel=1e-2)
+    assert [r["stage"] for r in out.rows] == ["original", "pruned"]

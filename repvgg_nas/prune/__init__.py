@@ -31,7 +31,7 @@ from torch import nn
 from ..counting import complexity
 from ..data import DataBundle
 from ..errors import ConfigError
-from ..measure import MeasureSettings, Measurement, ThroughputCache, measure_spec
+from ..measure import MeasureSettings, Measurement, ThroughputCache, measure_specs
 from ..model import PlainBlock, RepVGG, build_model, is_deploy, reparameterize
 from ..registry import Registry
 from ..spec import RepVGGSpec
@@ -488,12 +488,15 @@ class PruneStep:
 
 @dataclass
 class SpeedupResult:
+    """``baseline`` and ``measurement``: the unpruned and the kept net, measured in lockstep."""
+
     model: RepVGG
     met: bool
     target: float
     baseline: Measurement
     best: PruneStep
-    steps: list[PruneStep] = field(default_factory=list)
+    steps: list[PruneStep]
+    measurement: Measurement
 
 
 def prune_to_speedup(
@@ -508,8 +511,9 @@ def prune_to_speedup(
 ) -> SpeedupResult:
     """Prune in steps of ``settings.step`` until the *measured* speed-up reaches ``target``.
 
-    Throughput is measured with :mod:`repvgg_nas.measure` after every step (on a
-    fresh net of the step's spec: speed does not depend on weights). When the
+    Throughput is measured with :mod:`repvgg_nas.measure` after every step, on
+    fresh nets of the step's spec and of the unpruned spec timed in lockstep
+    (speed does not depend on weights; the ratio does not depend on drift). When the
     target cannot be met before ``max_layer_ratio``, the fastest step is kept
     and ``met`` is False. With ``data``, the kept model is recalibrated
     (``settings.recalibrate``).
@@ -522,13 +526,13 @@ def prune_to_speedup(
     kept = _full_kept(work)
     spec = work.spec
     cache = cache if cache is not None else ThroughputCache()
-    baseline = measure_spec(spec, measure, cache)
     n_steps = max(1, round(settings.max_layer_ratio / settings.step))
     pruner = _pruner(work, settings, settings.max_layer_ratio, n_steps, resolution)
     steps: list[PruneStep] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_kept: Kept = kept
     best: PruneStep | None = None
+    best_pair: dict[str, Measurement] = {}
     for i in range(n_steps):
         if settings.importance in _NEEDS_GRADIENTS:
             _taylor_gradients(work, data, settings.taylor_batches)
@@ -539,13 +543,14 @@ def prune_to_speedup(
                 raise _too_far(settings.step)
             break
         step_spec = deploy_spec_of(work, spec)
-        m = measure_spec(step_spec, measure, cache)
+        # the unpruned and the pruned net in lockstep: the ratio is immune to the machine's drift
+        pair = measure_specs({"original": spec, "pruned": step_spec}, measure, cache)
         cx = complexity(step_spec, resolution=measure.resolution)
         step = PruneStep(
             ratio=settings.max_layer_ratio * (i + 1) / n_steps,
             spec=step_spec,
-            images_per_s=m.images_per_s,
-            speedup=m.images_per_s / baseline.images_per_s,
+            images_per_s=pair["pruned"].images_per_s,
+            speedup=pair["pruned"].images_per_s / pair["original"].images_per_s,
             macs=cx.macs,
             params=cx.params,
         )
@@ -556,6 +561,7 @@ def prune_to_speedup(
             best = step
             best_state = {k: v.detach().clone() for k, v in work.state_dict().items()}
             best_kept = dict(kept)
+            best_pair = pair
         if step.speedup >= target:
             break
     assert best is not None and best_state is not None
@@ -564,7 +570,7 @@ def prune_to_speedup(
         work = build_model(best.spec, deploy=True).to(next(work.parameters()).device)
         work.load_state_dict(best_state)
     final = _finish(_rebuild(work, spec), original, best_kept, data, settings)
-    return SpeedupResult(final, met, float(target), baseline, best, steps)
+    return SpeedupResult(final, met, float(target), best_pair["original"], best, steps, best_pair["pruned"])
 
 
 # ---- fine-tuning ------------------------------------------------------------------
@@ -769,7 +775,11 @@ def run_prune(
     progress: bool = True,
     log: Callable[[str], None] = lambda s: None,
 ) -> PruneOutcome:
-    """Prune ``model`` per ``job``, fine-tune it, and measure every stage."""
+    """Prune ``model`` per ``job``, fine-tune it, and measure every stage.
+
+    The original and the pruned net are timed in lockstep, so the reported
+    speed-up is one ratio from one stretch of time.
+    """
     cache = cache if cache is not None else ThroughputCache()
     if not is_deploy(model):
         log("input is train-form: fusing it into the deploy form first")
@@ -777,23 +787,23 @@ def run_prune(
     spec = base_model.spec
     data = data.to(device)
     acc0 = evaluate(base_model, data, device)
-    m0 = measure_spec(spec, measure, cache)
-    rows = [_figures("original", spec, acc0, m0, measure.resolution)]
     met, note = True, ""
     if job.ratio is not None:
         pruned = prune_channels(base_model, job.ratio, job.settings, data, data.resolution)
+        pair = measure_specs({"original": spec, "pruned": pruned.spec}, measure, cache)
+        m0, m1 = pair["original"], pair["pruned"]
     else:
         res = prune_to_speedup(
             base_model, job.target_speedup, measure, job.settings, data, cache, data.resolution,
             on_step=lambda s: log(f"  pruned {s.ratio:.0%} of channels: {s.speedup:.2f}x measured, "
                                   f"{s.macs / 1e9:.3f} GMACs"),
         )
-        pruned, met = res.model, res.met
+        pruned, met, m0, m1 = res.model, res.met, res.baseline, res.measurement
         if not met:
             note = (f"target {job.target_speedup:g}x cannot be met (max_layer_ratio "
                     f"{job.settings.max_layer_ratio:g}); kept the fastest step, {res.best.speedup:.2f}x")
     pruned = pruned.to(device)
-    m1 = measure_spec(pruned.spec, measure, cache)
+    rows = [_figures("original", spec, acc0, m0, measure.resolution)]
     rows.append(_figures("pruned", pruned.spec, evaluate(pruned, data, device), m1, measure.resolution))
     if job.finetune_epochs > 0:
         teacher = base_model if job.distill else None
