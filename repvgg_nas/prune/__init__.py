@@ -488,7 +488,11 @@ class PruneStep:
 
 @dataclass
 class SpeedupResult:
-    """``baseline`` and ``measurement``: the unpruned and the kept net, measured in lockstep."""
+    """``baseline`` and ``measurement``: the unpruned and the kept net, measured in lockstep.
+
+    ``kept`` names, for every block conv, the original output channels it kept
+    (what :func:`recalibrate` needs when it was not run here).
+    """
 
     model: RepVGG
     met: bool
@@ -497,6 +501,7 @@ class SpeedupResult:
     best: PruneStep
     steps: list[PruneStep]
     measurement: Measurement
+    kept: Kept
 
 
 def prune_to_speedup(
@@ -570,7 +575,7 @@ def prune_to_speedup(
         work = build_model(best.spec, deploy=True).to(next(work.parameters()).device)
         work.load_state_dict(best_state)
     final = _finish(_rebuild(work, spec), original, best_kept, data, settings)
-    return SpeedupResult(final, met, float(target), best_pair["original"], best, steps, best_pair["pruned"])
+    return SpeedupResult(final, met, float(target), best_pair["original"], best, steps, best_pair["pruned"], best_kept)
 
 
 # ---- fine-tuning ------------------------------------------------------------------
