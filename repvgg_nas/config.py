@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["load_toml", "Table", "dataclass_from_dict"]
+__all__ = ["load_toml", "Table", "dataclass_from_dict", "check_int", "check_bool"]
 
 _MISSING = object()
 
@@ -48,6 +48,23 @@ def dataclass_from_dict(cls: type, data: Mapping[str, Any] | None, table: str) -
     if unknown:
         raise ConfigError(f"unknown {table} keys {unknown}; allowed: {allowed}")
     return cls(**dict(data))
+
+
+def check_int(key: str, value: Any, lo: int, hi: int | None = None, allow_none: bool = False) -> None:
+    """``value`` is an integer in ``lo..hi`` (``None`` too with ``allow_none``); ``key`` names it."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ConfigError(f"{key} must be {rng}, got {value}")
+
+
+def check_bool(key: str, value: Any) -> None:
+    """``value`` is ``True`` or ``False``; ``key`` names it."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
 def _type_name(types: type | tuple[type, ...]) -> str:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import dataclass_from_dict
+from .config import check_int, dataclass_from_dict
 from .errors import ConfigError, UnknownNameError
 from .registry import Registry
 
@@ -54,16 +54,6 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 _NEEDS_ROOT = ("cifar10", "cifar100", "imagefolder")
-
-
-def _check_int(key: str, value: Any, lo: int, hi: int | None = None, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"data.{key} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ConfigError(f"data.{key} must be {rng}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -110,10 +100,10 @@ class DataConfig:
         except UnknownNameError as e:
             raise ConfigError(f"data.name: {e} (allowed: {', '.join(DATASETS)})") from None
         object.__setattr__(self, "name", name)
-        _check_int("resolution", self.resolution, 8, 4096)
-        _check_int("train_size", self.train_size, 2, allow_none=True)  # BatchNorm needs 2
-        _check_int("val_size", self.val_size, 1, allow_none=True)
-        _check_int("seed", self.seed, 0)
+        check_int("data.resolution", self.resolution, 8, 4096)
+        check_int("data.train_size", self.train_size, 2, allow_none=True)  # BatchNorm needs 2
+        check_int("data.val_size", self.val_size, 1, allow_none=True)
+        check_int("data.seed", self.seed, 0)
         for key in ("download", "augment"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"data.{key} must be true or false, got {getattr(self, key)!r}")

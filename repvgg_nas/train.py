@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .data import DataBundle
-from .config import dataclass_from_dict
+from .config import check_bool, check_int, dataclass_from_dict
 from .errors import ConfigError, UnknownNameError
 from .model import build_model
 from .registry import Registry
@@ -163,16 +163,9 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be {allowed}, got {v}")
             object.__setattr__(self, key, float(v))
 
-        def integer(key: str, lo: int) -> None:
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"train.{key} must be an integer, got {v!r}")
-            if v < lo:
-                raise ConfigError(f"train.{key} must be >= {lo}, got {v}")
-
-        integer("epochs", 1)
-        integer("batch_size", 1)
-        integer("seed", 0)
+        check_int("train.epochs", self.epochs, 1)
+        check_int("train.batch_size", self.batch_size, 1)
+        check_int("train.seed", self.seed, 0)
         number("lr", 0.0, lo_open=True)
         number("momentum", 0.0, 1.0)
         number("weight_decay", 0.0)
@@ -182,8 +175,7 @@ class TrainConfig:
             number("max_grad_norm", 0.0)
             if self.max_grad_norm == 0:  # TOML has no null: 0 switches clipping off
                 object.__setattr__(self, "max_grad_norm", None)
-        if not isinstance(self.nesterov, bool):
-            raise ConfigError(f"train.nesterov must be true or false, got {self.nesterov!r}")
+        check_bool("train.nesterov", self.nesterov)
         if self.nesterov and self.momentum == 0:
             raise ConfigError("train.nesterov needs momentum > 0")
         if self.warmup_epochs > self.epochs:

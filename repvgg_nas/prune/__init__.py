@@ -30,6 +30,7 @@ from torch import nn
 
 from ..counting import complexity
 from ..data import DataBundle
+from ..config import check_bool, check_int
 from ..errors import ConfigError
 from ..measure import MeasureSettings, Measurement, ThroughputCache, measure_specs
 from ..model import PlainBlock, RepVGG, build_model, is_deploy, reparameterize
@@ -93,12 +94,9 @@ class PruneSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "importance", _canonical_importance(self.importance))
         for key in ("align_stages", "recalibrate", "global_pruning"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"prune.{key} must be true or false, got {getattr(self, key)!r}")
-        if isinstance(self.calibration_images, bool) or not isinstance(self.calibration_images, int) or self.calibration_images < 2:
-            raise ConfigError(f"prune.calibration_images must be an integer >= 2, got {self.calibration_images!r}")
-        if self.round_to is not None and (isinstance(self.round_to, bool) or not isinstance(self.round_to, int) or self.round_to < 1):
-            raise ConfigError(f"prune.round_to must be an integer >= 1, got {self.round_to!r}")
+            check_bool(f"prune.{key}", getattr(self, key))
+        check_int("prune.calibration_images", self.calibration_images, 2)
+        check_int("prune.round_to", self.round_to, 1, allow_none=True)
         if not 0 < self.max_layer_ratio < 1:
             raise ConfigError(f"prune.max_layer_ratio must be in (0, 1), got {self.max_layer_ratio!r}")
         if not 0 < self.step < 1:
@@ -688,10 +686,6 @@ def finetune(
     return fn(model, data, cfg, device, progress, distill)
 
 
-def accuracy(model: nn.Module, data: DataBundle, device: Any = "cpu") -> float:
-    return evaluate(model, data, device)
-
-
 # ---- the whole job: prune, measure, fine-tune, report ---------------------------------
 @dataclass(frozen=True)
 class PruneJob:
@@ -718,10 +712,8 @@ class PruneJob:
             or not self.target_speedup > 1
         ):
             raise ConfigError(f"target_speedup must be a number > 1, got {self.target_speedup!r}")
-        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) or self.finetune_epochs < 0:
-            raise ConfigError(f"finetune_epochs must be an integer >= 0, got {self.finetune_epochs!r}")
-        if not isinstance(self.distill, bool):
-            raise ConfigError(f"distill must be true or false, got {self.distill!r}")
+        check_int("prune.finetune_epochs", self.finetune_epochs, 0)
+        check_bool("prune.distill", self.distill)
         if self.finetune_mode not in FINETUNE_MODES:
             raise ConfigError(f"finetune_mode {self.finetune_mode!r} is not allowed; choose from {FINETUNE_MODES.list()}")
 
