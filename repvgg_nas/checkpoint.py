@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, SpecError, WeightsError
+from .files import atomic_write
 from .model import RepVGG, build_model, is_deploy
 from .spec import RepVGGSpec
 
@@ -51,28 +51,6 @@ class Checkpoint:
         model = build_model(self.spec, deploy=self.deploy)
         load_state_dict_checked(model, self.state_dict, source="checkpoint")
         return model.eval()
-
-
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then move the file into place; no partial file on error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_checkpoint(

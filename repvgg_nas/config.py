@@ -6,6 +6,7 @@ allowed, and is raised as :class:`ConfigError` before any work starts.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -15,9 +16,51 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["load_toml", "Table", "dataclass_from_dict", "check_int", "check_bool"]
+__all__ = ["find_config", "BUILTIN_CONFIG_ROOTS", "load_toml", "Table", "dataclass_from_dict", "check_int", "check_bool"]
 
 _MISSING = object()
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _builtin_roots() -> tuple[Path, ...]:
+    """Where the built-in ``studies/`` and ``search_spaces/`` live.
+
+    A wheel ships them inside the package (``repvgg_nas/builtin/``, mapped from
+    the top-level folders by ``pyproject.toml``); a source checkout or an
+    editable install reads the top-level folders themselves.
+    """
+    roots = [_PACKAGE / "builtin"]
+    if (_PACKAGE.parent / "pyproject.toml").is_file():
+        roots.append(_PACKAGE.parent)
+    return tuple(roots)
+
+
+BUILTIN_CONFIG_ROOTS = _builtin_roots()
+
+
+def find_config(name_or_path: str, folder: str, what: str) -> Path:
+    """Resolve ``name`` to ``<folder>/<name>.toml`` or accept an explicit ``.toml`` path.
+
+    A file in the current directory's ``<folder>/`` wins over the built-in one,
+    so a user can shadow a shipped study. Names may not contain path separators or ``..``.
+    """
+    p = Path(name_or_path)
+    if name_or_path.endswith(".toml") or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"{what} file {name_or_path!r} does not exist")
+        return p
+    if not name_or_path or "/" in name_or_path or "\\" in name_or_path or ".." in name_or_path or name_or_path.startswith("."):
+        raise ConfigError(f"{what} name {name_or_path!r} is invalid: use a plain name or a path to a .toml file")
+    roots = [Path.cwd() / folder, *(r / folder for r in BUILTIN_CONFIG_ROOTS)]
+    for root in roots:
+        candidate = root / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({f.stem for r in roots if r.is_dir() for f in r.glob("*.toml")})
+    close = difflib.get_close_matches(name_or_path, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known) or 'none'}"
+    raise ConfigError(f"unknown {what} {name_or_path!r}; {hint}")
 
 
 def load_toml(path: str | os.PathLike) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import copy
 import torch
 from torch import nn
 
+from .errors import RepVGGNasError
 from .spec import RepVGGSpec
 
 __all__ = [
@@ -25,7 +26,18 @@ __all__ = [
     "reparameterize",
     "is_deploy",
     "fusion_error",
+    "fold_bn",
+    "check_fusion",
+    "FUSION_TOLERANCE",
+    "FusionMismatchError",
 ]
+
+# Fused and train-form nets must agree to float32 rounding (relative to the output scale).
+FUSION_TOLERANCE = 1e-4
+
+
+class FusionMismatchError(RepVGGNasError):
+    """The fused model does not reproduce the train-form model."""
 
 
 class ConvBN(nn.Sequential):
@@ -55,14 +67,18 @@ def _se(spec: RepVGGSpec, cout: int) -> nn.Module:
     return SqueezeExcite(cout, max(1, cout // spec.se_reduction)) if spec.use_se else nn.Identity()
 
 
-def _fold_bn(kernel: torch.Tensor, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold BN into a preceding bias-free conv: ``W*gamma/std``, ``beta - mean*gamma/std``.
+def fold_bn(
+    kernel: torch.Tensor, bn: nn.BatchNorm2d, bias: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold BN into the conv before it: ``W*gamma/std``, ``beta + (b - mean)*gamma/std``.
 
-    Done in float64 so the fused net matches the train-form net to float32 rounding.
+    ``bias`` is the conv's own bias (zero when absent). Done in float64 so the
+    fused net matches the unfused one to float32 rounding; callers cast back.
     """
     std = (bn.running_var.double() + bn.eps).sqrt()
     t = bn.weight.double() / std
-    return kernel * t.reshape(-1, 1, 1, 1), bn.bias.double() - bn.running_mean.double() * t
+    b = bias.double() if bias is not None else torch.zeros_like(t)
+    return kernel.double() * t.reshape(-1, 1, 1, 1), bn.bias.double() + (b - bn.running_mean.double()) * t
 
 
 class RepVGGBlock(nn.Module):
@@ -89,8 +105,8 @@ class RepVGGBlock(nn.Module):
     @torch.no_grad()
     def fused_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The single 3x3 kernel and bias equivalent to this block's branches (eval mode)."""
-        k3, b3 = _fold_bn(self.conv3x3.conv.weight.double(), self.conv3x3.bn)
-        k1, b1 = _fold_bn(self.conv1x1.conv.weight.double(), self.conv1x1.bn)
+        k3, b3 = fold_bn(self.conv3x3.conv.weight.double(), self.conv3x3.bn)
+        k1, b1 = fold_bn(self.conv1x1.conv.weight.double(), self.conv1x1.bn)
         kernel = k3 + nn.functional.pad(k1, [1, 1, 1, 1])
         bias = b3 + b1
         if self.identity is not None:
@@ -98,7 +114,7 @@ class RepVGGBlock(nn.Module):
             eye = torch.zeros_like(kernel)
             idx = torch.arange(self.in_channels)
             eye[idx, idx % per_group, 1, 1] = 1.0
-            ki, bi = _fold_bn(eye, self.identity)
+            ki, bi = fold_bn(eye, self.identity)
             kernel, bias = kernel + ki, bias + bi
         return kernel, bias
 
@@ -219,3 +235,16 @@ def fusion_error(
     finally:
         reference.train(was_training)
     return float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
+
+
+def check_fusion(
+    reference: nn.Module, fused: nn.Module, resolution: int = 32, tolerance: float = FUSION_TOLERANCE
+) -> float:
+    """:func:`fusion_error`, raising :class:`FusionMismatchError` above ``tolerance``; returns the error."""
+    err = fusion_error(reference, fused, resolution=resolution)
+    if not err <= tolerance:  # NaN fails too
+        raise FusionMismatchError(
+            f"fused net differs from the train-form net (relative error {err:.2e} > {tolerance:g}); "
+            f"non-finite or extreme BN statistics are the usual cause"
+        )
+    return err

@@ -25,12 +25,12 @@ from typing import Any
 
 import optuna
 
-from .config import Table, load_toml
+from .config import Table, find_config, load_toml
 from .errors import ConfigError, RepVGGNasError, SpecError
 from .spec import RepVGGSpec, groupwise_layers
 from .zoo import ZooEntry
 
-__all__ = ["Dim", "SearchSpace", "load_space", "find_config"]
+__all__ = ["Dim", "SearchSpace", "load_space"]
 
 SPACE_KEYS = ("description", "depths", "a", "b", "groupwise", "g")
 
@@ -261,29 +261,6 @@ class SearchSpace:
         except SpecError as e:
             raise ConfigError(f"{source}: the space contains an invalid network: {e}") from None
         return space
-
-
-def find_config(name_or_path: str, folder: str, what: str) -> Path:
-    """Resolve ``name`` to ``<folder>/<name>.toml`` (cwd first, then the project root)
-    or accept an explicit ``.toml`` path. Names may not contain path separators or ``..``."""
-    p = Path(name_or_path)
-    if name_or_path.endswith(".toml") or p.is_file():
-        if not p.is_file():
-            raise ConfigError(f"{what} file {name_or_path!r} does not exist")
-        return p
-    if not name_or_path or "/" in name_or_path or "\\" in name_or_path or ".." in name_or_path or name_or_path.startswith("."):
-        raise ConfigError(f"{what} name {name_or_path!r} is invalid: use a plain name or a path to a .toml file")
-    roots = [Path.cwd() / folder, Path(__file__).resolve().parent.parent / folder]
-    for root in roots:
-        candidate = root / f"{name_or_path}.toml"
-        if candidate.is_file():
-            return candidate
-    known = sorted({f.stem for r in roots if r.is_dir() for f in r.glob("*.toml")})
-    import difflib
-
-    close = difflib.get_close_matches(name_or_path, known, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known) or 'none'}"
-    raise ConfigError(f"unknown {what} {name_or_path!r}; {hint}")
 
 
 def load_space(name_or_path: str | os.PathLike) -> SearchSpace:

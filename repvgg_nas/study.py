@@ -17,13 +17,13 @@ from typing import Any
 
 import optuna
 
-from .config import Table, load_toml
+from .config import Table, find_config, load_toml
 from .data import DataConfig
 from .errors import ConfigError, RepVGGNasError
 from .measure import MeasureSettings
 from .prune import PruneJob
 from .registry import Registry
-from .space import SearchSpace, find_config, load_space
+from .space import SearchSpace, load_space
 from .train import TrainConfig
 from . import zoo
 

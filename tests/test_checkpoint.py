@@ -8,7 +8,7 @@ import torch
 from repvgg_nas import CheckpointError, build_model, reparameterize
 from repvgg_nas.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, save_checkpoint
 
-from .conftest import randomize_bn
+from .helpers import randomize_bn
 
 
 @pytest.mark.parametrize("deploy", [False, True])

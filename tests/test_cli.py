@@ -12,7 +12,7 @@ from repvgg_nas.cli import run_cli
 from repvgg_nas.convert import main as convert_main
 from repvgg_nas.zoo.__main__ import main as zoo_main
 
-from .conftest import randomize_bn
+from .helpers import randomize_bn
 
 
 def test_zoo_table(capsys):

@@ -6,7 +6,7 @@ import torch
 from repvgg_nas import build_model, reparameterize
 from repvgg_nas.export import export_onnx, export_torchscript, onnx_max_error
 
-from .conftest import randomize_bn
+from .helpers import randomize_bn
 
 
 @pytest.fixture

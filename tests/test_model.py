@@ -7,7 +7,7 @@ from torch import nn
 from repvgg_nas import PlainBlock, RepVGGBlock, RepVGGSpec, build_model, is_deploy, reparameterize, zoo
 from repvgg_nas.model import fusion_error
 
-from .conftest import randomize_bn
+from .helpers import randomize_bn
 
 TOL = 1e-5
 

@@ -25,7 +25,7 @@ from repvgg_nas.prune import (
 from repvgg_nas.prune.__main__ import main as prune_main
 from repvgg_nas.train import Distillation
 
-from .conftest import randomize_bn
+from .helpers import randomize_bn
 
 ALIGN = pytest.mark.parametrize("align", [True, False], ids=["stage-aligned", "per-layer"])
 SPEC = RepVGGSpec.from_paper((1, 1, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise="even", g=2)

@@ -35,7 +35,7 @@ from repvgg_nas.results import dominates
 from repvgg_nas.search import run_search
 from repvgg_nas.study import load_study_config
 
-from .conftest import TINY_SPACE, write_tiny_study
+from .helpers import TINY_SPACE, write_tiny_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -35,7 +35,7 @@ from repvgg_nas.workers import (
 
 TS = optuna.trial.TrialState
 
-from .conftest import TINY_SPACE, write_tiny_study
+from .helpers import TINY_SPACE, write_tiny_study
 
 SPACE = TINY_SPACE
 

@@ -16,7 +16,7 @@ from repvgg_nas.search import main, run_search
 from repvgg_nas.study import load_study_config
 from repvgg_nas.train import DivergenceError, evaluate
 
-from .conftest import TINY_SPACE, TINY_STUDY, write_tiny_study
+from .helpers import TINY_SPACE, TINY_STUDY, write_tiny_study
 
 SPACE = TINY_SPACE
 

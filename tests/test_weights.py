@@ -9,7 +9,7 @@ from repvgg_nas import RepVGGSpec, WeightsError, build_model, reparameterize, zo
 from repvgg_nas.model import PlainBlock, RepVGGBlock
 from repvgg_nas.weights import detect_layout, import_weights, infer_spec, load_any
 
-from .conftest import randomize_bn
+from .helpers import randomize_bn
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 

@@ -1,0 +1,65 @@
+"""Names of the attributes stored on Optuna trials and studies: one home for each key.
+
+Trial user attrs are the study's record of everything a trial measured and
+why it ended; the search writes them, the report, the CSV frames and the
+worker accounting read them. Spell a key only through these constants.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACCURACY", "ADMITTED", "ARCH", "ARCH_PREFIX", "DEVICE", "DUPLICATE_OF", "FAIL_REASON",
+    "FINAL_LOSS", "FUSION_ERROR", "LATENCY_MS", "MACS", "MEASURE_CACHED", "MEASURE_EXCLUSIVE",
+    "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE_REASON", "PRUNED_RATIO", "REFERENCE",
+    "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "SURPLUS", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
+    "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
+    "INTERRUPTED", "DUPLICATE", "arch_key",
+]
+
+# ---- trial user attrs: what the trial is --------------------------------------------
+REFERENCE = "reference"  # zoo name of a paper reference config (enqueued first)
+SPEC = "spec"  # RepVGGSpec.to_dict() of the sampled network
+SPEC_HASH = "spec_hash"
+ARCH = "arch"  # RepVGGSpec.summary(), for people
+ARCH_PREFIX = "arch_"  # arch_a, arch_b, arch_groupwise, arch_g: the space's dimensions
+PARENT_TRIAL = "parent_trial"  # a pruned variant names the trial it was pruned from
+PRUNED_RATIO = "pruned_ratio"
+SPEEDUP = "speedup"
+
+# ---- trial user attrs: what it measured ---------------------------------------------
+ACCURACY = "accuracy"
+PARAMS = "params"
+MACS = "macs"
+LATENCY_MS = "latency_ms"
+THROUGHPUT_IQR = "throughput_iqr"
+MEASURE_CACHED = "measure_cached"
+MEASURE_EXCLUSIVE = "measure_exclusive"
+DEVICE = "device"
+FUSION_ERROR = "fusion_error"
+TRAIN_SECONDS = "train_seconds"
+TRAIN_IMAGES_PER_S = "train_images_per_s"
+FINAL_LOSS = "final_loss"
+PHASE_SECONDS = "phase_seconds"
+
+# ---- trial user attrs: how it ran and why it ended ----------------------------------
+WORKER = "worker"
+WORKER_START = "worker_start"
+ADMITTED = "admitted"
+SURPLUS = "surplus"  # a trial that found no free slot (never trained, never counted)
+RETRY_OF = "retry_of"  # a re-queued trial names the one whose worker died
+DUPLICATE_OF = "duplicate_of"  # same architecture as an earlier completed trial
+FAIL_REASON = "fail_reason"
+PRUNE_REASON = "prune_reason"
+
+# ---- values with a meaning ----------------------------------------------------------
+INTERRUPTED = "interrupted"  # fail_reason prefix of a trial cut short by Ctrl-C or a dead worker
+DUPLICATE = "duplicate"  # surplus reason prefix: another trial already answers for the same slot
+
+# ---- study user attrs (besides the study config's own keys) --------------------------
+STUDY_SPACE = "space"
+STUDY_SPACE_HASH = "space_hash"
+
+
+def arch_key(dimension: str) -> str:
+    """The trial attr holding a search-space dimension's value (``arch_a``, ...)."""
+    return f"{ARCH_PREFIX}{dimension}"

@@ -1,0 +1,68 @@
+"""Writing files so that a reader never sees half of one (DESIGN convention 10).
+
+Every file the toolkit writes (checkpoints, CSV, the throughput cache, the
+HTML report) goes through :func:`atomic_write`: the content is written to a
+temp file beside the target, given the usual umask permissions, then moved
+into place with ``os.replace``. An error leaves the old file (or nothing).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["atomic_write", "atomic_write_text", "ensure_dir"]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def ensure_dir(path: str | os.PathLike, what: str = "folder") -> Path:
+    """Create ``path`` (and parents) or raise a one-line ConfigError naming it and the problem.
+
+    ``what`` says what the folder is for (e.g. ``--reports-dir``), so a user
+    who named a file, or a folder they cannot write, is told which setting to change.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{what} {str(path)!r} is a file, not a folder") from None
+    except NotADirectoryError:
+        raise ConfigError(f"{what} {str(path)!r}: a part of the path is a file, not a folder") from None
+    except PermissionError:
+        raise ConfigError(f"{what} {str(path)!r} cannot be created: permission denied") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {str(path)!r} cannot be created: {e.strerror or e}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {str(path)!r} is not writable")
+    return path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
+    """Call ``write(tmp_path)`` then move the file into place; no partial file on error."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write` for a UTF-8 text file."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
