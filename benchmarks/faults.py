@@ -40,11 +40,11 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
 
-from repvgg_nas.results import front_numbers  # noqa: E402
-from repvgg_nas.search import run_search  # noqa: E402
+from repvgg_nas.report import front_numbers  # noqa: E402
+from repvgg_nas.search import (  # noqa: E402
+    admission, current_worker, load_study_config, run_search, slot_state, trial_key,
+)
 from repvgg_nas.storage import make_storage  # noqa: E402
-from repvgg_nas.study import load_study_config  # noqa: E402
-from repvgg_nas.workers import admission, current_worker, slot_state, trial_key  # noqa: E402
 from tests.test_scale import (  # noqa: E402
     HEARTBEAT, child_env, kill_a_training_worker, load, local_postgres, search_cmd, search_trials, write_study,
 )

@@ -27,10 +27,9 @@ from .spec import GROUPWISE_PATTERNS, RepVGGSpec, groupwise_layers, paper_widths
 from .data import DATASETS, DataBundle, DataConfig, load_data
 from .measure import Measurement, MeasureSettings, ThroughputCache, measure_model, measure_spec
 from .prune import IMPORTANCES, PruneJob, PruneSettings, prune_channels, prune_to_speedup
-from .report_data import collect_report_data, hypervolume_2d
-from .space import SearchSpace, load_space
+from .report import collect_report_data, hypervolume_2d
+from .search import SearchSpace, StudyConfig, load_space, load_study_config
 from .storage import make_storage
-from .study import StudyConfig, load_study_config
 from .train import DivergenceError, TrainConfig, evaluate, train
 from .weights import import_weights, infer_spec, load_any
 from . import zoo

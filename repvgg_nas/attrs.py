@@ -10,7 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ACCURACY", "ADMITTED", "ARCH", "ARCH_PREFIX", "DEVICE", "DUPLICATE_OF", "FAIL_REASON",
     "FINAL_LOSS", "FUSION_ERROR", "LATENCY_MS", "MACS", "MEASURE_CACHED", "MEASURE_EXCLUSIVE",
-    "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE_REASON", "PRUNED_RATIO", "REFERENCE",
+    "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE", "PRUNE_REASON", "PRUNE_TARGET_MET", "PRUNED_RATIO", "REFERENCE",
     "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "SURPLUS", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
     "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
     "INTERRUPTED", "DUPLICATE", "arch_key",
@@ -24,6 +24,8 @@ ARCH = "arch"  # RepVGGSpec.summary(), for people
 ARCH_PREFIX = "arch_"  # arch_a, arch_b, arch_groupwise, arch_g: the space's dimensions
 PARENT_TRIAL = "parent_trial"  # a pruned variant names the trial it was pruned from
 PRUNED_RATIO = "pruned_ratio"
+PRUNE = "prune"  # the [prune] settings a pruned variant was made with
+PRUNE_TARGET_MET = "prune_target_met"  # False when its target speed-up could not be reached
 SPEEDUP = "speedup"
 
 # ---- trial user attrs: what it measured ---------------------------------------------

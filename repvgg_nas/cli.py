@@ -1,17 +1,22 @@
 """Shared plumbing for the ``python -m repvgg_nas.*`` entry points.
 
 CLIs stay thin (DESIGN convention 9): parse, call the library, print. This
-module turns user errors into one line on stderr with exit code 2.
+module turns user errors into one line on stderr with exit code 2, and draws
+the progress the library reports through callbacks (:class:`StepBar`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import RepVGGNasError
 
-__all__ = ["run_cli", "format_table", "EXIT_USAGE"]
+if TYPE_CHECKING:
+    from .train import TrainStep
+
+__all__ = ["run_cli", "format_table", "StepBar", "EXIT_USAGE"]
 
 EXIT_USAGE = 2
 
@@ -47,3 +52,45 @@ def format_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> 
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+class StepBar:
+    """A tqdm bar of training steps: pass it as ``train(..., progress=StepBar())``.
+
+    One bar per training run (a new run starts at step 1), described
+    ``"<desc> ep E/N"`` with the last checked loss and the learning rate;
+    ``position`` places it below an outer bar. Disabled, it draws nothing.
+    """
+
+    def __init__(self, position: int = 0, enabled: bool = True) -> None:
+        self.position, self.enabled = position, enabled
+        self._bar: Any = None
+
+    def __call__(self, s: TrainStep) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None or s.step == 1:
+            from tqdm.auto import tqdm
+
+            self.close()
+            self._bar = tqdm(total=s.total, desc=s.desc, position=self.position, leave=False,
+                             dynamic_ncols=True, unit="step")
+        bar = self._bar
+        if s.step_in_epoch == 1:
+            bar.set_description(f"{s.desc} ep {s.epoch}/{s.epochs}")
+        if s.loss is not None:
+            bar.set_postfix(loss=f"{s.loss:.3f}", lr=f"{s.lr:.3g}", refresh=False)
+        bar.update(1)
+        if s.step >= s.total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> StepBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -7,6 +7,7 @@ allowed, and is raised as :class:`ConfigError` before any work starts.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -16,27 +17,16 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["find_config", "BUILTIN_CONFIG_ROOTS", "load_toml", "Table", "dataclass_from_dict", "check_int", "check_bool"]
+__all__ = ["find_config", "BUILTIN_CONFIG_ROOT", "load_toml", "Table", "dataclass_from_dict", "check_int", "check_number", "check_bool"]
 
 _MISSING = object()
 
 _PACKAGE = Path(__file__).resolve().parent
 
 
-def _builtin_roots() -> tuple[Path, ...]:
-    """Where the built-in ``studies/`` and ``search_spaces/`` live.
-
-    A wheel ships them inside the package (``repvgg_nas/builtin/``, mapped from
-    the top-level folders by ``pyproject.toml``); a source checkout or an
-    editable install reads the top-level folders themselves.
-    """
-    roots = [_PACKAGE / "builtin"]
-    if (_PACKAGE.parent / "pyproject.toml").is_file():
-        roots.append(_PACKAGE.parent)
-    return tuple(roots)
-
-
-BUILTIN_CONFIG_ROOTS = _builtin_roots()
+# The built-in studies/ and search_spaces/ (links to the repo's top-level folders,
+# so a wheel ships them inside the package and a checkout reads them in place).
+BUILTIN_CONFIG_ROOT = _PACKAGE / "builtin"
 
 
 def find_config(name_or_path: str, folder: str, what: str) -> Path:
@@ -52,7 +42,7 @@ def find_config(name_or_path: str, folder: str, what: str) -> Path:
         return p
     if not name_or_path or "/" in name_or_path or "\\" in name_or_path or ".." in name_or_path or name_or_path.startswith("."):
         raise ConfigError(f"{what} name {name_or_path!r} is invalid: use a plain name or a path to a .toml file")
-    roots = [Path.cwd() / folder, *(r / folder for r in BUILTIN_CONFIG_ROOTS)]
+    roots = [Path.cwd() / folder, BUILTIN_CONFIG_ROOT / folder]
     for root in roots:
         candidate = root / f"{name_or_path}.toml"
         if candidate.is_file():
@@ -102,6 +92,33 @@ def check_int(key: str, value: Any, lo: int, hi: int | None = None, allow_none: 
     if value < lo or (hi is not None and value > hi):
         rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
         raise ConfigError(f"{key} must be {rng}, got {value}")
+
+
+def check_number(
+    key: str,
+    value: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
+    """``value`` is a finite number (int or float, not bool) between ``lo`` and ``hi``.
+
+    ``lo_open``/``hi_open`` exclude the bound itself; ``key`` names the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    below = lo is not None and (value <= lo if lo_open else value < lo)
+    above = hi is not None and (value >= hi if hi_open else value > hi)
+    if below or above:
+        if lo is not None and hi is not None:
+            rng = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        elif lo is not None:
+            rng = f"{'>' if lo_open else '>='} {lo}"
+        else:
+            rng = f"{'<' if hi_open else '<='} {hi}"
+        raise ConfigError(f"{key} must be a number {rng}, got {value!r}")
 
 
 def check_bool(key: str, value: Any) -> None:

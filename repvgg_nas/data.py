@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import check_int, dataclass_from_dict
+from .config import check_bool, check_int, dataclass_from_dict
 from .errors import ConfigError, UnknownNameError
 from .registry import Registry
 
@@ -77,9 +77,12 @@ class DataConfig:
             nothing is ever fetched unless asked.
         val_fraction: share of an ImageFolder tree held out for validation
             when it has no ``train``/``val`` sub-folders.
-        augment: random crop (padding ``resolution // 8``) and, where the
-            dataset's classes are mirror-symmetric (not ``synthetic``), random
-            horizontal flips during training.
+        augment: random crop (padding ``resolution // 8``) and, with
+            ``hflip``, random horizontal flips during training.
+        hflip: random horizontal flips when augmenting. Default: on for
+            cifar10/cifar100/imagefolder, off for ``synthetic`` (its classes
+            are not mirror-symmetric). Turn it off for digits, text, signs or
+            scans with laterality, where a mirrored image is another class.
     """
 
     name: str = "synthetic"
@@ -91,6 +94,7 @@ class DataConfig:
     download: bool = False
     val_fraction: float = 0.1
     augment: bool = True
+    hflip: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -104,9 +108,10 @@ class DataConfig:
         check_int("data.train_size", self.train_size, 2, allow_none=True)  # BatchNorm needs 2
         check_int("data.val_size", self.val_size, 1, allow_none=True)
         check_int("data.seed", self.seed, 0)
-        for key in ("download", "augment"):
-            if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"data.{key} must be true or false, got {getattr(self, key)!r}")
+        if self.hflip is None:
+            object.__setattr__(self, "hflip", name != "synthetic")
+        for key in ("download", "augment", "hflip"):
+            check_bool(f"data.{key}", getattr(self, key))
         vf = self.val_fraction
         if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0.0 < vf < 1.0:
             raise ConfigError(f"data.val_fraction must be a number in (0, 1), got {vf!r}")
@@ -483,7 +488,7 @@ def _load_synthetic(cfg: DataConfig) -> DataBundle:
     # Separate image seeds for the two splits (same prototypes): no shared image.
     train = make_synthetic(n_train, cfg.resolution, seed=2 * cfg.seed)
     val = make_synthetic(n_val, cfg.resolution, seed=2 * cfg.seed + 1)
-    return _bundle("synthetic", train, val, SYNTHETIC_CLASSES, cfg.augment, hflip=False)
+    return _bundle("synthetic", train, val, SYNTHETIC_CLASSES, cfg.augment, cfg.hflip)
 
 
 # ---------------------------------------------------------------------------
@@ -554,7 +559,7 @@ def _load_cifar(cfg: DataConfig) -> DataBundle:
 
     train = to_tensors(train_ds, cfg.train_size, 0)
     val = to_tensors(val_ds, cfg.val_size, 1)
-    return _bundle(cfg.name, train, val, tuple(train_ds.classes), cfg.augment)
+    return _bundle(cfg.name, train, val, tuple(train_ds.classes), cfg.augment, cfg.hflip)
 
 
 # ---------------------------------------------------------------------------
@@ -598,6 +603,12 @@ def _load_imagefolder(cfg: DataConfig) -> DataBundle:
             raise ConfigError(f"data.root {cfg.root!r}: too few images ({len(perm)}) to split off validation")
         val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
 
+    if len(train_ds.classes) < 2:
+        raise ConfigError(
+            f"data.root {cfg.root!r}: found {len(train_ds.classes)} class folder(s) "
+            f"({', '.join(train_ds.classes)}); a classifier needs at least 2 (one sub-folder per class)"
+        )
+
     def load(ds: Any, idx: torch.Tensor, k: int | None, salt: int) -> tuple[torch.Tensor, torch.Tensor]:
         sub = _subset(len(idx), k, cfg.seed, salt)
         if sub is not None:
@@ -606,17 +617,19 @@ def _load_imagefolder(cfg: DataConfig) -> DataBundle:
         y = torch.empty(len(idx), dtype=torch.int64)
         for j, i in enumerate(idx.tolist()):
             path, target = ds.samples[i]
-            try:
-                img = ds.loader(path)
-            except OSError as e:
-                raise ConfigError(f"data.root {cfg.root!r}: cannot read image {path!r}: {e}") from None
-            x[j] = tf(img)
+            try:  # PIL decodes lazily: a truncated file fails inside the transform
+                x[j] = tf(ds.loader(path))
+            except (OSError, ValueError, SyntaxError) as e:
+                raise ConfigError(
+                    f"data.root {cfg.root!r}: cannot read image {path!r} ({type(e).__name__}: {e}); "
+                    f"remove or replace the file"
+                ) from None
             y[j] = target
         return x, y
 
     train = load(train_ds, train_idx, cfg.train_size, 0)
     val = load(val_ds, val_idx, cfg.val_size, 1)
-    return _bundle("imagefolder", train, val, tuple(train_ds.classes), cfg.augment)
+    return _bundle("imagefolder", train, val, tuple(train_ds.classes), cfg.augment, cfg.hflip)
 
 
 # ---------------------------------------------------------------------------

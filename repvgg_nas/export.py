@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write
+from .files import atomic_write
 
 __all__ = ["export_torchscript", "export_onnx", "onnx_max_error"]
 

@@ -14,12 +14,15 @@ that a dead worker never loses a trial:
 - ``journal:PATH`` -> :class:`optuna.storages.JournalStorage` on a
   :class:`~optuna.storages.journal.JournalFileBackend` (an append-only log;
   works on shared filesystems). It has no heartbeat, so
-  :func:`repvgg_nas.workers.recover_trials` fails and retries RUNNING trials
+  :func:`repvgg_nas.search.recover_trials` fails and retries RUNNING trials
   whose worker ran on this host and is dead. Trials of workers on other hosts
   are left alone: nothing in the journal says whether a remote process lives.
 
 Any URL that cannot be opened is a :class:`ConfigError` (one line, exit code 2)
 naming the URL with its password hidden; nothing is created for it.
+
+The two private Optuna attributes the search cannot do without
+(``Study._storage``, ``FrozenTrial._trial_id``) are read here and nowhere else.
 """
 
 from __future__ import annotations
@@ -35,19 +38,32 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from .attrs import FAIL_REASON, REFERENCE, RETRY_OF
 from .errors import ConfigError
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_MAX_RETRY",
+    "FAILED_TRIAL",
+    "FIXED_PARAMS",
     "JOURNAL_PREFIX",
+    "RETRY_HISTORY",
     "SQLITE_TIMEOUT_S",
     "RetryStaleTrial",
+    "fail_trial",
     "has_heartbeat",
+    "study_heartbeat",
     "make_storage",
     "redact_url",
     "storage_kind",
+    "study_storage",
 ]
+
+# Optuna's own system attrs: the params of an enqueued trial, and the heartbeat retry's
+# bookkeeping (the first trial of a retry chain, and every trial of it).
+FIXED_PARAMS = "fixed_params"
+FAILED_TRIAL = "failed_trial"
+RETRY_HISTORY = "retry_history"
 
 JOURNAL_PREFIX = "journal:"
 DEFAULT_HEARTBEAT_INTERVAL = 60  # seconds; Optuna's documented example value
@@ -83,6 +99,33 @@ def has_heartbeat(storage: BaseStorage) -> bool:
     return get is not None and get() is not None
 
 
+def study_storage(study: optuna.Study) -> BaseStorage:
+    """The storage object under ``study``.
+
+    Optuna has no public accessor (``Study._storage`` is private); the search
+    needs it to ask for the heartbeat interval and to fail a dead worker's trial.
+    """
+    return study._storage
+
+
+def study_heartbeat(study: optuna.Study) -> int | None:
+    """Seconds between heartbeats of ``study``'s running trials; None without a heartbeat."""
+    storage = study_storage(study)
+    return storage.get_heartbeat_interval() if has_heartbeat(storage) else None
+
+
+def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
+    """Mark a RUNNING trial of another (dead) process FAIL, with ``fail_reason = reason``.
+
+    ``Study.tell`` only finishes trials this process asked for, so this goes to
+    the storage by the private ``FrozenTrial._trial_id``. Raises Optuna's
+    ``UpdateFinishedTrialError`` when another process finished it first.
+    """
+    storage = study_storage(study)
+    storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
 class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
     """Optuna's retry of a heartbeat-stale trial, tagged the way the search reads retries.
 
@@ -102,17 +145,17 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        history = [*trial.system_attrs.get(RETRY_HISTORY, []), trial.number]
         if self.max_retry is not None and len(history) > self.max_retry:
             return
         system_attrs = {
             **trial.system_attrs,
-            "failed_trial": trial.system_attrs.get("failed_trial", trial.number),
-            "retry_history": history,
+            FAILED_TRIAL: trial.system_attrs.get(FAILED_TRIAL, trial.number),
+            RETRY_HISTORY: history,
         }
-        user_attrs: dict[str, Any] = {"retry_of": trial.number}
-        if trial.user_attrs.get("reference"):
-            user_attrs["reference"] = trial.user_attrs["reference"]
+        user_attrs: dict[str, Any] = {RETRY_OF: trial.number}
+        if trial.user_attrs.get(REFERENCE):
+            user_attrs[REFERENCE] = trial.user_attrs[REFERENCE]
         study.add_trial(optuna.trial.create_trial(
             state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
             user_attrs=user_attrs, system_attrs=system_attrs,

@@ -13,7 +13,10 @@ built to be cheap and repeatable rather than state of the art:
   autocast with a GradScaler and NHWC memory format; on CPU both stay off;
 - a non-finite loss stops training with :class:`DivergenceError`, whose
   message (``non-finite loss at epoch E step S``) the search records as the
-  trial's failure reason.
+  trial's failure reason;
+- progress goes to an optional callback, one :class:`TrainStep` per step;
+  the caller decides what to show (the CLIs draw a bar with
+  :class:`repvgg_nas.cli.StepBar`).
 
 Build candidates with :func:`init_model`, not bare ``build_model``: its
 :func:`identity_init` plus the default gradient clipping are what let a deep
@@ -36,6 +39,7 @@ from torch import nn
 from .data import DataBundle
 from .config import check_bool, check_int, dataclass_from_dict
 from .errors import ConfigError, UnknownNameError
+from .measure import resolve_device
 from .model import build_model
 from .registry import Registry
 from .spec import RepVGGSpec
@@ -43,6 +47,8 @@ from .spec import RepVGGSpec
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "TrainStep",
+    "StepCallback",
     "Distillation",
     "DivergenceError",
     "SCHEDULES",
@@ -51,7 +57,6 @@ __all__ = [
     "init_model",
     "identity_init",
     "param_groups",
-    "resolve_device",
 ]
 
 
@@ -230,6 +235,29 @@ class TrainResult(NamedTuple):
     history: tuple[dict[str, float], ...]
 
 
+class TrainStep(NamedTuple):
+    """One finished training step, as given to a ``progress`` callback of :func:`train`.
+
+    ``step_in_epoch`` counts from 1 within ``epoch`` (also from 1), ``step``
+    from 1 over the whole run of ``total`` steps. ``loss`` is the step's loss
+    where training checked it anyway (every step on CPU, every 25 on GPU:
+    reading it forces a device sync), else None.
+    """
+
+    desc: str
+    epoch: int
+    epochs: int
+    step_in_epoch: int
+    steps_per_epoch: int
+    step: int
+    total: int
+    loss: float | None
+    lr: float
+
+
+StepCallback = Callable[[TrainStep], None]
+
+
 @dataclass(frozen=True)
 class Distillation:
     """Train against a teacher's soft targets as well as the labels.
@@ -265,11 +293,11 @@ class Distillation:
 # ---------------------------------------------------------------------------
 
 
-def resolve_device(device: torch.device | str | None = None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+def _device(device: torch.device | str | None) -> torch.device:
+    """A torch.device as given; a name (``None`` meaning ``auto``) through :func:`measure.resolve_device`."""
+    if isinstance(device, torch.device):
+        return device
+    return resolve_device("auto" if device is None else str(device))
 
 
 def _enabled(setting: str, device: torch.device) -> bool:
@@ -342,15 +370,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-def _progress(total: int, desc: str, enabled: bool, position: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total, desc=desc, disable=not enabled, position=position, leave=False,
-        dynamic_ncols=True, unit="step",
-    )
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -366,21 +385,22 @@ def train(
     data: DataBundle,
     cfg: TrainConfig | Mapping[str, Any] | None = None,
     device: torch.device | str | None = "cpu",
-    progress: bool = True,
-    position: int = 0,
+    progress: StepCallback | bool | None = None,
     desc: str = "train",
     distill: Distillation | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train`` for ``cfg.epochs`` epochs.
 
     ``data`` is moved to ``device`` when it is not there yet (move it once
-    yourself when training many models). ``position`` places the step-level
-    progress bar below an outer (trial-level) bar. Raises
+    yourself when training many models). ``progress`` is called with a
+    :class:`TrainStep` (labelled ``desc``) after every step; a bool is taken
+    as no callback, for callers of the older ``progress=True/False``. Raises
     :class:`DivergenceError` at the first non-finite loss. ``distill`` adds a
     teacher's soft targets to the loss (:class:`Distillation`).
     """
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
-    device = resolve_device(device)
+    device = _device(device)
+    report = progress if callable(progress) else None
     data = data.to(device)
     _check_fits(model, data)
     use_amp = _enabled(cfg.amp, device)
@@ -415,58 +435,55 @@ def train(
     images = 0
     _sync(device)
     t0 = time.perf_counter()
-    bar = _progress(total, desc, progress, position)
-    try:
-        for epoch in range(cfg.epochs):
-            bar.set_description(f"{desc} ep {epoch + 1}/{cfg.epochs}")
-            t_ep = time.perf_counter()
-            losses = torch.zeros(steps_per_epoch, device=device)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
-            seen = 0
-            pending = 0
-            for i, (x, y) in enumerate(data.train_batches(cfg.batch_size, gen)):
-                lr = cfg.lr * schedule(step, total, warmup)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = model(x)
-                    loss = criterion(logits.float(), y)
-                    if distill is not None:
-                        loss = distill.loss(logits.float(), x, loss)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.max_grad_norm is not None:
-                    scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                scaler.step(opt)
-                scaler.update()
-                losses[i] = loss.detach()
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += y.numel()
-                step += 1
-                pending += 1
-                last = i == steps_per_epoch - 1
-                if pending >= check_every or last:
-                    pending = 0
-                    _check_finite(losses[: i + 1], epoch, history)
-                    if progress:
-                        bar.set_postfix(loss=f"{losses[i].item():.3f}", lr=f"{lr:.3g}", refresh=False)
-                bar.update(1)
-            images += seen
-            mean_loss = float(losses[:steps_per_epoch].mean())
-            history.append(
-                {
-                    "epoch": epoch + 1,
-                    "loss": mean_loss,
-                    "train_acc": float(correct) / max(1, seen),
-                    "lr": lr,
-                    "seconds": time.perf_counter() - t_ep,
-                }
-            )
-    finally:
-        bar.close()
+    for epoch in range(cfg.epochs):
+        t_ep = time.perf_counter()
+        losses = torch.zeros(steps_per_epoch, device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        seen = 0
+        pending = 0
+        for i, (x, y) in enumerate(data.train_batches(cfg.batch_size, gen)):
+            lr = cfg.lr * schedule(step, total, warmup)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = model(x)
+                loss = criterion(logits.float(), y)
+                if distill is not None:
+                    loss = distill.loss(logits.float(), x, loss)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.max_grad_norm is not None:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            scaler.step(opt)
+            scaler.update()
+            losses[i] = loss.detach()
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.numel()
+            step += 1
+            pending += 1
+            last = i == steps_per_epoch - 1
+            shown = None
+            if pending >= check_every or last:
+                pending = 0
+                _check_finite(losses[: i + 1], epoch, history)
+                if report is not None:
+                    shown = losses[i].item()  # already synced by the check
+            if report is not None:
+                report(TrainStep(desc, epoch + 1, cfg.epochs, i + 1, steps_per_epoch, step, total, shown, lr))
+        images += seen
+        mean_loss = float(losses[:steps_per_epoch].mean())
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": mean_loss,
+                "train_acc": float(correct) / max(1, seen),
+                "lr": lr,
+                "seconds": time.perf_counter() - t_ep,
+            }
+        )
     _sync(device)
     seconds = time.perf_counter() - t0
     return TrainResult(
@@ -522,7 +539,7 @@ def evaluate(
     """
     if split not in ("val", "train"):
         raise ConfigError(f"split must be 'val' or 'train', got {split!r}")
-    device = resolve_device(device)
+    device = _device(device)
     data = data.to(device)
     use_cl = _enabled(channels_last, device)
     was_training = model.training

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -64,3 +66,13 @@ def write_tiny_study(
     text = TINY_STUDY.format(space=folder / "space.toml", n=n, seed=seed, train_size=train_size, epochs=epochs)
     path.write_text(head + text + tail)
     return path
+
+
+def png_tree(root: Path, classes: dict[str, tuple[int, int, int]], per_class: int, size: int = 20) -> None:
+    from PIL import Image
+
+    for name, colour in classes.items():
+        d = root / name
+        d.mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (size + i, size), colour).save(d / f"{i}.png")

@@ -20,9 +20,9 @@ import torch
 from repvgg_nas import build_model
 from repvgg_nas.checkpoint import save_checkpoint
 from repvgg_nas.cli import run_cli
-from repvgg_nas.convert import main as convert_main
+from repvgg_nas.convert.__main__ import main as convert_main
 from repvgg_nas.prune.__main__ import main as prune_main
-from repvgg_nas.search import main as search_main
+from repvgg_nas.search.__main__ import main as search_main
 
 UNREACHABLE = "postgresql+psycopg://nobody:hunter2@127.0.0.1:1/x"
 BASE = 'space = "quick"\nn_trials = 2\n'

@@ -7,18 +7,16 @@ import csv
 import pytest
 
 from repvgg_nas import ConfigError, UnknownNameError
-from repvgg_nas.bench import (
+from repvgg_nas.bench.__main__ import main, parse_names, table_rows
+from repvgg_nas.cli import run_cli
+from repvgg_nas.measure import (
     BASELINES,
+    MeasureSettings,
     baseline_complexity,
     dense_fp16_peak,
-    main,
-    parse_names,
     repeatability,
     run_benchmark,
-    table_rows,
 )
-from repvgg_nas.cli import run_cli
-from repvgg_nas.measure import MeasureSettings
 
 TINY = MeasureSettings(
     device="cpu", batch_size=2, resolution=32, threads=1, warmup=1,
@@ -159,7 +157,7 @@ def test_cli_help_mentions_every_issue_option(capsys):
 
 
 def test_wait_for_idle_waits_for_neighbours_then_gives_up(monkeypatch):
-    import repvgg_nas.bench as bench_mod
+    from repvgg_nas.measure import bench as bench_mod
 
     seen = iter([0.9, 0.8, 0.05, 0.9])
     monkeypatch.setattr(bench_mod, "cpu_busy_fraction", lambda interval: next(seen))
@@ -174,7 +172,7 @@ def test_wait_for_idle_waits_for_neighbours_then_gives_up(monkeypatch):
 def test_repeatability_retries_contended_runs(monkeypatch):
     import dataclasses
 
-    import repvgg_nas.bench as bench_mod
+    from repvgg_nas.measure import bench as bench_mod
 
     real = bench_mod.measure_model
     flags = iter([True, False, False])  # first attempt shared with a neighbour

@@ -9,7 +9,7 @@ import torch
 from repvgg_nas import build_model
 from repvgg_nas.checkpoint import load_model, save_checkpoint
 from repvgg_nas.cli import run_cli
-from repvgg_nas.convert import main as convert_main
+from repvgg_nas.convert.__main__ import main as convert_main
 from repvgg_nas.zoo.__main__ import main as zoo_main
 
 from .helpers import randomize_bn

@@ -19,6 +19,7 @@ from repvgg_nas.data import (
     make_synthetic,
 )
 from repvgg_nas.errors import ConfigError, RepVGGNasError
+from .helpers import png_tree
 
 # ---------------------------------------------------------------------------
 # synthetic
@@ -262,20 +263,10 @@ def test_cifar100_loads_fake_directory(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _png_tree(root: Path, classes: dict[str, tuple[int, int, int]], per_class: int, size: int = 20) -> None:
-    from PIL import Image
-
-    for name, colour in classes.items():
-        d = root / name
-        d.mkdir(parents=True)
-        for i in range(per_class):
-            Image.new("RGB", (size + i, size), colour).save(d / f"{i}.png")
-
-
 def test_imagefolder_with_train_val_split_folders(tmp_path: Path) -> None:
     colours = {"blue": (0, 0, 255), "red": (255, 0, 0)}
-    _png_tree(tmp_path / "train", colours, 3)
-    _png_tree(tmp_path / "val", colours, 2)
+    png_tree(tmp_path / "train", colours, 3)
+    png_tree(tmp_path / "val", colours, 2)
     data = load_data({"name": "imagefolder", "root": str(tmp_path), "resolution": 16})
     assert data.classes == ("blue", "red") and data.num_classes == 2
     assert data.train_x.shape == (6, 3, 16, 16) and data.val_x.shape == (4, 3, 16, 16)
@@ -284,7 +275,7 @@ def test_imagefolder_with_train_val_split_folders(tmp_path: Path) -> None:
 
 
 def test_imagefolder_single_tree_is_split_deterministically(tmp_path: Path) -> None:
-    _png_tree(tmp_path, {"a": (10, 10, 10), "b": (200, 200, 200), "c": (0, 90, 0)}, 4)
+    png_tree(tmp_path, {"a": (10, 10, 10), "b": (200, 200, 200), "c": (0, 90, 0)}, 4)
     cfg = {"name": "imagefolder", "root": str(tmp_path), "resolution": 8, "val_fraction": 0.25}
     d1, d2 = load_data(cfg), load_data(cfg)
     assert d1.train_size + d1.val_size == 12 and d1.val_size == 3
@@ -297,3 +288,32 @@ def test_imagefolder_without_images_is_config_error(tmp_path: Path) -> None:
     (tmp_path / "empty_class").mkdir()
     with pytest.raises(ConfigError, match="imagefolder"):
         load_data({"name": "imagefolder", "root": str(tmp_path)})
+
+
+def test_imagefolder_with_one_class_is_refused(tmp_path: Path) -> None:
+    png_tree(tmp_path, {"only": (1, 2, 3)}, 3)
+    with pytest.raises(ConfigError, match=r"1 class folder\(s\) \(only\).*at least 2"):
+        load_data({"name": "imagefolder", "root": str(tmp_path), "resolution": 8})
+
+
+@pytest.mark.parametrize("content", [b"", b"not a png at all", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"])
+def test_imagefolder_corrupt_image_names_the_file(tmp_path: Path, content: bytes) -> None:
+    png_tree(tmp_path, {"a": (10, 10, 10), "b": (200, 200, 200)}, 2)
+    bad = tmp_path / "b" / "broken.png"
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError, match="broken.png"):
+        load_data({"name": "imagefolder", "root": str(tmp_path), "resolution": 8, "val_fraction": 0.5})
+
+
+@pytest.mark.parametrize(("name", "default"), [("synthetic", False), ("imagefolder", True)])
+def test_hflip_default_depends_on_the_dataset_and_can_be_set(tmp_path: Path, name: str, default: bool) -> None:
+    base = {"name": name, "resolution": 8, "train_size": 8, "val_size": 4}
+    if name == "imagefolder":
+        png_tree(tmp_path, {"a": (10, 10, 10), "b": (200, 200, 200)}, 3)
+        base["root"] = str(tmp_path)
+    assert DataConfig.from_dict(base).hflip is default
+    assert DataConfig.from_dict(base).to_dict()["hflip"] is default  # recorded with the study
+    flipped = DataConfig.from_dict({**base, "hflip": not default})
+    assert flipped.hflip is (not default) and load_data(flipped).hflip is (not default)
+    with pytest.raises(ConfigError, match="data.hflip must be true or false"):
+        DataConfig.from_dict({**base, "hflip": "no"})

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from repvgg_nas import ConfigError, RepVGGSpec, build_model
-from repvgg_nas import measure as measure_mod
+from repvgg_nas.measure import specs as specs_mod
+from repvgg_nas.measure import timing as timing_mod
 from repvgg_nas.measure import (
     DTYPES,
     MeasureSettings,
@@ -82,7 +83,7 @@ def test_repeats_shared_with_other_processes_are_dropped(tiny, monkeypatch, patt
         def stop(self, min_ticks: int = 1) -> float:
             return next(loads)
 
-    monkeypatch.setattr(measure_mod, "_OtherLoad", FakeLoad)
+    monkeypatch.setattr(timing_mod, "_OtherLoad", FakeLoad)
     s = MeasureSettings(**{**FAST, "min_repeats": 3, "max_repeats": 6, "target_cv": 0.0, "max_seconds": 30.0})
     m = measure_model(build_model(tiny, deploy=True), s)
     assert (m.repeats, m.dropped_repeats, m.contended) == (kept, dropped, contended)
@@ -90,8 +91,8 @@ def test_repeats_shared_with_other_processes_are_dropped(tiny, monkeypatch, patt
 
 
 def test_neighbours_on_spare_cores_do_not_count(monkeypatch):
-    monkeypatch.setattr(measure_mod, "_cpu_count", lambda: 4)
-    limit = measure_mod._other_load_limit
+    monkeypatch.setattr(timing_mod, "_cpu_count", lambda: 4)
+    limit = timing_mod._other_load_limit
     assert limit(MeasureSettings(threads=4, max_other_load=0.25)) == pytest.approx(0.25)
     assert limit(MeasureSettings(threads=1, max_other_load=0.25)) == pytest.approx(1.0)
     assert limit(MeasureSettings(threads=2, max_other_load=0.25)) == pytest.approx(0.75)
@@ -105,7 +106,7 @@ def test_cache_hits_on_second_call(tiny, fast, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a cache hit must not measure")
 
-    monkeypatch.setattr(measure_mod, "measure_model", boom)
+    monkeypatch.setattr(specs_mod, "measure_model", boom)
     second = measure_spec(tiny, fast, cache)
     assert second.cached and cache.hits == 1
     assert second.images_per_s == first.images_per_s
@@ -114,8 +115,8 @@ def test_cache_hits_on_second_call(tiny, fast, monkeypatch):
 
 def test_measure_specs_times_nets_in_lockstep_and_fills_the_cache(tiny, fast, monkeypatch):
     calls = []
-    real = measure_mod.measure_models
-    monkeypatch.setattr(measure_mod, "measure_models", lambda nets, *a, **k: calls.append(list(nets)) or real(nets, *a, **k))
+    real = specs_mod.measure_models
+    monkeypatch.setattr(specs_mod, "measure_models", lambda nets, *a, **k: calls.append(list(nets)) or real(nets, *a, **k))
     smaller = tiny.replace(widths=tuple(max(1, w // 2) for w in tiny.widths))
     cache = ThroughputCache()
     out = measure_specs({"original": tiny, "pruned": smaller}, fast, cache)
@@ -141,7 +142,7 @@ def test_persisted_cache_reloads(tiny, fast, tmp_path, monkeypatch):
     path = tmp_path / "sub" / "throughput.json"
     first = measure_spec(tiny, fast, ThroughputCache(path))
     assert path.exists() and not list(path.parent.glob("*.tmp"))
-    monkeypatch.setattr(measure_mod, "measure_model", lambda *a, **k: pytest.fail("remeasured"))
+    monkeypatch.setattr(specs_mod, "measure_model", lambda *a, **k: pytest.fail("remeasured"))
     again = ThroughputCache(path)
     assert len(again) == 1
     hit = measure_spec(tiny, fast, again)

@@ -7,6 +7,7 @@ import torch
 
 from repvgg_nas import ConfigError, RepVGGSpec, build_model, complexity, is_deploy
 from repvgg_nas import prune as prune_mod
+from repvgg_nas.prune import channels, deploy, speedup
 from repvgg_nas.checkpoint import load_model, save_checkpoint
 from repvgg_nas.cli import run_cli
 from repvgg_nas.data import load_data
@@ -17,7 +18,7 @@ from repvgg_nas.prune import (
     PruneJob,
     PruneSettings,
     finetune,
-    fold_bn,
+    fold_inserted_bn,
     insert_bn,
     prune_channels,
     prune_to_speedup,
@@ -105,18 +106,18 @@ def test_bn_reinsertion_preserves_the_function(model, data):
     ref = _out(pruned, x)
     with_bn = insert_bn(pruned, data)
     torch.testing.assert_close(_out(with_bn, x), ref, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(_out(fold_bn(with_bn), x), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(_out(fold_inserted_bn(with_bn), x), ref, rtol=1e-4, atol=1e-4)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in with_bn.modules())
 
 
 def _iteratively_pruned(model, steps=2, align=True, **settings):
-    work = prune_mod._as_deploy(model)
+    work = deploy.as_deploy(model)
     original = copy.deepcopy(work)
-    kept = prune_mod._full_kept(work)
-    pruner = prune_mod._pruner(work, PruneSettings(align_stages=align, **settings), 0.6, 3, 16)
+    kept = deploy.full_kept(work)
+    pruner = channels.make_pruner(work, PruneSettings(align_stages=align, **settings), 0.6, 3, 16)
     for _ in range(steps):
         pruner.step(kept)
-    return original, prune_mod._rebuild(work, work.spec), kept
+    return original, deploy.rebuild(work, work.spec), kept
 
 
 @ALIGN
@@ -126,8 +127,8 @@ def test_kept_indices_name_the_surviving_original_channels(model, align, global_
     # the original weights of the kept outputs and inputs (groupwise convs: in-group inputs)
     original, pruned, kept = _iteratively_pruned(model, align=align, global_pruning=global_pruning)
     prev = torch.arange(SPEC.in_channels)
-    convs0 = prune_mod._block_convs(original)
-    for name, conv in prune_mod._block_convs(pruned).items():
+    convs0 = deploy.block_convs(original)
+    for name, conv in deploy.block_convs(pruned).items():
         k, conv0 = kept[name], convs0[name]
         assert len(k) == conv.out_channels <= conv0.out_channels
         torch.testing.assert_close(conv.bias, conv0.bias[k], rtol=0, atol=0)
@@ -137,7 +138,7 @@ def test_kept_indices_name_the_surviving_original_channels(model, align, global_
             inputs = prev[(prev >= grp * seg) & (prev < (grp + 1) * seg)] - grp * seg
             torch.testing.assert_close(conv.weight[i], conv0.weight[o][inputs], rtol=0, atol=0)
         prev = k
-    assert sum(c.out_channels for c in prune_mod._block_convs(pruned).values()) < sum(SPEC.widths)
+    assert sum(c.out_channels for c in deploy.block_convs(pruned).values()) < sum(SPEC.widths)
 
 
 def test_stage_alignment_prunes_the_same_channels_through_a_stage(model):
@@ -150,7 +151,7 @@ def test_stage_alignment_prunes_the_same_channels_through_a_stage(model):
 def _conv_stats(model, x):
     out = {}
     hooks = [c.register_forward_hook(lambda m, i, o, n=n: out.__setitem__(n, (o.mean((0, 2, 3)), o.std((0, 2, 3)))))
-             for n, c in prune_mod._block_convs(model).items()]
+             for n, c in deploy.block_convs(model).items()]
     _out(model, x)
     for h in hooks:
         h.remove()
@@ -176,7 +177,7 @@ def test_recalibration_gives_kept_channels_their_original_statistics(model, data
 
 def test_recalibration_leaves_dead_channels_finite(model, data):
     original, pruned, kept = _iteratively_pruned(model, steps=1)
-    conv = next(iter(prune_mod._block_convs(pruned).values()))
+    conv = next(iter(deploy.block_convs(pruned).values()))
     with torch.no_grad():
         conv.weight[0].zero_()  # a channel whose output is constant
     prune_mod.recalibrate(pruned, original, kept, data, images=32)
@@ -206,7 +207,7 @@ def test_distillation_from_an_identical_teacher_adds_no_loss(model, data):
 @pytest.mark.parametrize("distill", [False, True])
 def test_finetune_keeps_the_net_plain(model, data, mode, distill):
     pruned = prune_channels(model, 0.3)
-    teacher = prune_mod._as_deploy(model) if distill else None
+    teacher = deploy.as_deploy(model) if distill else None
     tuned = finetune(pruned, data, epochs=1, mode=mode, progress=False, teacher=teacher, batch_size=32)
     assert is_deploy(tuned) and not any(isinstance(m, torch.nn.BatchNorm2d) for m in tuned.modules())
     assert tuned.spec == pruned.spec
@@ -221,7 +222,7 @@ def _fake_measure(specs, settings=None, cache=None, **kw):
 
 
 def test_prune_to_speedup_stops_at_the_target(model, monkeypatch):
-    monkeypatch.setattr(prune_mod, "measure_specs", _fake_measure)
+    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
     res = prune_to_speedup(model, 1.5, MeasureSettings(device="cpu"), PruneSettings(step=0.1))
     assert res.met and res.best.speedup >= 1.5
     assert [s.speedup >= 1.5 for s in res.steps].count(True) == 1  # stopped at the first hit
@@ -229,7 +230,7 @@ def test_prune_to_speedup_stops_at_the_target(model, monkeypatch):
 
 
 def test_unreachable_speedup_keeps_the_best(model, monkeypatch):
-    monkeypatch.setattr(prune_mod, "measure_specs", _fake_measure)
+    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
     res = prune_to_speedup(model, 1000.0, MeasureSettings(device="cpu"), PruneSettings(step=0.3, max_layer_ratio=0.6))
     assert not res.met
     assert res.best.speedup == max(s.speedup for s in res.steps)
@@ -308,7 +309,7 @@ def test_calibration_images_mix_classes_even_when_stored_sorted(data):
 
 @pytest.mark.parametrize("groupwise, g", [("even", 2), ("paper", 4), ("stages:2,3", 4)])
 def test_stage_pruning_never_makes_a_groupwise_layer_depthwise(monkeypatch, groupwise, g):
-    monkeypatch.setattr(prune_mod, "measure_specs", _fake_measure)
+    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
     spec = RepVGGSpec.from_paper((1, 2, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise=groupwise, g=g)
     res = prune_to_speedup(build_model(spec), 1000.0, MeasureSettings(device="cpu"), PruneSettings(max_layer_ratio=0.95))
     assert not res.met and res.model.spec.groups == spec.groups
@@ -317,7 +318,7 @@ def test_stage_pruning_never_makes_a_groupwise_layer_depthwise(monkeypatch, grou
 
 
 def test_per_layer_pruning_stops_before_a_layer_turns_depthwise(monkeypatch):
-    monkeypatch.setattr(prune_mod, "measure_specs", _fake_measure)
+    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
     spec = RepVGGSpec.from_paper((1, 2, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise="paper", g=4)
     with pytest.raises(ConfigError, match="group count"):
         prune_channels(build_model(spec), 0.89, PruneSettings(align_stages=False))
@@ -345,8 +346,8 @@ def test_global_round_to_keeps_multiples_and_the_ratio():
 
 @pytest.mark.parametrize("target", [dict(ratio=0.5), dict(target_speedup=1.5)])
 def test_run_prune_reports_the_lockstep_speedup(model, data, monkeypatch, target):
-    monkeypatch.setattr(prune_mod, "measure_specs", _fake_measure)
+    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
     out = prune_mod.run_prune(model, PruneJob(finetune_epochs=0, **target), data, MeasureSettings(device="cpu"))
     expected = complexity(SPEC, 32).macs / complexity(out.model.spec, 32).macs
-    assert out.rows[1]["speedup"] == pytest.approx(expected, rel=1e-2)
-    assert [r["stage"] for r in out.rows] == ["original", "pruned"]
+    assert out.stages[1].speedup == pytest.approx(expected, rel=1e-2)
+    assert [f.stage for f in out.stages] == ["original", "pruned"]

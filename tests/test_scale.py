@@ -29,7 +29,7 @@ import pytest
 
 from repvgg_nas import ConfigError
 from repvgg_nas.storage import RetryStaleTrial, make_storage, redact_url, storage_kind
-from repvgg_nas.workers import (
+from repvgg_nas.search import (
     DeviceLock, admission, current_worker, pid_alive, recover_trials, slot_state, worker_env,
 )
 
@@ -309,8 +309,8 @@ def test_a_trial_that_finds_every_slot_taken_is_surplus_and_never_counted():
     """The race the accounting exists for: a worker asks for a trial after the others filled the target."""
     from types import SimpleNamespace
 
-    from repvgg_nas.results import trials_frame
-    from repvgg_nas.search import _Objective
+    from repvgg_nas.report import trials_frame
+    from repvgg_nas.search.objective import _Objective
 
     study = optuna.create_study(directions=["maximize", "maximize"])
     study.add_trial(optuna.trial.create_trial(values=[0.5, 100.0]))           # 0: another worker's result
@@ -360,7 +360,7 @@ def test_recovery_retries_only_trials_of_dead_local_workers(tmp_path):
 
 def test_measurement_waits_for_another_process_training(tmp_path):
     code = (
-        "import sys, time; from repvgg_nas.workers import DeviceLock\n"
+        "import sys, time; from repvgg_nas.search import DeviceLock\n"
         "with DeviceLock('cpu', sys.argv[1]).shared():\n"
         "    print('training', flush=True); time.sleep(1.5)\n"
     )

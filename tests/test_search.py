@@ -8,12 +8,12 @@ import optuna
 import pytest
 
 from repvgg_nas import ConfigError
-from repvgg_nas import search as search_mod
+from repvgg_nas.search import objective as search_mod
 from repvgg_nas.checkpoint import load_model
 from repvgg_nas.cli import run_cli
 from repvgg_nas.data import load_data
-from repvgg_nas.search import main, run_search
-from repvgg_nas.study import load_study_config
+from repvgg_nas.search import load_study_config, open_study, run_search
+from repvgg_nas.search.__main__ import main
 from repvgg_nas.train import DivergenceError, evaluate
 
 from .helpers import TINY_SPACE, TINY_STUDY, write_tiny_study
@@ -120,7 +120,7 @@ def test_references_are_enqueued_first_and_tagged(tmp_path):
     text = p.read_text().replace("n_trials = 1", 'n_trials = 1\nreferences = ["A0"]')
     p.write_text(text)
     cfg = load_study_config(p)
-    study = search_mod.open_study(cfg, "sqlite:///" + str(tmp_path / "s.db"))
+    study = open_study(cfg, "sqlite:///" + str(tmp_path / "s.db"))
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.user_attrs["reference"] for t in waiting] == ["RepVGG-A0"]
     assert waiting[0].system_attrs["fixed_params"] == {"depth1": 2, "depth3": 14}

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from repvgg_nas import ConfigError, zoo
-from repvgg_nas.space import SearchSpace, load_space
+from repvgg_nas.search import SearchSpace, load_space
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.stem for p in (ROOT / "search_spaces").glob("*.toml"))

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from repvgg_nas import ConfigError
-from repvgg_nas.study import load_study_config
+from repvgg_nas.search import load_study_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.stem for p in (ROOT / "studies").glob("*.toml"))

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from repvgg_nas import RepVGGSpec, build_model, reparameterize
+from repvgg_nas.cli import StepBar
 from repvgg_nas.data import DataBundle, load_data
 from repvgg_nas.errors import ConfigError, RepVGGNasError
 from repvgg_nas.model import RepVGGBlock
@@ -296,7 +297,8 @@ def test_channel_mismatch_is_config_error(small_data: DataBundle) -> None:
 
 
 def test_progress_bar_runs(small_data: DataBundle, capsys: pytest.CaptureFixture[str]) -> None:
-    train(build_model(TINY), small_data, {"epochs": 1, "batch_size": 32}, progress=True, position=1, desc="t")
+    with StepBar(position=1) as bar:
+        train(build_model(TINY), small_data, {"epochs": 1, "batch_size": 32}, progress=bar, desc="t")
     assert "t ep 1/1" in capsys.readouterr().err
 
 

@@ -8,32 +8,55 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import Any
+
 from ..checkpoint import load_model, save_checkpoint
-from ..cli import format_table, run_cli
+from ..cli import StepBar, format_table, run_cli
 from ..data import DataConfig, load_data
 from ..errors import CheckpointError, ConfigError
+from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..measure import MeasureSettings, ThroughputCache
+from ..search import load_study_config
 from ..train import TrainConfig
-from . import FINETUNE_MODES, IMPORTANCES, PruneJob, PruneSettings, run_prune
+from . import FINETUNE_MODES, IMPORTANCES, PruneJob, PruneResult, PruneSettings, StageFigures, run_prune
+
 
 def _source(args: argparse.Namespace) -> tuple[Path, DataConfig, MeasureSettings, TrainConfig, Path]:
     """Checkpoint path, data, measurement and training settings, and the default output."""
     if args.study is not None:
-        from ..study import load_study_config
-
         cfg = load_study_config(args.study)
-        ckpt_dir = Path(args.reports_dir) / cfg.name / "checkpoints"
-        path = ckpt_dir / f"trial_{args.trial:04d}.pt"
+        paths = StudyPaths.of(cfg.name, args.reports_dir)
+        path = paths.checkpoint(args.trial)
         if not path.is_file():
             raise CheckpointError(
                 f"{path}: no checkpoint for trial {args.trial} of study {cfg.name!r}; checkpoints "
-                f"are kept for Pareto-front members and references (see reports/{cfg.name}/pareto.csv)"
+                f"are kept for Pareto-front members and references (see {paths.pareto_csv})"
             )
-        return path, cfg.data, cfg.measure, cfg.train, ckpt_dir / f"pruned_trial_{args.trial:04d}.pt"
+        return path, cfg.data, cfg.measure, cfg.train, paths.pruned_checkpoint(args.trial)
     path = Path(args.checkpoint)
     _, ckpt = load_model(path)
     data = DataConfig.from_dict(ckpt.meta.get("data") or {})
     return path, data, MeasureSettings(), TrainConfig(), path.with_name(f"{path.stem}_pruned.pt")
+
+
+def _row(f: StageFigures, original: StageFigures) -> dict[str, Any]:
+    """One table row of a stage's figures (rounded for people)."""
+    return {
+        "stage": f.stage,
+        "accuracy": round(f.accuracy, 4),
+        "img/s": round(f.images_per_s, 1),
+        "latency_ms": round(f.latency_ms, 2),
+        "params_M": float(f"{f.params / 1e6:.6g}"),
+        "GMACs": float(f"{f.macs / 1e9:.6g}"),
+        "widths": "-".join(map(str, f.spec.widths)),
+        "speedup": round(round(f.images_per_s, 1) / round(original.images_per_s, 1), 3),
+        "MACs_reduction": round(float(f"{original.macs / 1e9:.6g}") / float(f"{f.macs / 1e9:.6g}"), 3),
+    }
+
+
+def stage_rows(result: PruneResult) -> list[dict[str, Any]]:
+    """The before / pruned / fine-tuned table of a pruning job."""
+    return [_row(f, result.original) for f in result.stages]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device for fine-tuning and measurement")
     parser.add_argument("--batch-size", type=int, help="measurement batch size")
     parser.add_argument("--resolution", type=int, help="measurement resolution")
-    parser.add_argument("--reports-dir", default="reports", help="where studies live (default reports/)")
+    parser.add_argument("--reports-dir", default=DEFAULT_REPORTS_DIR,
+                        help=f"where studies live (default {DEFAULT_REPORTS_DIR}/)")
     parser.add_argument("--out", type=Path, help="output checkpoint (default: next to the input, *_pruned.pt)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -107,15 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"pruning {path} ({ckpt.spec.summary()}) on {measure.device}")
     out = run_prune(
         model, job, data, measure, train_cfg, measure.device, ThroughputCache(),
-        progress=not args.no_progress and sys.stderr.isatty(), log=log,
+        progress=StepBar(enabled=not args.no_progress and sys.stderr.isatty()), log=log,
     )
     dest = args.out or default_out
+    table = stage_rows(out)
     save_checkpoint(dest, out.model, meta={
         **ckpt.meta, "parent_checkpoint": str(path), "prune": job.to_dict(),
-        "accuracy": out.rows[-1]["accuracy"], "throughput": out.rows[-1]["img/s"],
+        "accuracy": table[-1]["accuracy"], "throughput": table[-1]["img/s"],
         "data": data_cfg.to_dict(),
     })
-    print(format_table(out.rows))
+    print(format_table(table))
     if out.note:
         print(out.note)
     print(f"wrote {dest}")

@@ -17,15 +17,16 @@ from typing import Any
 
 import optuna
 
-from .config import Table, find_config, load_toml
-from .data import DataConfig
-from .errors import ConfigError, RepVGGNasError
-from .measure import MeasureSettings
-from .prune import PruneJob
-from .registry import Registry
+from ..attrs import STUDY_SPACE, STUDY_SPACE_HASH
+from ..config import Table, find_config, load_toml
+from ..data import DataConfig
+from ..errors import ConfigError, RepVGGNasError
+from ..measure import MeasureSettings
+from ..prune import PruneJob
+from ..registry import Registry
+from ..train import TrainConfig
+from .. import zoo
 from .space import SearchSpace, load_space
-from .train import TrainConfig
-from . import zoo
 
 __all__ = ["Objectives", "SamplerConfig", "StudyConfig", "SAMPLERS", "load_study_config"]
 
@@ -146,8 +147,8 @@ class StudyConfig:
         return {
             "name": self.name,
             "description": self.description,
-            "space": self.space.name,
-            "space_hash": self.space.hash,
+            STUDY_SPACE: self.space.name,
+            STUDY_SPACE_HASH: self.space.hash,
             "seed": self.seed,
             "n_trials": self.n_trials,
             "references": list(self.references),

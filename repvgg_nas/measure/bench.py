@@ -1,8 +1,8 @@
-"""``python -m repvgg_nas.bench``: train-form vs deploy-form vs ResNet throughput.
+"""Train form vs deploy form vs ResNet throughput: the library of the bench CLI.
 
 RepVGG's claim is that the fused plain net is faster than both its own
 multi-branch training form and ResNets of similar accuracy, and that FLOPs do
-not predict this. This module measures all of them in one process under one
+not predict this. These functions measure all of them in one process under one
 :class:`~repvgg_nas.measure.MeasureSettings`, so the ratios are comparable:
 
 - :func:`run_benchmark` returns one dict per (model, form) with img/s,
@@ -13,56 +13,52 @@ not predict this. This module measures all of them in one process under one
   reports the coefficient of variation across the N figures;
 - every row carries the achieved TFLOP/s (2 FLOPs per MAC at the measured
   img/s) and, on a GPU whose dense fp16 tensor peak is known
-  (:data:`DENSE_FP16_PEAK_TFLOPS`, or ``--peak-tflops``), its share of it;
-- :func:`main` is the thin CLI around them (table on stdout, progress on
-  stderr, CSV to ``reports/bench/bench.csv`` unless ``--out`` says otherwise).
+  (:data:`DENSE_FP16_PEAK_TFLOPS`, or ``peak_tflops``), its share of it;
+- :func:`write_csv` writes the rows atomically.
 
-Baselines are torchvision ResNets built with ``weights=None`` (speed does not
-depend on weights, and nothing is downloaded).
+Progress goes through a ``progress`` callback; the CLI
+(``python -m repvgg_nas.bench``) decides what to show. Baselines are
+torchvision ResNets built with ``weights=None`` (speed does not depend on
+weights, and nothing is downloaded).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
 import statistics
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import zoo
-from .cli import format_table, run_cli
-from .counting import complexity, count_macs, count_params
-from .errors import ConfigError
-from .measure import MeasureSettings, Measurement, cpu_busy_fraction, measure_model, measure_models
-from .model import build_model
-from .registry import Registry
+from .. import zoo
+from ..counting import complexity, count_macs, count_params
+from ..errors import ConfigError
+from ..files import atomic_write
+from ..model import build_model
+from ..registry import Registry
+from .host import cpu_busy_fraction
+from .settings import MeasureSettings
+from .timing import Measurement, measure_model, measure_models
 
 __all__ = [
     "BASELINES",
-    "DEFAULT_OUT",
     "DENSE_FP16_PEAK_TFLOPS",
     "dense_fp16_peak",
     "baseline_model",
     "baseline_complexity",
-    "parse_names",
     "run_benchmark",
     "repeatability",
-    "table_rows",
     "write_csv",
     "wait_for_idle",
-    "main",
 ]
 
-DEFAULT_OUT = Path("reports/bench/bench.csv")
+Progress = Callable[[str], None]
 
 # Dense (no sparsity) fp16 tensor-core peaks from NVIDIA's datasheets, matched as
 # substrings of torch.cuda.get_device_name(), most specific first.
@@ -83,8 +79,6 @@ def dense_fp16_peak(device_name: str | None) -> float | None:
             return tflops
     return None
 
-Progress = Callable[[str], None]
-
 
 def _resnet(name: str) -> Callable[[int], nn.Module]:
     def build(num_classes: int) -> nn.Module:
@@ -98,15 +92,6 @@ def _resnet(name: str) -> Callable[[int], nn.Module]:
 BASELINES: Registry[Callable[[int], nn.Module]] = Registry("baseline")
 for _name in ("resnet18", "resnet34", "resnet50", "resnet101"):
     BASELINES.register(_name, _resnet(_name))
-
-
-def parse_names(text: str | Iterable[str] | None) -> list[str]:
-    """``"A0, B0"`` -> ``["A0", "B0"]``; ``none`` or empty gives no names."""
-    if text is None:
-        return []
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names = [n.strip() for n in items if n.strip()]
-    return [] if [n.lower() for n in names] == ["none"] else names
 
 
 def baseline_model(name: str, num_classes: int = 1000) -> nn.Module:
@@ -320,34 +305,6 @@ def _add_ratios(rows: list[dict[str, Any]], baselines: Sequence[str]) -> None:
             r[f"vs_{b}"] = r["img_s"] / base["img_s"] if base else None
 
 
-def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The printed subset of :func:`run_benchmark` rows, rounded for reading."""
-
-    def rnd(v: Any, n: int) -> Any:
-        return round(v, n) if isinstance(v, float) else v
-
-    out = []
-    for r in rows:
-        t = {
-            "model": r["model"],
-            "form": r["form"],
-            "img/s": rnd(r["img_s"], 1),
-            "ms/batch": rnd(r["latency_ms"], 2),
-            "params M": rnd(r["params_m"], 2),
-            "GMACs": rnd(r["gmacs"], 2),
-            "TFLOP/s": rnd(r["tflops"], 3),
-            "cv %": rnd(100 * r["cv"], 1),
-            "deploy/train": rnd(r["deploy_vs_train"], 2),
-        }
-        for k in r:
-            if k.startswith("vs_"):
-                t[k.replace("_", " ", 1)] = rnd(r[k], 2)
-        if r.get("pct_fp16_peak") is not None:
-            t["% fp16 peak"] = rnd(100 * r["pct_fp16_peak"], 1)
-        out.append(t)
-    return out
-
-
 def repeatability(
     model: str,
     settings: MeasureSettings | None = None,
@@ -416,140 +373,20 @@ def repeatability(
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
-    """Write ``rows`` as CSV atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``rows`` as CSV atomically (:func:`~repvgg_nas.files.atomic_write`).
+
+    The columns are every key of every row, in order of first appearance;
+    ``None`` is written as an empty cell.
+    """
     columns: list[str] = []
     for r in rows:
         columns += [k for k in r if k not in columns]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=columns)
             w.writeheader()
             for r in rows:
                 w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
-
-# ---- CLI -------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one line (exit 2 via run_cli)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message} (see --help)")
-
-
-def _parser() -> argparse.ArgumentParser:
-    d = MeasureSettings()
-    p = _Parser(
-        prog="python -m repvgg_nas.bench",
-        description=(
-            "Measure throughput of RepVGG train form, deploy form and ResNet baselines "
-            "under one set of settings and print the ratios."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--models", default="A0", help="comma-separated zoo names (A0 or RepVGG-A0)")
-    p.add_argument("--baselines", default="resnet18,resnet34,resnet50",
-                   help=f"comma-separated baselines from {', '.join(BASELINES)}; 'none' for none")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--resolution", type=int, default=d.resolution, help="input height = width")
-    p.add_argument("--dtype", default=d.dtype, help="fp32, tf32, fp16, bf16 (only fp32 on cpu)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
-                   help="NHWC memory format for model and input")
-    p.add_argument("--compile", action="store_true", help="wrap models in torch.compile")
-    p.add_argument("--compile-mode", default=d.compile_mode, help="torch.compile mode")
-    p.add_argument("--cuda-graphs", action="store_true", help="time CUDA graph replays (cuda only)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: torch's current count, recorded)")
-    p.add_argument("--warmup", type=int, default=d.warmup, help="untimed forward passes")
-    p.add_argument("--repeats", type=int, default=d.min_repeats, help="minimum timed repeats")
-    p.add_argument("--max-repeats", type=int, default=d.max_repeats)
-    p.add_argument("--target-cv", type=float, default=d.target_cv,
-                   help="stop repeating once the robust CV is below this")
-    p.add_argument("--max-seconds", type=float, default=d.max_seconds,
-                   help="time budget of one measurement's timed loop")
-    p.add_argument("--rounds", type=int, default=1,
-                   help="measure every model this many times, interleaved; report medians")
-    p.add_argument("--repeatability", type=int, default=0, metavar="N",
-                   help="also measure each model's deploy form N times and report the CV")
-    p.add_argument("--num-classes", type=int, default=1000)
-    p.add_argument("--peak-tflops", type=float, default=None,
-                   help="the device's dense fp16 peak, for the '%% fp16 peak' column (default: known "
-                   "for H100/H200/A100 from the device name)")
-    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                   help="before each measurement wait up to this long for other processes to leave the CPU")
-    p.add_argument("--idle-threshold", type=float, default=0.15,
-                   help="machine CPU busy fraction counted as idle for --wait-idle")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                   help="CSV path (repeatability goes to <stem>_repeatability.csv)")
-    p.add_argument("--no-csv", action="store_true", help="print only, write no CSV")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    settings = MeasureSettings(
-        device=args.device, batch_size=args.batch_size, resolution=args.resolution,
-        dtype=args.dtype, channels_last=args.channels_last, compile=args.compile,
-        compile_mode=args.compile_mode, cuda_graphs=args.cuda_graphs, threads=args.threads,
-        warmup=args.warmup, min_repeats=args.repeats,
-        max_repeats=max(args.max_repeats, args.repeats), target_cv=args.target_cv,
-        max_seconds=args.max_seconds,
-    ).resolved()
-    if args.num_classes < 1:
-        raise ConfigError(f"--num-classes = {args.num_classes} is invalid; allowed: an integer >= 1")
-    models, baselines = parse_names(args.models), parse_names(args.baselines)
-    for name in models:
-        zoo.get_entry(name)  # fail on a typo before anything is measured
-    for name in baselines:
-        BASELINES.canonical(name)
-
-    def progress(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    rows = run_benchmark(
-        models, baselines, settings, num_classes=args.num_classes, rounds=args.rounds,
-        wait_idle_s=args.wait_idle, idle_threshold=args.idle_threshold, progress=progress,
-        peak_tflops=args.peak_tflops,
-    )
-    env = f"{rows[0]['device_name']} | torch {rows[0]['torch']} | threads {rows[0]['threads']}"
-    print(f"# {env} | {settings.dtype} batch {settings.batch_size} {settings.resolution}x"
-          f"{settings.resolution} channels_last={settings.channels_last} compile={settings.compile}")
-    print(format_table(table_rows(rows)))
-
-    rep_rows = []
-    if args.repeatability:
-        for name in models:
-            rep = repeatability(name, settings, args.repeatability, num_classes=args.num_classes,
-                                wait_idle_s=args.wait_idle, idle_threshold=args.idle_threshold,
-                                progress=progress)
-            rep_rows.append(rep)
-            runs = ", ".join(f"{v:.1f}" for v in rep["img_s"])
-            print(f"repeatability {rep['model']} {rep['form']}: {rep['n']} runs [{runs}] img/s, "
-                  f"mean {rep['mean_img_s']:.1f}, CV {rep['cv']:.2%}")
-    if not args.no_csv:
-        path = write_csv(rows, args.out)
-        print(f"wrote {path}", file=sys.stderr)
-        if rep_rows:
-            flat = [
-                {**{k: v for k, v in r.items() if k not in ("img_s", "within_cv", "settings")},
-                 **{f"run{i + 1}_img_s": v for i, v in enumerate(r["img_s"])}}
-                for r in rep_rows
-            ]
-            rpath = write_csv(flat, args.out.with_name(f"{args.out.stem}_repeatability.csv"))
-            print(f"wrote {rpath}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    return atomic_write(path, write)

@@ -20,15 +20,14 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
 
-from .config import Table, find_config, load_toml
-from .errors import ConfigError, RepVGGNasError, SpecError
-from .spec import RepVGGSpec, groupwise_layers
-from .zoo import ZooEntry
+from ..config import Table, find_config, load_toml
+from ..errors import ConfigError, RepVGGNasError, SpecError
+from ..spec import RepVGGSpec, groupwise_layers
+from ..zoo import ZooEntry
 
 __all__ = ["Dim", "SearchSpace", "load_space"]
 

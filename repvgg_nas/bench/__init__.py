@@ -1,0 +1,1 @@
+"""The bench CLI (``python -m repvgg_nas.bench``); the library is :mod:`repvgg_nas.measure`."""

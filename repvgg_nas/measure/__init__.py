@@ -1,0 +1,62 @@
+"""Measured throughput and latency of a network on the device the user has.
+
+The search optimizes measured speed, not FLOPs (RepVGG's point is that FLOPs
+mislead), so a measurement must be trustworthy, quick and comparable across
+runs:
+
+- :class:`MeasureSettings` (``settings``) holds every knob that changes the
+  figure (device, batch size, resolution, dtype, memory format,
+  ``torch.compile``, CUDA graphs, CPU threads) plus how long to measure. It is
+  validated when it is built, so a bad study config fails before the first trial.
+- :func:`measure_model` (``timing``) warms up, then times repeats until their
+  spread is small (or a repeat/time budget is spent) and reports the median,
+  the IQR and the coefficient of variation, with the environment (``host``:
+  device name, torch, CUDA and cuDNN versions, threads, settings) recorded beside it.
+- :func:`measure_spec` (``specs``) measures a freshly built deploy-form net:
+  throughput of a plain conv stack does not depend on its weights, so a
+  trial's trained weights are not needed. A :class:`ThroughputCache`
+  (``cache``) keyed by (spec hash, device, settings) makes sure a study never
+  measures one architecture twice, in memory or persisted to a JSON file for
+  resumed studies.
+- ``bench`` compares train form, deploy form and ResNet baselines (the
+  library of ``python -m repvgg_nas.bench``).
+"""
+
+from __future__ import annotations
+
+from .bench import (
+    BASELINES,
+    DENSE_FP16_PEAK_TFLOPS,
+    baseline_complexity,
+    baseline_model,
+    dense_fp16_peak,
+    repeatability,
+    run_benchmark,
+    wait_for_idle,
+    write_csv,
+)
+from .cache import ThroughputCache
+from .host import cpu_busy_fraction, device_name, environment
+from .settings import COMPILE_MODES, DTYPES, DtypeInfo, MeasureSettings, resolve_device
+from .specs import measure_spec, measure_specs
+from .timing import Measurement, measure_model, measure_models
+
+__all__ = [
+    "DTYPES",
+    "DtypeInfo",
+    "COMPILE_MODES",
+    "MeasureSettings",
+    "Measurement",
+    "ThroughputCache",
+    "measure_model",
+    "measure_models",
+    "measure_spec",
+    "measure_specs",
+    "resolve_device",
+    "device_name",
+    "environment",
+    "cpu_busy_fraction",
+    # the bench library (python -m repvgg_nas.bench)
+    "BASELINES", "DENSE_FP16_PEAK_TFLOPS", "dense_fp16_peak", "baseline_model",
+    "baseline_complexity", "run_benchmark", "repeatability", "write_csv", "wait_for_idle",
+]

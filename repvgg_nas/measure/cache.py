@@ -1,0 +1,111 @@
+"""Measured figures kept per architecture and setting: :class:`ThroughputCache`.
+
+Keyed by (spec hash, form, device name + torch version, settings), so a study
+never measures one architecture twice: in memory, or persisted to a JSON file
+(the study's :attr:`~repvgg_nas.layout.StudyPaths.throughput_cache`) for resumed studies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace as _replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..files import atomic_write_text
+from ..spec import RepVGGSpec
+from .host import device_name
+from .settings import MeasureSettings
+from .timing import Measurement
+
+__all__ = ["CACHE_FORMAT_VERSION", "ThroughputCache"]
+
+CACHE_FORMAT_VERSION = 1
+
+
+class ThroughputCache:
+    """Measurements keyed by (spec hash, form, device name + torch version, settings).
+
+    In memory by default; with ``path`` it loads that JSON file (if present)
+    and rewrites it atomically after every new entry, so a resumed study does
+    not remeasure. Concurrent writers merge with what is on disk before each
+    write; a lost race only costs a remeasurement.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._entries: dict[str, dict[str, Any]] = {}
+        self.hits = 0
+        self.misses = 0
+        if self.path is not None and self.path.exists():
+            self._entries.update(self._load(self.path))
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, dict[str, Any]]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"throughput cache {path} cannot be read: {e}") from None
+        if not isinstance(data, dict) or data.get("format_version") != CACHE_FORMAT_VERSION:
+            raise ConfigError(
+                f"throughput cache {path} is not a format_version {CACHE_FORMAT_VERSION} cache; "
+                f"delete it or pass another path"
+            )
+        entries = data.get("entries", {})
+        return entries if isinstance(entries, dict) else {}
+
+    @staticmethod
+    def key(spec: RepVGGSpec | str, settings: MeasureSettings, deploy: bool = True) -> str:
+        """Cache key; ``settings`` are resolved first so ``auto`` names the real device."""
+        s = settings.resolved()
+        spec_hash = spec if isinstance(spec, str) else spec.hash
+        hw = f"{device_name(s.device)} / torch {torch.__version__}"
+        return json.dumps(
+            [spec_hash, "deploy" if deploy else "train", hw, s.to_dict()],
+            sort_keys=True, separators=(",", ":"),
+        )
+
+    def get(self, spec: RepVGGSpec | str, settings: MeasureSettings, deploy: bool = True) -> Measurement | None:
+        entry = self._entries.get(self.key(spec, settings, deploy))
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return _replace(Measurement.from_dict(entry), cached=True)
+
+    def put(
+        self, spec: RepVGGSpec | str, settings: MeasureSettings, m: Measurement, deploy: bool = True
+    ) -> None:
+        entry = _replace(m, cached=False).to_dict()
+        self._entries[self.key(spec, settings, deploy)] = entry
+        if self.path is not None:
+            self.save()
+
+    def save(self) -> None:
+        """Atomic write (:func:`~repvgg_nas.files.atomic_write_text`), merged with entries others wrote."""
+        if self.path is None:
+            return
+        if self.path.exists():
+            try:
+                merged = self._load(self.path)
+            except ConfigError:
+                merged = {}
+            merged.update(self._entries)
+            self._entries = merged
+        atomic_write_text(
+            self.path, json.dumps({"format_version": CACHE_FORMAT_VERSION, "entries": self._entries})
+        )
+
+    def measurements(self) -> list[Measurement]:
+        """Every stored measurement (``cached=True``), in storage order: what the report reads."""
+        return [_replace(Measurement.from_dict(e), cached=True) for e in self._entries.values()]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries

@@ -1,0 +1,88 @@
+"""Study -> frames -> figures -> one HTML page (``python -m repvgg_nas.report``).
+
+One small module per figure (cf. ``optuna/visualization/_hypervolume_history.py``):
+a frame builder the tests assert on, a plotter, and a thin ``plot_*`` function
+from a study. :mod:`.frames` holds the study-wide frames (also the search's
+``trials.csv``/``pareto.csv``), :mod:`.collect` gathers every frame at once,
+:mod:`.page` renders and writes the page, :mod:`.load` opens a study without
+creating one.
+"""
+
+from __future__ import annotations
+
+from .architecture import architecture_figure, architecture_frame, plot_architecture
+from .collect import ReportData, collect_report_data, summary_frame
+from .frames import (
+    OBJECTIVES,
+    dominates,
+    empty_message,
+    front_numbers,
+    front_table_frame,
+    pareto_frame,
+    report_trials_frame,
+    status_frame,
+    trials_frame,
+    write_csv,
+)
+from .hypervolume import (
+    REFERENCE_HV,
+    SEARCH_HV,
+    hypervolume_2d,
+    hypervolume_figure,
+    hypervolume_frame,
+    plot_hypervolume,
+)
+from .importance import IMPORTANCE_EVALUATORS, ImportanceResult, importance_figure, importance_frame, plot_importance
+from .load import load_report_study
+from .page import render_html, write_report
+from .scatter import (
+    DOMINATED,
+    FRONT,
+    PRUNED,
+    PRUNED_LINKS,
+    REFERENCES,
+    plot_scatter,
+    pruned_links_frame,
+    scatter_figure,
+)
+
+__all__ = [
+    "DOMINATED",
+    "FRONT",
+    "IMPORTANCE_EVALUATORS",
+    "ImportanceResult",
+    "OBJECTIVES",
+    "PRUNED",
+    "PRUNED_LINKS",
+    "REFERENCES",
+    "REFERENCE_HV",
+    "ReportData",
+    "SEARCH_HV",
+    "architecture_figure",
+    "architecture_frame",
+    "collect_report_data",
+    "dominates",
+    "empty_message",
+    "front_numbers",
+    "front_table_frame",
+    "hypervolume_2d",
+    "hypervolume_figure",
+    "hypervolume_frame",
+    "importance_figure",
+    "importance_frame",
+    "load_report_study",
+    "pareto_frame",
+    "plot_architecture",
+    "plot_hypervolume",
+    "plot_importance",
+    "plot_scatter",
+    "pruned_links_frame",
+    "render_html",
+    "report_trials_frame",
+    "scatter_figure",
+    "status_frame",
+    "summary_frame",
+    "trials_frame",
+    "write_csv",
+    "write_report",
+]

@@ -1,0 +1,212 @@
+"""The report page: one self-contained HTML file (plotly.js embedded once, no network access needed).
+
+:func:`render_html` turns a :class:`ReportData` into the page (pure);
+:func:`write_report` writes it and the CSV of every frame into a folder.
+Every string that comes from a config or a trial is escaped before it
+reaches the page.
+"""
+
+from __future__ import annotations
+
+import html
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from ..files import atomic_write_text
+from ..layout import StudyPaths
+from .architecture import architecture_figure
+from .collect import ReportData, collect_report_data
+from .frames import write_csv
+from .hypervolume import hypervolume_figure
+from .importance import importance_figure
+from .scatter import scatter_figure
+from .style import num, present
+
+__all__ = ["render_html", "write_report"]
+
+# The page may run inline scripts and styles and nothing else: no fetches, no remote images.
+_CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
+        "img-src data: blob:; font-src data:")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1f2328;background:#f6f8fa}
+main{max-width:1280px;margin:0 auto;padding:24px}
+header,section{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:16px 20px;margin-bottom:18px}
+h1{font-size:1.5em;margin:0 0 4px} h2{font-size:1.15em;margin:0 0 8px}
+p.lead{color:#57606a;margin:0 0 12px} p.why{color:#57606a;margin:0 0 8px;font-size:.92em}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:3px 16px;margin:0;font-size:.9em}
+dt{color:#57606a} dd{margin:0;word-break:break-word}
+h3{font-size:.95em;margin:12px 0 4px;color:#24292f;text-transform:capitalize}
+table{border-collapse:collapse;font-size:.88em;width:100%} th,td{padding:4px 8px;border-bottom:1px solid #eaeef2;text-align:left}
+th{background:#f6f8fa} td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.front td:first-child{border-left:3px solid #1f6feb} tr.reference td:first-child{border-left:3px solid #e8590c}
+.message{background:#fff8c5;border:1px solid #d4a72c;border-radius:8px;padding:14px 18px;margin-bottom:18px;font-size:1.05em}
+ul.notes{color:#9a6700;margin:0 0 12px} code,pre{background:#f6f8fa;border-radius:4px;padding:1px 4px;font-size:.9em}
+pre{padding:8px 10px;overflow-x:auto}
+"""
+
+
+def _h(value: Any) -> str:
+    """Text for our own HTML (element content and attribute values); missing values are blank."""
+    return html.escape(str(value) if present(value) else "", quote=True)
+
+
+def _summary_html(summary: pd.DataFrame) -> str:
+    parts = []
+    for section, group in summary.groupby("section", sort=False):
+        items = "".join(f"<dt>{_h(r['field'])}</dt><dd>{_h(r['value'])}</dd>" for _, r in group.iterrows()
+                        if r["field"] not in ("name", "description"))
+        parts.append(f"<h3>{_h(section)}</h3><dl>{items}</dl>")
+    return "".join(parts)
+
+
+def _front_table_html(front: pd.DataFrame) -> str:
+    if front.empty:
+        return "<p>no completed front members or references</p>"
+    head = ("<tr><th>trial</th><th>role</th><th>reference</th><th>accuracy</th><th>images/s</th>"
+            "<th>latency ms</th><th>params M</th><th>GMACs</th><th>depths</th><th>a</th><th>b</th>"
+            "<th>groupwise layers</th><th>dominates</th><th>dominated by trials</th></tr>")
+    rows = []
+    for _, r in front.iterrows():
+        cls = "front" if r["on_front"] else "reference"
+        rows.append(
+            f'<tr class="{cls}"><td class="n">{int(r["number"])}</td><td>{_h(r["role"])}</td><td>{_h(r.get("reference"))}</td>'
+            f'<td class="n">{num(r["accuracy"], ".4f")}</td><td class="n">{num(r["throughput"], ",.1f")}</td>'
+            f'<td class="n">{num(r.get("latency_ms"), ".2f")}</td><td class="n">{num(r.get("params_m"), ".3f")}</td>'
+            f'<td class="n">{num(r.get("gmacs"), ".4f")}</td><td>{_h(r.get("depths"))}</td>'
+            f'<td class="n">{_h(r.get("a"))}</td><td class="n">{_h(r.get("b"))}</td>'
+            f'<td>{_h(r.get("groupwise_layers"))}</td><td>{_h(r.get("dominates"))}</td>'
+            f'<td>{_h(r.get("dominated_by"))}</td></tr>'
+        )
+    return f'<table id="front-table">{head}{"".join(rows)}</table>'
+
+
+def _status_table_html(status: pd.DataFrame) -> str:
+    if status.empty:
+        return "<p>no trials</p>"
+    rows = "".join(
+        f'<tr><td>{_h(str(r["state"]).lower())}</td><td class="n">{int(r["count"])}</td><td>{_h(r["reasons"])}</td></tr>'
+        for _, r in status.iterrows()
+    )
+    return f'<table id="status-table"><tr><th>state</th><th>trials</th><th>reasons</th></tr>{rows}</table>'
+
+
+def _tools_html(study_name: str, storage: str | None, csv_names: Sequence[str]) -> str:
+    """How to open the same study with Optuna's own tools, and the CSV files of every figure."""
+    links = " ".join(f'<a href="{_h(n)}">{_h(n)}</a>' for n in csv_names)
+    url = _h(shlex.quote(storage)) if storage else "STORAGE_URL"
+    name = _h(shlex.quote(study_name))
+    return (
+        "<section id=\"tools\"><h2>Data and tools</h2>"
+        f"<p class=\"why\">CSV of every figure, next to this page: {links}</p>"
+        "<p class=\"why\">The study is a standard Optuna study; browse it live with optuna-dashboard "
+        "(<code>pip install optuna-dashboard</code>) or query it with the <code>optuna</code> CLI:</p>"
+        f"<pre>optuna-dashboard {url}\n"
+        f"optuna best-trials --storage {url} --study-name {name}\n"
+        f"optuna trials --storage {url} --study-name {name} -f json</pre></section>"
+    )
+
+
+def _figure_html(fig: go.Figure, div_id: str, first: bool) -> str:
+    return pio.to_html(
+        fig, include_plotlyjs=first, full_html=False, div_id=div_id, include_mathjax=False,
+        config={"displaylogo": False, "responsive": True,
+                "toImageButtonOptions": {"format": "png", "filename": div_id, "scale": 2}},
+    )
+
+
+def _figures(data: ReportData, device: str | None) -> list[tuple[str, str, str, go.Figure | None]]:
+    """(div id, title, why, figure) of every figure, in page order."""
+    return [
+        ("scatter", "Accuracy vs throughput",
+         "Each point is one trained and measured network. The blue staircase is the Pareto front "
+         "(nothing is both more accurate and faster); faded points are dominated; diamonds are the "
+         "paper's RepVGG configs trained with the same budget; crosses are pruned variants, joined to "
+         "the trial they were pruned from. Hover a point for its spec.",
+         scatter_figure(data.trials, data.links, device)),
+        ("hypervolume", "Hypervolume over trials",
+         "Area dominated by the front after each trial (reference point: 0 accuracy, 0 images/s). "
+         "Above the dashed line, the searched front beats the references-only front.",
+         hypervolume_figure(data.hypervolume)),
+        ("importance", "Parameter importance per objective",
+         "Which search dimensions explain accuracy and throughput (Optuna importance evaluator, "
+         "pruned variants left out).", importance_figure(data.importance)),
+        ("architecture", "Architecture dimensions",
+         "One band per searched trial across its depths, width multipliers and groups, coloured by "
+         "accuracy; drag a category to reorder, hover for counts.", architecture_figure(data.architecture)),
+    ]
+
+
+def render_html(data: ReportData, study_name: str, storage: str | None = None) -> str:
+    """The whole page as one string; plotly.js is embedded once, in the first figure."""
+    summary = data.summary.set_index("field")["value"] if not data.summary.empty else pd.Series(dtype=object)
+    description = summary.get("description", "")
+    device = summary.get("device") if summary.get("device") not in (None, "unknown") else None
+    body: list[str] = []
+    if data.message is not None:
+        body.append(f'<div class="message" id="message"><b>{_h(data.message)}</b></div>')
+        body.append(f'<section id="status"><h2>Trials</h2>{_status_table_html(data.status)}</section>')
+    else:
+        if data.notes:
+            body.append('<ul class="notes">' + "".join(f"<li>{_h(n)}</li>" for n in data.notes) + "</ul>")
+        first = True
+        for div_id, title, why, fig in _figures(data, device):
+            inner = "<p>not enough data for this figure (see the notes above)</p>"
+            if fig is not None:
+                inner = _figure_html(fig, div_id, first)
+                first = False
+            body.append(f'<section id="sec-{div_id}"><h2>{_h(title)}</h2><p class="why">{_h(why)}</p>{inner}</section>')
+        body.append(
+            '<section id="front"><h2>Front and references</h2><p class="why">Front members and the paper '
+            "references, fastest first; <i>dominates</i> names the references a front member beats on both "
+            f"objectives.</p>{_front_table_html(data.front)}</section>"
+        )
+        body.append(f'<section id="status"><h2>Trials</h2>{_status_table_html(data.status)}</section>')
+    # The CSV files lie next to the page: link them by file name.
+    csv_names = [StudyPaths(Path()).figure_csv(n).name for n in data.frames()]
+    made_at = summary.get("made at", "")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{_h(_CSP)}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_h(study_name)} · RepVGG NAS report</title><style>{_CSS}</style></head><body><main>"
+        f'<header id="summary"><h1>RepVGG NAS report: {_h(study_name)}</h1>'
+        f'<p class="lead">{_h(description) or "no description"} · made {_h(made_at)}</p>'
+        f"{_summary_html(data.summary)}</header>"
+        + "".join(body)
+        + _tools_html(study_name, summary.get("storage") or storage, csv_names)
+        + "</main></body></html>\n"
+    )
+
+
+def write_report(
+    study: optuna.Study,
+    out_dir: str | Path,
+    *,
+    storage: str | None = None,
+    importance: str = "ped-anova",
+    cache_path: str | Path | None = None,
+    data: ReportData | None = None,
+) -> Path:
+    """Write ``out_dir/index.html`` and ``out_dir/report_*.csv``; return the page's path.
+
+    ``cache_path`` is the search's throughput cache, read for what the figures
+    were measured with (default ``out_dir/throughput_cache.json``). A study
+    with nothing completed still gets a page, which says why it is empty.
+    Files are written atomically, so a refresh never leaves half a page.
+    """
+    paths = StudyPaths(Path(out_dir))
+    if data is None:
+        cache = Path(cache_path) if cache_path is not None else paths.throughput_cache
+        data = collect_report_data(study, storage=storage, importance=importance, cache_path=cache)
+    for name, frame in data.frames().items():
+        write_csv(frame, paths.figure_csv(name))
+    page = render_html(data, study.study_name, storage)
+    return atomic_write_text(paths.report_html, page)

@@ -1,0 +1,137 @@
+"""The accuracy/throughput figure: the front, dominated trials, references and pruned variants.
+
+Data: :func:`pruned_links_frame` (the lines from parents to their pruned
+variants) beside the report's trials frame; drawing: :func:`scatter_figure`;
+from a study in one call: :func:`plot_scatter`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+
+from .frames import completed, is_reference, report_trials_frame
+from .style import BLUE, GREEN, GREY, ORANGE, TEMPLATE, esc, num, present
+
+__all__ = [
+    "DOMINATED", "FRONT", "PRUNED", "PRUNED_LINKS", "REFERENCES",
+    "plot_scatter", "pruned_links_frame", "scatter_figure",
+]
+
+# Plotly trace names: the page's legend, and what the browser test looks for.
+FRONT = "Pareto front"
+DOMINATED = "dominated trials"
+REFERENCES = "paper references"
+PRUNED = "pruned variants"
+PRUNED_LINKS = "pruned from parent"
+
+LINK_COLUMNS = (
+    "parent", "child", "pruned_ratio", "parent_accuracy", "parent_throughput",
+    "child_accuracy", "child_throughput",
+)
+
+
+def pruned_links_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per completed pruned variant whose parent trial completed: the line to draw."""
+    done = completed(trials)
+    if done.empty or "parent_trial" not in done:
+        return pd.DataFrame(columns=list(LINK_COLUMNS))
+    by_number = done.set_index("number")
+    rows = []
+    for _, child in done[done["parent_trial"].notna()].iterrows():
+        parent = int(child["parent_trial"])
+        if parent not in by_number.index:
+            continue
+        p = by_number.loc[parent]
+        rows.append({
+            "parent": parent, "child": int(child["number"]), "pruned_ratio": child["pruned_ratio"],
+            "parent_accuracy": p["accuracy"], "parent_throughput": p["throughput"],
+            "child_accuracy": child["accuracy"], "child_throughput": child["throughput"],
+        })
+    return pd.DataFrame(rows, columns=list(LINK_COLUMNS))
+
+
+def _hover(r: pd.Series) -> str:
+    """One trial's hover card: the spec, its size and its measured figures."""
+    ref = r.get("reference")
+    head = f"<b>trial {int(r['number'])}</b>" + (f" [{esc(ref)}]" if present(ref) else "")
+    if r.get("on_front"):
+        head += " · on the front"
+    lines = [
+        head,
+        f"depths {esc(r.get('depths'))} · a {esc(r.get('a'))} · b {esc(r.get('b'))}",
+        f"groupwise layers: {esc(r.get('groupwise_layers', 'none'))}",
+        f"params {num(r.get('params_m'), '.3f', ' M')} · MACs {num(r.get('gmacs'), '.4f', ' G')}",
+        f"accuracy {num(r['accuracy'], '.4f')} · {num(r['throughput'], ',.1f', ' img/s')}"
+        f" · latency {num(r.get('latency_ms'), '.2f', ' ms')}",
+    ]
+    if present(r.get("parent_trial")):
+        detail = [f"{k} {esc(r.get(k))}" for k in ("pruned_ratio", "speedup") if present(r.get(k))]
+        lines.append(f"pruned from trial {int(r['parent_trial'])}" + (f" ({', '.join(detail)})" if detail else ""))
+    if present(r.get("arch")):
+        lines.append(f"<i>{esc(r['arch'])}</i>")
+    return "<br>".join(lines)
+
+
+def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None = None) -> go.Figure:
+    """Accuracy vs throughput: the front as a staircase, dominated trials faded,
+    references as labelled diamonds, pruned variants joined to their parent."""
+    done = completed(trials)
+    refs = done[is_reference(done)]
+    pruned = done[done["kind"] == "pruned"] if "kind" in done else done.iloc[0:0]
+    rest = done[~is_reference(done) & ~done.index.isin(pruned.index)]
+    dominated = rest[~rest["on_front"].astype(bool)]
+    front = done[done["on_front"].astype(bool)].sort_values("throughput")
+    fig = go.Figure()
+
+    def points(frame: pd.DataFrame, **kw: Any) -> go.Scatter:
+        return go.Scatter(
+            x=frame["throughput"].tolist(), y=frame["accuracy"].tolist(),
+            hovertext=[_hover(r) for _, r in frame.iterrows()], hoverinfo="text",
+            customdata=frame["number"].tolist(), **kw,
+        )
+
+    if not dominated.empty:
+        fig.add_trace(points(dominated, name=DOMINATED, mode="markers",
+                             marker=dict(color=GREY, size=8, opacity=0.35, line=dict(width=0))))
+    if not links.empty:
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for _, lk in links.iterrows():
+            xs += [lk["parent_throughput"], lk["child_throughput"], None]
+            ys += [lk["parent_accuracy"], lk["child_accuracy"], None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, name=PRUNED_LINKS, mode="lines", hoverinfo="skip",
+                                 line=dict(color=GREEN, width=1.5, dash="dot")))
+    # vh: from a higher-accuracy point, drop to the next point's accuracy, then run right to it.
+    fig.add_trace(points(front, name=FRONT, mode="lines+markers", line=dict(color=BLUE, width=2, shape="vh"),
+                         marker=dict(color=BLUE, size=11, line=dict(color="white", width=1))))
+    if not pruned.empty:
+        fig.add_trace(points(pruned, name=PRUNED, mode="markers", marker=dict(
+            color=GREEN, size=10, symbol="x",
+            opacity=[1.0 if f else 0.45 for f in pruned["on_front"].astype(bool)])))
+    if not refs.empty:
+        fig.add_trace(points(refs, name=REFERENCES, mode="markers+text", text=[esc(r) for r in refs["reference"]],
+                             textposition="top center", textfont=dict(color=ORANGE, size=12),
+                             marker=dict(color=ORANGE, size=14, symbol="diamond",
+                                         line=dict(color="black", width=1))))
+    thr = done["throughput"].astype(float)
+    log_x = len(thr) > 1 and thr.min() > 0 and thr.max() / thr.min() > 10
+    where = f", {esc(device)}" if device else ""
+    fig.update_layout(
+        template=TEMPLATE, height=560, margin=dict(l=60, r=20, t=40, b=60),
+        xaxis=dict(title=dict(text=f"throughput (images/s{where}){' · log scale' if log_x else ''}"),
+                   type="log" if log_x else "linear"),
+        yaxis=dict(title=dict(text="accuracy (proxy task)")),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
+        hoverlabel=dict(align="left"),
+    )
+    return fig
+
+
+def plot_scatter(study: optuna.Study, device: str | None = None) -> go.Figure:
+    """The accuracy/throughput figure of a study (with at least one completed trial)."""
+    trials = report_trials_frame(study)
+    return scatter_figure(trials, pruned_links_frame(trials), device)

@@ -1,0 +1,97 @@
+"""The study: search space, study config, one trial, exact trial accounting, workers, the run loop.
+
+``python -m repvgg_nas.search --study a_family`` is the main job (the CLI is
+:mod:`repvgg_nas.search.__main__`). The modules, in data-flow order:
+
+- :mod:`.space`: declarative search spaces (``search_spaces/*.toml``) -> specs;
+- :mod:`.study`: study configs (``studies/*.toml``), validated up front;
+- :mod:`.objective`: one trial (sample, train, fuse, check, evaluate, measure);
+- :mod:`.slots`: exact trial counts with several workers, crash recovery;
+- :mod:`.locks`: the per-device measurement lock shared by local workers;
+- :mod:`.launch`: worker identity and the ``--workers N`` launcher;
+- :mod:`.connect`: opening (or resuming) a study on its storage;
+- :mod:`.run`: the loop, pruning of the front, the CSV and report outputs;
+- :mod:`.events`: what the loop reports to its caller (it never prints).
+"""
+
+from __future__ import annotations
+
+from .connect import connect, default_storage, open_study, recover_interrupted
+from .events import (
+    EventCallback,
+    Interrupted,
+    PruneFailed,
+    PruningFrontMember,
+    SearchEvent,
+    StudyStarted,
+    TrialFinished,
+    TrialTakenOver,
+    Waiting,
+)
+from .launch import (
+    WorkerId,
+    current_worker,
+    launch_workers,
+    pid_alive,
+    visible_gpus,
+    worker_argv,
+    worker_env,
+    worker_seed,
+)
+from .locks import DeviceLock, default_lock_dir, device_key
+from .run import ROLES, SearchResult, counts_as_done, prune_front, run_search, write_outputs
+from .slots import SlotState, admission, died, is_search_trial, recover_trials, slot_state, trial_key
+from .space import Dim, SearchSpace, load_space
+from .study import SAMPLERS, Objectives, SamplerConfig, StudyConfig, load_study_config
+
+__all__ = [
+    # space and study config
+    "Dim",
+    "SearchSpace",
+    "load_space",
+    "Objectives",
+    "SamplerConfig",
+    "SAMPLERS",
+    "StudyConfig",
+    "load_study_config",
+    # running a study
+    "ROLES",
+    "SearchResult",
+    "run_search",
+    "open_study",
+    "connect",
+    "default_storage",
+    "recover_interrupted",
+    "prune_front",
+    "write_outputs",
+    "counts_as_done",
+    # events (what run_search reports)
+    "EventCallback",
+    "Interrupted",
+    "PruneFailed",
+    "PruningFrontMember",
+    "SearchEvent",
+    "StudyStarted",
+    "TrialFinished",
+    "TrialTakenOver",
+    "Waiting",
+    # several workers: slots, crash recovery, device lock, launcher
+    "admission",
+    "current_worker",
+    "default_lock_dir",
+    "device_key",
+    "DeviceLock",
+    "died",
+    "is_search_trial",
+    "launch_workers",
+    "pid_alive",
+    "recover_trials",
+    "slot_state",
+    "SlotState",
+    "trial_key",
+    "visible_gpus",
+    "worker_argv",
+    "worker_env",
+    "worker_seed",
+    "WorkerId",
+]

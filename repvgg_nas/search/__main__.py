@@ -1,0 +1,300 @@
+"""The main job: ``python -m repvgg_nas.search --study a_family``.
+
+One trial = sample a spec -> train the train-form net briefly on proxy data ->
+fuse -> record the fused/unfused error -> evaluate the deploy net -> measure
+its throughput (cached by spec) -> report (accuracy, images/s) to Optuna with
+the figures as user attrs. The paper's reference configs are enqueued first
+and trained with the same budget, so the front is compared like with like.
+
+This module is the CLI only: it parses, calls :func:`run_search`, and draws
+the events the search reports (lines, the ``trials`` bar, the per-trial
+training bar) and the Pareto table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+
+from ..attrs import ARCH, DUPLICATE_OF, FAIL_REASON, PARAMS, PRUNE_REASON, REFERENCE
+from ..cli import StepBar, format_table, run_cli
+from ..errors import ConfigError
+from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
+from ..storage import DEFAULT_HEARTBEAT_INTERVAL, redact_url, storage_kind, study_heartbeat
+from ..train import TrainStep
+from .connect import connect, default_storage, recover_interrupted
+from .events import (
+    Interrupted, PruneFailed, PruningFrontMember, SearchEvent, StudyStarted, TrialFinished, TrialTakenOver,
+    Waiting,
+)
+from .launch import launch_workers, visible_gpus, worker_argv, worker_env
+from .run import run_search
+from .study import StudyConfig, load_study_config
+
+__all__ = ["main", "pareto_table", "trial_line"]
+
+TrialState = optuna.trial.TrialState
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def trial_line(t: optuna.trial.FrozenTrial) -> str:
+    """One line for a finished trial: its figures, or its state and why."""
+    ua = t.user_attrs
+    ref = f" [{ua[REFERENCE]}]" if ua.get(REFERENCE) else ""
+    if ua.get(DUPLICATE_OF) is not None:
+        ref += f" (same net as trial {ua[DUPLICATE_OF]})"
+    if t.state == TrialState.COMPLETE:
+        return (f"trial {t.number}{ref}: acc {t.values[0]:.3f}, {t.values[1]:.0f} img/s, "
+                f"{ua.get(PARAMS, 0) / 1e6:.2f}M params | {ua.get(ARCH, '')}")
+    reason = ua.get(FAIL_REASON) or ua.get(PRUNE_REASON) or ""
+    return f"trial {t.number}{ref}: {t.state.name.lower()} ({reason}) | {ua.get(ARCH, '')}"
+
+
+class Console:
+    """Draws :func:`run_search`'s events on stderr.
+
+    With ``progress``: the study line, a ``trials`` bar (single process only),
+    one line per finished trial, waiting and pruning notes, and (on a
+    terminal) a bar of the running trial's training steps. Interruptions and
+    failures of pruning are shown either way.
+    """
+
+    def __init__(self, progress: bool) -> None:
+        self.progress = progress
+        self.steps = StepBar(position=1, enabled=progress and sys.stderr.isatty())
+        self.bar: Any = None
+
+    def __call__(self, e: SearchEvent) -> None:
+        if isinstance(e, TrainStep):
+            self.steps(e)
+        elif isinstance(e, StudyStarted):
+            if e.role != "finalize" and self.progress:
+                _say(f"study {e.name!r}: {e.done} trial(s) done, {e.remaining} to run | data {e.data} | "
+                     f"device {e.device} | storage {e.storage}")
+            from tqdm.auto import tqdm
+
+            self.close()
+            self.bar = tqdm(total=e.target, initial=min(e.done, e.target), desc="trials", position=0,
+                            disable=not self.progress or e.role != "all", dynamic_ncols=True, unit="trial")
+        elif isinstance(e, TrialFinished):
+            self.steps.close()
+            if e.counted and self.bar is not None:
+                self.bar.update(1)
+            if self.progress:
+                self._write(trial_line(e.trial))
+        elif isinstance(e, Waiting):
+            if self.progress:
+                _say(f"waiting: {e.running} trial(s) still running in other workers "
+                     f"({e.done}/{e.target} done); a dead one will be retried here")
+        elif isinstance(e, TrialTakenOver):
+            _say(f"a trial of this worker was taken over by another ({e.message})")
+        elif isinstance(e, PruningFrontMember):
+            if self.progress:
+                _say(f"pruning front member trial {e.trial} ({e.settings})")
+        elif isinstance(e, PruneFailed):
+            _say(f"pruning trial {e.trial} failed: {e.reason}")
+        elif isinstance(e, Interrupted):
+            _say("interrupted: completed trials are saved; run the same command again to resume")
+
+    def _write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            _say(line)
+
+    def close(self) -> None:
+        self.steps.close()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def pareto_table(pareto: Any) -> str:
+    """Console table of the front beside the references."""
+    if pareto is None or len(pareto) == 0:
+        return "no completed trials yet"
+    rows = []
+    for _, r in pareto.iterrows():
+        rows.append({
+            "trial": int(r["number"]),
+            "front": "*" if r["on_front"] else "",
+            "reference": r["reference"] if isinstance(r["reference"], str) else "",
+            "accuracy": round(float(r["accuracy"]), 4),
+            "img/s": round(float(r["throughput"]), 1),
+            "params_M": round(float(r["params_m"]), 3),
+            "GMACs": round(float(r["gmacs"]), 3),
+            "dominates": r["dominates"],
+            "arch": r["arch"],
+        })
+    return format_table(rows)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m repvgg_nas.search",
+        description="Search RepVGG architectures for the accuracy/throughput Pareto front on "
+        "this machine: each trial trains a sampled net briefly on proxy data, fuses it, "
+        "checks the fused net is the same function, evaluates it and measures its real "
+        "throughput. Re-running the same command resumes the study.",
+    )
+    parser.add_argument("--study", required=True, help="study name in studies/ (a_family, b_family, quick) or a .toml path")
+    parser.add_argument("--n-trials", type=int, help="total finished trials wanted (default: the study's n_trials)")
+    parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train and measure on this device (default: the study's measure.device)")
+    parser.add_argument("--storage", help="Optuna storage URL: sqlite:///PATH, postgresql://USER@HOST/DB or "
+                        "journal:PATH; several processes may share one (default sqlite:///reports/<study>/study.db)")
+    parser.add_argument("--workers", type=int, default=1, help="start N local worker processes on one shared --storage "
+                        "(journal:PATH or postgresql://...); with several GPUs each worker gets one (default 1)")
+    parser.add_argument("--heartbeat-interval", type=int, default=DEFAULT_HEARTBEAT_INTERVAL,
+                        help=f"RDB storage: seconds between a running trial's heartbeats (default {DEFAULT_HEARTBEAT_INTERVAL})")
+    parser.add_argument("--grace-period", type=int, help="RDB storage: seconds without a heartbeat before a trial's "
+                        "worker counts as dead and the trial is retried (default twice the interval)")
+    parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for its children
+    parser.add_argument("--data", help="local dataset folder (sets [data].root; never downloads)")
+    parser.add_argument("--seed", type=int, help="override the study seed")
+    parser.add_argument("--reports-dir", default=DEFAULT_REPORTS_DIR, help="where results go (default: reports/)")
+    parser.add_argument("--dry-run", action="store_true", help="validate the study and show the plan; write nothing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-trial lines")
+    return parser
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.n_trials is not None and args.n_trials < 1:
+        parser.error(f"--n-trials must be >= 1, got {args.n_trials}")
+    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+        parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    if args.heartbeat_interval < 1:
+        raise ConfigError(f"--heartbeat-interval must be >= 1 second, got {args.heartbeat_interval}")
+    if args.grace_period is not None and args.grace_period <= args.heartbeat_interval:
+        raise ConfigError(f"--grace-period ({args.grace_period}s) must be longer than --heartbeat-interval "
+                          f"({args.heartbeat_interval}s), or live workers' trials would be retried")
+
+
+def _study(args: argparse.Namespace) -> StudyConfig:
+    """The study config with the command line's overrides applied and checked."""
+    cfg = load_study_config(args.study)
+    if args.data is not None:
+        if cfg.data.name == "synthetic":
+            raise ConfigError(
+                f"--data {args.data!r}: study {cfg.name!r} uses the embedded synthetic dataset; "
+                f"set [data].name to cifar10, cifar100 or imagefolder in a study file to use local data"
+            )
+        from ..data import DataConfig
+
+        cfg = cfg.replace(data=DataConfig.from_dict({**cfg.data.to_dict(), "root": args.data}))
+    if args.seed is not None:
+        cfg = cfg.replace(seed=args.seed)
+    if args.workers > 1 and (args.storage is None or storage_kind(args.storage) == "sqlite"):
+        raise ConfigError(
+            f"--workers {args.workers} needs a storage several processes can write at once: "
+            f"--storage journal:{StudyPaths.of(cfg.name, args.reports_dir).journal.as_posix()} (one machine or a "
+            f"shared filesystem) or --storage postgresql://USER@HOST/DB (any number of machines); "
+            f"SQLite takes one writer at a time"
+        )
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _check(parser, args)
+    cfg = _study(args)
+    if args.dry_run:
+        refs = ", ".join(cfg.references) or "none"
+        print(
+            f"study {cfg.name} ({cfg.path})\n  space {cfg.space.name} (hash {cfg.space.hash}, "
+            f"{cfg.space.size()} architectures)\n  references: {refs}\n  data: {cfg.data.to_dict()}\n"
+            f"  train: {cfg.train.to_dict()}\n  measure: {cfg.measure.to_dict()}\n"
+            f"  sampler: {cfg.sampler.name}, seed {cfg.seed}, trials {args.n_trials or cfg.n_trials}\n"
+            f"  storage: {redact_url(args.storage or default_storage(cfg, args.reports_dir))}\n"
+            f"  workers: {args.workers}\n"
+            "dry run: nothing was trained or written"
+        )
+        return 0
+    console = Console(progress=not args.no_progress)
+    common = dict(
+        storage=args.storage, n_trials=args.n_trials, timeout=args.timeout, device=args.device,
+        reports_dir=args.reports_dir, progress=not args.no_progress,
+        heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, on_event=console,
+    )
+    try:
+        if args.worker_index is not None:
+            return 130 if run_search(cfg, role="worker", **common).interrupted else 0
+        failed = 0
+        if args.workers > 1:
+            failed = _run_workers(cfg, args, argv)
+            if failed == 130:
+                return 130
+        result = run_search(cfg, role="finalize" if args.workers > 1 else "all", **common)
+    finally:
+        console.close()
+    paths = StudyPaths(result.out_dir)
+    print(f"\nPareto front of {cfg.name!r} beside the references (* = on the front):")
+    print(pareto_table(result.pareto))
+    print(f"\nresults: {paths.trials_csv}, {paths.pareto_csv.name}, {paths.checkpoints.name}/")
+    print(f"report: {paths.report_html} (python -m repvgg_nas.report --study {cfg.name} to refresh)")
+    if failed:
+        return failed
+    return 130 if result.interrupted else 0
+
+
+def _run_workers(cfg: StudyConfig, args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """``--workers N``: prepare the study once, run N worker processes, return 0, 1 (a worker failed) or 130.
+
+    The parent creates the study (so the references are queued exactly once)
+    and re-queues trials interrupted by an earlier Ctrl-C before any worker
+    starts; the workers then only run trials. Each worker gets this command's
+    own arguments, less ``--workers N``, plus ``--worker-index i``. The caller
+    writes the outputs.
+    """
+    study, shown = connect(cfg, args.storage, args.reports_dir, heartbeat_interval=args.heartbeat_interval,
+                           grace_period=args.grace_period)
+    recover_interrupted(study, running=study_heartbeat(study) is None)
+    base = [sys.executable, "-m", "repvgg_nas.search"]
+    commands = [[*base, *worker_argv(argv, i)] for i in range(args.workers)]
+    gpus = visible_gpus() if (args.device or cfg.measure.device) != "cpu" else []
+    envs = [worker_env(i, gpus) for i in range(args.workers)]
+    pinned = f", one GPU each of {','.join(gpus)}" if len(gpus) > 1 else ""
+    shown_cmd = _hide(commands[0][:-2], args.storage, shown)  # no password on screen
+    _say(f"starting {args.workers} workers on {shown}{pinned}: {shlex.join(shown_cmd)}")
+    try:
+        codes = launch_workers(commands, envs, out=sys.stderr)
+    except KeyboardInterrupt:
+        _say("interrupted: workers stopped; completed trials are saved; run the same command again to resume")
+        return 130
+    bad = [(i, c) for i, c in enumerate(codes) if c != 0]
+    for i, c in bad:
+        how = f"was killed by {signal.Signals(-c).name}" if c < 0 else f"exited with code {c}"
+        _say(f"worker {i} {how}; trials it was running are retried by the others or by the next run")
+    if bad and all(c == 130 for _, c in bad):
+        return 130
+    return 1 if bad else 0
+
+
+def _hide(command: Sequence[str], url: str, shown: str) -> list[str]:
+    """``command`` with the storage URL (``--storage URL`` or ``--storage=URL``) shown password-free."""
+    out = []
+    for a in command:
+        flag, eq, value = a.partition("=")
+        out.append(shown if a == url else f"{flag}={shown}" if eq and value == url and flag.startswith("--") else a)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

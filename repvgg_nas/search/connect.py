@@ -1,0 +1,106 @@
+"""Opening a study on its storage: create or resume it, refuse a changed space, recover crashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from .. import zoo
+from ..attrs import REFERENCE, STUDY_SPACE, STUDY_SPACE_HASH
+from ..errors import ConfigError
+from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
+from ..storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage, redact_url
+from .launch import worker_seed
+from .slots import recover_trials
+from .study import StudyConfig
+
+__all__ = ["default_storage", "open_study", "connect", "recover_interrupted"]
+
+
+def default_storage(cfg: StudyConfig, reports_dir: str | Path = DEFAULT_REPORTS_DIR) -> str:
+    """The single-process SQLite URL of a study: ``sqlite:///<reports_dir>/<study>/study.db``."""
+    return StudyPaths.of(cfg.name, reports_dir).default_storage
+
+
+def open_study(
+    cfg: StudyConfig, storage: str | optuna.storages.BaseStorage, create: bool = True,
+    sampler_seed: int | None = None,
+) -> optuna.Study:
+    """Create or resume the study; refuse to resume one made from a different space.
+
+    ``storage`` is a URL (opened without a heartbeat) or a storage from
+    :func:`repvgg_nas.storage.make_storage`. ``sampler_seed`` (default: the
+    study seed) seeds this process's sampler only; training uses the study seed.
+    """
+    sampler = cfg.sampler.build(cfg.seed if sampler_seed is None else sampler_seed)
+    label = redact_url(storage if isinstance(storage, str) else str(getattr(storage, "url", type(storage).__name__)))
+    if isinstance(storage, str):
+        storage = make_storage(storage, heartbeat_interval=None)
+    try:
+        study = optuna.create_study(
+            study_name=cfg.name,
+            storage=storage,
+            sampler=sampler,
+            directions=["maximize", "maximize"],
+            load_if_exists=True,
+        )
+    except (ValueError, ImportError, RuntimeError) as e:
+        raise ConfigError(f"cannot open storage {label!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # SQLAlchemy's OperationalError and friends
+        raise ConfigError(f"cannot open storage {label!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    stored = study.user_attrs.get(STUDY_SPACE_HASH)
+    if stored is not None and stored != cfg.space.hash:
+        raise ConfigError(
+            f"study {cfg.name!r} in {label} was created with search space "
+            f"{study.user_attrs.get(STUDY_SPACE, '?')!r} hashing to {stored}, but "
+            f"{cfg.space.name!r} now hashes to {cfg.space.hash}: the space changed. Restore "
+            f"it, or start a new study (another study file name or --storage)"
+        )
+    if stored is None:
+        for k, v in cfg.to_dict().items():
+            study.set_user_attr(k, v)
+        for ref in cfg.references:
+            study.enqueue_trial(cfg.space.params_for(zoo.get_entry(ref)), user_attrs={REFERENCE: ref})
+    return study
+
+
+def connect(
+    cfg: StudyConfig,
+    storage: str | None,
+    reports_dir: str | Path = DEFAULT_REPORTS_DIR,
+    *,
+    heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL,
+    grace_period: int | None = None,
+) -> tuple[optuna.Study, str]:
+    """Open (or create) the study on its storage; return it with the URL to show.
+
+    The default SQLite file serves one process and has no heartbeat: a trial
+    whose process died is retried when the command runs again. An explicit
+    URL may be shared by several workers, so RDB URLs get Optuna's heartbeat
+    and each process seeds its sampler differently (:func:`launch.worker_seed`):
+    only the default single-process study is reproducible trial by trial.
+    The storage is opened before the study's reports folder is made, so an
+    unreachable URL leaves no files behind.
+    """
+    paths = StudyPaths.of(cfg.name, reports_dir)
+    if storage is None:
+        url = paths.default_storage
+        paths.root.mkdir(parents=True, exist_ok=True)
+        store = make_storage(url, heartbeat_interval=None)
+    else:
+        url = storage
+        store = make_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        return open_study(cfg, store, sampler_seed=worker_seed(cfg.seed)), redact_url(url)
+    return open_study(cfg, store), redact_url(url)
+
+
+def recover_interrupted(study: optuna.Study, *, running: bool = True) -> int:
+    """Re-enqueue trials that were interrupted (Ctrl-C) or left RUNNING by a dead process.
+
+    Only RUNNING trials whose worker ran on this host and is gone are touched
+    (see :func:`slots.recover_trials`), so a second live process on the same
+    study keeps its trial. ``running=False`` leaves RUNNING trials to Optuna's
+    heartbeat. Returns how many trials were queued again.
+    """
+    return len(recover_trials(study, running=running, finished=True))

@@ -1,0 +1,98 @@
+"""What a running search reports to its caller: small event records, no printing.
+
+:func:`repvgg_nas.search.run_search` calls its ``on_event`` with one of these
+as the study advances (and, when ``progress`` is on, with each training
+step's :class:`repvgg_nas.train.TrainStep`). The CLI turns them into lines
+and progress bars; a library caller may log them, count them or ignore them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Union
+
+import optuna
+
+from ..train import TrainStep
+
+__all__ = [
+    "StudyStarted",
+    "TrialFinished",
+    "Waiting",
+    "TrialTakenOver",
+    "PruningFrontMember",
+    "PruneFailed",
+    "Interrupted",
+    "SearchEvent",
+    "EventCallback",
+]
+
+
+@dataclass(frozen=True)
+class StudyStarted:
+    """The study is open and the data loaded; ``done`` of ``target`` search trials are finished.
+
+    ``remaining`` is what this process will run (0 for the ``finalize`` role).
+    ``storage`` is the URL with any password hidden.
+    """
+
+    name: str
+    role: str
+    done: int
+    remaining: int
+    target: int
+    data: str
+    device: str
+    storage: str
+
+
+@dataclass(frozen=True)
+class TrialFinished:
+    """A trial of this process ended (any state); ``counted`` when it counts toward the target."""
+
+    trial: optuna.trial.FrozenTrial
+    counted: bool
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """No slot is free: ``running`` trials of other workers are still in flight."""
+
+    running: int
+    done: int
+    target: int
+
+
+@dataclass(frozen=True)
+class TrialTakenOver:
+    """Another worker declared this one's trial dead (missed heartbeats) and retried it."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class PruningFrontMember:
+    """Pruning the front member ``trial`` with the study's ``[prune]`` settings."""
+
+    trial: int
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PruneFailed:
+    """Pruning front member ``trial`` failed; the search results are kept."""
+
+    trial: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """Ctrl-C: completed trials are saved; the same call resumes the study."""
+
+
+SearchEvent = Union[
+    StudyStarted, TrialFinished, Waiting, TrialTakenOver, PruningFrontMember, PruneFailed, Interrupted, TrainStep
+]
+EventCallback = Callable[[SearchEvent], None]

@@ -1,0 +1,198 @@
+"""One trial of the search: the spine of the data flow.
+
+sample a spec -> train the train-form net briefly on proxy data -> fuse ->
+record the fused/unfused error -> evaluate the deploy net -> measure its
+throughput (cached by spec) -> report (accuracy, images/s) to Optuna with
+the figures as user attrs, and keep the deploy checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import torch
+
+from ..attrs import (
+    ACCURACY, ADMITTED, ARCH, DEVICE, DUPLICATE, DUPLICATE_OF, FAIL_REASON, FINAL_LOSS, FUSION_ERROR,
+    INTERRUPTED, LATENCY_MS, MACS, MEASURE_CACHED, MEASURE_EXCLUSIVE, PARAMS, PHASE_SECONDS, PRUNE_REASON,
+    REFERENCE, RETRY_OF, SPEC, SPEC_HASH, SURPLUS, THROUGHPUT_IQR, TRAIN_IMAGES_PER_S, TRAIN_SECONDS, WORKER,
+    WORKER_START, arch_key,
+)
+from ..checkpoint import save_checkpoint
+from ..counting import complexity
+from ..data import DataBundle
+from ..layout import StudyPaths
+from ..measure import ThroughputCache, measure_spec
+from ..model import FusionMismatchError, check_fusion, fusion_error, reparameterize
+from ..storage import FIXED_PARAMS
+from ..train import DivergenceError, StepCallback, evaluate, init_model, train
+from .launch import current_worker
+from .locks import DeviceLock
+from .slots import admission
+from .study import StudyConfig
+
+__all__ = ["ARCH_DIMENSIONS", "failure_reason"]
+
+TrialState = optuna.trial.TrialState
+ARCH_DIMENSIONS = ("a", "b", "groupwise", "g")  # recorded as arch_<dim> on every trial
+
+# Attrs that describe a trial's own run, never copied from a completed twin.
+_OWN_ATTRS = (REFERENCE, RETRY_OF, DUPLICATE_OF, WORKER, WORKER_START, ADMITTED, SURPLUS)
+
+
+class _Objective:
+    """The trial function; holds what every trial shares (data on device, cache, paths).
+
+    ``target`` is the study's wanted number of search trials: a trial first
+    claims a slot (:func:`slots.admission`) and, when other workers have
+    filled them all, is pruned untrained as surplus. ``lock`` serializes
+    throughput measurement against other local workers' training on the device.
+    ``on_step`` receives the training progress of each trial.
+    """
+
+    def __init__(
+        self, cfg: StudyConfig, data: DataBundle, device: torch.device, cache: ThroughputCache,
+        paths: StudyPaths, on_step: StepCallback | None = None, target: int | None = None,
+        lock: DeviceLock | None = None,
+    ) -> None:
+        self.cfg, self.data, self.device, self.cache = cfg, data, device, cache
+        self.paths, self.on_step = paths, on_step
+        self.target = target if target is not None else cfg.n_trials
+        self.lock = lock if lock is not None else DeviceLock(device)
+        self.worker = current_worker()
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr(FAIL_REASON, f"{INTERRUPTED}: Ctrl-C")
+            raise
+        except Exception as e:
+            trial.set_user_attr(FAIL_REASON, failure_reason(e))
+            if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            raise
+
+    def _claim_slot(self, trial: optuna.Trial) -> None:
+        """Record who runs the trial, then take a slot or prune it as surplus (untrained)."""
+        trial.set_user_attr(WORKER, self.worker.name)
+        if self.worker.start is not None:
+            trial.set_user_attr(WORKER_START, self.worker.start)
+        trials = trial.study.get_trials(deepcopy=False)
+        why = admission(trial.number, trials, self.target)
+        if why is None:
+            trial.set_user_attr(ADMITTED, True)
+            return
+        trial.set_user_attr(SURPLUS, why)
+        fixed = next((t.system_attrs.get(FIXED_PARAMS) for t in trials if t.number == trial.number), None)
+        if fixed is not None and trial.user_attrs.get(RETRY_OF) is None and not why.startswith(DUPLICATE):
+            # A queued trial (a reference) that lost the race keeps its place for a longer run.
+            keep = {k: v for k, v in trial.user_attrs.items() if k == REFERENCE}
+            trial.study.enqueue_trial(dict(fixed), user_attrs=keep)
+        trial.study.stop()
+        raise optuna.TrialPruned(f"{SURPLUS}: {why}")
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, float]:
+        cfg, data = self.cfg, self.data
+        self._claim_slot(trial)
+        phases: dict[str, float] = {}
+        tick = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal tick
+            now = time.perf_counter()
+            phases[name] = round(now - tick, 4)
+            tick = now
+
+        spec = cfg.space.sample(trial, data.num_classes, data.in_channels)
+        p = trial.params
+        for k in ARCH_DIMENSIONS:
+            dim = getattr(cfg.space, k)
+            trial.set_user_attr(arch_key(k), p.get(k, dim.choices[0] if dim.fixed else None))
+        trial.set_user_attr(SPEC, spec.to_dict())
+        trial.set_user_attr(SPEC_HASH, spec.hash)
+        trial.set_user_attr(ARCH, spec.summary())
+        twin = _completed_twin(trial, spec.hash)
+        if twin is not None:
+            # Same architecture, same seed, same budget: training it again would only cost time.
+            for k, v in twin.user_attrs.items():
+                if k not in _OWN_ATTRS and k not in trial.user_attrs:
+                    trial.set_user_attr(k, v)
+            trial.set_user_attr(DUPLICATE_OF, twin.number)
+            return twin.values[0], twin.values[1]
+        cx = complexity(spec, resolution=cfg.measure.resolution)
+        trial.set_user_attr(PARAMS, cx.params)
+        trial.set_user_attr(MACS, cx.macs)
+        lap("sample")
+
+        if ThroughputCache.key(spec, cfg.measure) in self.cache:
+            meas = measure_spec(spec, cfg.measure, self.cache)
+        else:  # alone on the device: no other local worker trains while this one measures
+            with self.lock.exclusive() as alone:
+                meas = measure_spec(spec, cfg.measure, self.cache)
+            trial.set_user_attr(MEASURE_EXCLUSIVE, alone)
+        trial.set_user_attr(LATENCY_MS, meas.latency_ms)
+        trial.set_user_attr(THROUGHPUT_IQR, meas.images_per_s_iqr)
+        trial.set_user_attr(MEASURE_CACHED, meas.cached)
+        trial.set_user_attr(DEVICE, meas.env.get("device_name"))
+        lap("measure")
+        for name, value in cfg.objectives.constraints(meas.images_per_s, cx.params, cx.macs).items():
+            trial.set_constraint(name, value)
+        broken = cfg.objectives.violations(meas.images_per_s, cx.params, cx.macs)
+        if broken:
+            trial.set_user_attr(PRUNE_REASON, "; ".join(broken))
+            raise optuna.TrialPruned("; ".join(broken))
+
+        with self.lock.shared():  # device compute; a measurement elsewhere waits for it
+            model = init_model(spec, seed=cfg.seed, device=self.device)
+            lap("build")
+            result = train(model, data, cfg.train, self.device, progress=self.on_step, desc=f"trial {trial.number}")
+            trial.set_user_attr(TRAIN_SECONDS, result.seconds)
+            trial.set_user_attr(TRAIN_IMAGES_PER_S, result.images_per_second)
+            trial.set_user_attr(FINAL_LOSS, result.final_loss)
+            lap("train")
+            deploy = reparameterize(model)
+            try:
+                err = check_fusion(model, deploy, resolution=data.resolution)
+            except FusionMismatchError:  # record the error of the failed net too (seeded: same value)
+                trial.set_user_attr(FUSION_ERROR, fusion_error(model, deploy, resolution=data.resolution))
+                raise
+            trial.set_user_attr(FUSION_ERROR, err)
+            lap("fuse")
+            acc = evaluate(deploy, data, self.device)
+        trial.set_user_attr(ACCURACY, acc)
+        lap("evaluate")
+        save_checkpoint(
+            self.paths.checkpoint(trial.number),
+            deploy,
+            spec,
+            meta={
+                "study": cfg.name, "trial": trial.number, "accuracy": acc,
+                "throughput": meas.images_per_s, "reference": trial.user_attrs.get(REFERENCE),
+                "data": cfg.data.to_dict(),
+            },
+        )
+        lap("checkpoint")
+        trial.set_user_attr(PHASE_SECONDS, phases)
+        return acc, meas.images_per_s
+
+
+def _completed_twin(trial: optuna.Trial, spec_hash: str) -> optuna.trial.FrozenTrial | None:
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get(SPEC_HASH) == spec_hash:
+            return t
+    return None
+
+
+def failure_reason(e: BaseException) -> str:
+    """The ``fail_reason`` recorded for a trial (or a pruning) that raised ``e``: one line."""
+    if isinstance(e, DivergenceError):
+        return f"diverged: {e}"
+    if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
+        return f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}"[:500]

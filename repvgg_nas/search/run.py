@@ -1,0 +1,271 @@
+"""The search loop: run (or resume) a study to its target, prune its front, write its outputs.
+
+Nothing here prints: the loop reports through ``on_event``
+(:mod:`repvgg_nas.search.events`) and ``python -m repvgg_nas.search``
+decides what to show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from ..attrs import (
+    ACCURACY, ARCH, DEVICE, FAIL_REASON, INTERRUPTED, LATENCY_MS, MACS, PARAMS, PARENT_TRIAL, PRUNE,
+    PRUNE_TARGET_MET, PRUNED_RATIO, REFERENCE, SPEC, SPEC_HASH, SPEEDUP, SURPLUS, arch_key,
+)
+from ..checkpoint import load_model, save_checkpoint
+from ..data import DataBundle, load_data
+from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
+from ..measure import MeasureSettings, ThroughputCache
+from ..prune import run_prune
+from ..report import front_numbers, pareto_frame, trials_frame, write_csv, write_report
+from ..storage import DEFAULT_HEARTBEAT_INTERVAL, study_heartbeat
+from .connect import connect, recover_interrupted
+from .events import (
+    EventCallback, Interrupted, PruneFailed, PruningFrontMember, SearchEvent, StudyStarted, TrialFinished,
+    TrialTakenOver, Waiting,
+)
+from .objective import ARCH_DIMENSIONS, _Objective, failure_reason
+from .slots import recover_trials, slot_state
+from .study import StudyConfig
+
+__all__ = ["ROLES", "SearchResult", "run_search", "prune_front", "write_outputs", "counts_as_done"]
+
+TrialState = optuna.trial.TrialState
+_DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+ROLES = ("all", "worker", "finalize")
+
+
+@dataclass
+class SearchResult:
+    study: optuna.Study
+    out_dir: Path
+    trials: Any  # pandas.DataFrame
+    pareto: Any  # pandas.DataFrame
+    interrupted: bool = False
+
+
+def _ignore(event: SearchEvent) -> None:
+    pass
+
+
+def counts_as_done(t: optuna.trial.FrozenTrial) -> bool:
+    """Finished trials count toward n_trials, except those cut short by the user or a crash,
+    pruned variants (added after the search, not sampled) and surplus trials of a worker
+    that found every slot taken. (Study-wide counts use :func:`slots.slot_state`.)"""
+    return (
+        t.state in _DONE
+        and not str(t.user_attrs.get(FAIL_REASON, "")).startswith(INTERRUPTED)
+        and t.user_attrs.get(PARENT_TRIAL) is None
+        and not t.user_attrs.get(SURPLUS)
+    )
+
+
+def _keep_checkpoints(study: optuna.Study, paths: StudyPaths) -> None:
+    """Keep deploy checkpoints of the front and of the references only (bounded disk use).
+
+    Only checkpoints of finished trials are removed: another worker may have
+    just written one for a trial it has not reported yet. A finished trial off
+    the front never rejoins it, so an older view of the study is safe to act on.
+    """
+    trials = study.get_trials(deepcopy=False)
+    finished = {t.number for t in trials if t.state.is_finished()}
+    keep = front_numbers(study) | {
+        t.number for t in trials if t.user_attrs.get(REFERENCE) or t.user_attrs.get(PARENT_TRIAL) is not None
+    }
+    for n, f in paths.checkpoint_trials().items():
+        if n in finished and n not in keep:
+            f.unlink(missing_ok=True)
+
+
+def prune_front(
+    study: optuna.Study, cfg: StudyConfig, data: DataBundle, measure: MeasureSettings, device: torch.device,
+    cache: ThroughputCache, paths: StudyPaths, on_event: EventCallback | None = None,
+) -> int:
+    """Prune every front member not pruned yet; add each result as a trial linked to its parent.
+
+    Pruned variants are real points on the accuracy/speed plane, so they join
+    the study (and may join the front) with ``parent_trial`` naming their source.
+    """
+    assert cfg.prune is not None
+    on_event = on_event or _ignore
+    done = {t.user_attrs.get(PARENT_TRIAL) for t in study.get_trials(deepcopy=False)}
+    parents = [
+        t for t in study.best_trials
+        if t.user_attrs.get(PARENT_TRIAL) is None and t.number not in done
+    ]
+    for parent in parents:
+        path = paths.checkpoint(parent.number)
+        if not path.is_file():
+            continue
+        model, _ = load_model(path)
+        on_event(PruningFrontMember(parent.number, cfg.prune.to_dict()))
+        try:
+            out = run_prune(model, cfg.prune, data, measure, cfg.train, device, cache)
+        except Exception as e:  # a failed prune must not lose the search results
+            on_event(PruneFailed(parent.number, failure_reason(e)))
+            continue
+        final, spec = out.final, out.model.spec
+        # Recorded as rounded as the pruning table shows them.
+        accuracy, images_per_s = round(final.accuracy, 4), round(final.images_per_s, 1)
+        attrs = {
+            PARENT_TRIAL: parent.number,
+            PRUNED_RATIO: cfg.prune.ratio if cfg.prune.ratio is not None else None,
+            PRUNE: cfg.prune.to_dict(),
+            SPEEDUP: round(images_per_s / round(out.original.images_per_s, 1), 3),
+            PRUNE_TARGET_MET: out.met,
+            SPEC: spec.to_dict(), SPEC_HASH: spec.hash, ARCH: spec.summary(),
+            PARAMS: final.params, MACS: final.macs,
+            LATENCY_MS: round(final.latency_ms, 2), ACCURACY: accuracy,
+            DEVICE: parent.user_attrs.get(DEVICE),
+        }
+        for k in ARCH_DIMENSIONS:
+            attrs[arch_key(k)] = parent.user_attrs.get(arch_key(k))
+        study.add_trial(optuna.trial.create_trial(values=[float(accuracy), float(images_per_s)], user_attrs=attrs))
+        number = study.get_trials(deepcopy=False)[-1].number
+        save_checkpoint(paths.checkpoint(number), out.model, spec, meta={
+            "study": cfg.name, "trial": number, "parent_trial": parent.number,
+            "accuracy": accuracy, "throughput": images_per_s, "data": cfg.data.to_dict(),
+        })
+    return len(parents)
+
+
+def write_outputs(study: optuna.Study, out_dir: str | Path) -> tuple[Any, Any]:
+    """Write ``trials.csv`` and ``pareto.csv`` of the study into ``out_dir``; return both frames."""
+    paths = StudyPaths(Path(out_dir))
+    trials = trials_frame(study)
+    pareto = pareto_frame(trials)
+    write_csv(trials, paths.trials_csv)
+    write_csv(pareto, paths.pareto_csv)
+    return trials, pareto
+
+
+def _work(
+    study: optuna.Study, objective: _Objective, after_trial: Callable[..., None], target: int,
+    timeout: float | None, on_event: EventCallback,
+) -> None:
+    """Run trials until the study holds ``target`` finished search trials.
+
+    ``study.optimize`` alone is not enough with several workers: its count is
+    per worker, and a worker that stops as soon as every slot is taken could
+    leave for good while another worker's running trial is about to die and be
+    retried. So this loop runs trials while a slot is free (or a queued retry
+    may run), and otherwise waits, checking for dead workers' trials (Optuna's
+    heartbeat, or :func:`slots.recover_trials` for storages without one),
+    until the target is reached or nothing is in flight any more.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    interval = study_heartbeat(study)
+    poll = min(5.0, float(interval)) if interval is not None else 2.0
+    said_wait = False
+    while True:
+        if interval is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+        else:
+            recover_trials(study, running=True, finished=False)
+        state = slot_state(study.get_trials(deepcopy=False), target)
+        left = None if deadline is None else deadline - time.monotonic()
+        if state.finished or (left is not None and left <= 0):
+            return
+        if state.runnable:
+            try:
+                study.optimize(
+                    objective, n_trials=None, timeout=left, catch=(Exception,),
+                    callbacks=[after_trial], gc_after_trial=True,
+                )
+            except optuna.exceptions.UpdateFinishedTrialError as e:
+                # Another worker declared this one's trial dead (missed heartbeats) and retried it.
+                on_event(TrialTakenOver(str(e).splitlines()[0]))
+            said_wait = False
+            continue
+        if state.running == 0:
+            return
+        if not said_wait:
+            on_event(Waiting(state.running, state.done, target))
+            said_wait = True
+        time.sleep(poll)
+
+
+def run_search(
+    cfg: StudyConfig,
+    *,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    device: str | None = None,
+    reports_dir: str | Path = DEFAULT_REPORTS_DIR,
+    progress: bool = True,
+    role: str = "all",
+    heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL,
+    grace_period: int | None = None,
+    on_event: EventCallback | None = None,
+) -> SearchResult:
+    """Run (or resume) the study until it has ``n_trials`` finished search trials.
+
+    ``storage`` is an Optuna storage URL (``sqlite:///``, ``postgresql://``,
+    ``journal:PATH``); several processes may share one. ``role`` splits the job
+    for ``--workers``: ``"worker"`` only runs trials (no pruning, CSV or
+    report), ``"finalize"`` only prunes the front and writes the outputs, and
+    ``"all"`` (one process) does both. ``on_event`` receives the search's
+    events (:mod:`repvgg_nas.search.events`), and with ``progress`` also every
+    training step; nothing is printed.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    emit = on_event or _ignore
+    paths = StudyPaths.of(cfg.name, reports_dir)
+    if device is not None:
+        cfg = cfg.replace(measure=dataclasses.replace(cfg.measure, device=device))
+    measure = cfg.measure.resolved()
+    train_device = torch.device(measure.device)
+    target = n_trials if n_trials is not None else cfg.n_trials
+
+    data = load_data(cfg.data, device=train_device)  # before anything is written
+    study, shown = connect(cfg, storage, reports_dir, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if role == "all":
+        recover_interrupted(study, running=study_heartbeat(study) is None)
+    cache = ThroughputCache(paths.throughput_cache)
+    paths.checkpoints.mkdir(exist_ok=True)
+    on_step = emit if (progress and on_event is not None) else None
+    objective = _Objective(cfg, data, train_device, cache, paths, on_step=on_step, target=target)
+
+    done = slot_state(study.get_trials(deepcopy=False), target).done
+    remaining = max(0, target - done) if role != "finalize" else 0
+    emit(StudyStarted(cfg.name, role, done, remaining, target, data.describe(), measure.device, shown))
+
+    def after_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        emit(TrialFinished(t, counts_as_done(t)))
+        _keep_checkpoints(study, paths)
+        state = slot_state(study.get_trials(deepcopy=False), target)
+        if state.finished or not state.runnable:
+            study.stop()
+
+    interrupted = False
+    try:
+        if remaining:
+            _work(study, objective, after_trial, target, timeout, emit)
+        if cfg.prune is not None and role != "worker":
+            prune_front(study, cfg, data, measure, train_device, cache, paths, emit)
+    except KeyboardInterrupt:
+        interrupted = True
+        emit(Interrupted())
+    if role == "worker":
+        return SearchResult(study, paths.root, None, None, interrupted)
+    trials, pareto = write_outputs(study, paths.root)
+    _keep_checkpoints(study, paths)
+    write_report(study, paths.root, storage=shown)
+    return SearchResult(study, paths.root, trials, pareto, interrupted)
+

@@ -1,0 +1,263 @@
+"""Exact trial accounting for several workers on one study, and crash recovery.
+
+- **Exact trial count.** Optuna's ``n_trials`` is per worker and
+  ``MaxTrialsCallback`` counts only finished trials, so concurrent workers
+  overshoot. Here every search trial has a *slot key*: its own number, or for
+  a retry the number of the trial it repeats (so a retry inherits its
+  original's place in line). A key is *held* while it has a result or a trial
+  in flight. A trial may run only if fewer than ``target`` keys below its own
+  are held and no other trial already answers for its key; otherwise it is
+  *surplus*: it is pruned untrained with the ``surplus`` attr, which every
+  count and report skips. See :func:`admission` and :func:`slot_state`.
+- **Crash recovery.** A trial that was running when its worker died is failed
+  and queued again (``retry_of`` names it). RDB storages use Optuna's
+  heartbeat for this (:mod:`repvgg_nas.storage`); storages without one use
+  :func:`recover_trials`, which trusts only what it can check: a worker on
+  this host whose process is gone.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from ..attrs import (
+    ADMITTED, DUPLICATE, FAIL_REASON, INTERRUPTED, PARENT_TRIAL, REFERENCE, RETRY_OF, SURPLUS, WORKER,
+    WORKER_START,
+)
+from ..storage import FAILED_TRIAL, FIXED_PARAMS, RETRY_HISTORY, fail_trial
+from .launch import pid_alive
+
+__all__ = [
+    "SlotState",
+    "trial_key",
+    "is_search_trial",
+    "died",
+    "slot_state",
+    "admission",
+    "recover_trials",
+    "UNKNOWN_WORKER_AFTER_S",
+]
+
+UNKNOWN_WORKER_AFTER_S = 30.0  # a RUNNING trial with no worker attr this old is taken as dead
+
+
+def _reason(t: FrozenTrial) -> str:
+    return str(t.user_attrs.get(FAIL_REASON) or "")
+
+
+def is_search_trial(t: FrozenTrial) -> bool:
+    """A sampled or enqueued trial of the search: not a pruned variant, not surplus."""
+    return t.user_attrs.get(PARENT_TRIAL) is None and not t.user_attrs.get(SURPLUS)
+
+
+def died(t: FrozenTrial) -> bool:
+    """FAIL because its run stopped (Ctrl-C, killed worker, stale heartbeat), not because of the net.
+
+    The objective records a ``fail_reason`` for every failure it sees, so a
+    FAIL without one was ended from outside (Optuna's heartbeat).
+    """
+    return t.state == TrialState.FAIL and (not _reason(t) or _reason(t).startswith(INTERRUPTED))
+
+
+def trial_key(t: FrozenTrial, by_number: Mapping[int, FrozenTrial]) -> int:
+    """The slot a trial answers for: its number, or the first trial of its retry chain."""
+    seen: set[int] = set()
+    while True:
+        origin = t.user_attrs.get(RETRY_OF)
+        if origin is None:
+            first = t.system_attrs.get(FAILED_TRIAL)
+            return int(first) if first is not None else t.number
+        origin = int(origin)
+        if origin in seen or origin not in by_number:
+            return origin
+        seen.add(origin)
+        t = by_number[origin]
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """Where a study stands against its target number of search trials.
+
+    ``done``: keys with a final result (complete, pruned by a constraint,
+    failed; a dead trial not retried yet counts as failed until its retry
+    appears). ``held``: keys done or in flight. ``running``: RUNNING search
+    trials of any worker. ``admissible_waiting``: queued trials that would be
+    allowed to run now.
+    """
+
+    target: int
+    done: int
+    held: int
+    running: int
+    admissible_waiting: int
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.target
+
+    @property
+    def runnable(self) -> bool:
+        """A worker asking for a trial now would get one it may run."""
+        return not self.finished and (self.held < self.target or self.admissible_waiting > 0)
+
+
+class _Keys:
+    """Per-key status of a trial list, computed once (every query is then cheap)."""
+
+    def __init__(self, trials: Sequence[FrozenTrial]) -> None:
+        self.by_number = {t.number: t for t in trials}
+        self.search = [t for t in trials if is_search_trial(t)]
+        self.key = {t.number: trial_key(t, self.by_number) for t in self.search}
+        self.members: dict[int, list[FrozenTrial]] = {}
+        for t in self.search:
+            self.members.setdefault(self.key[t.number], []).append(t)
+        self.status: dict[int, str] = {}
+        for k, group in self.members.items():
+            if any(t.state.is_finished() and not died(t) for t in group):
+                self.status[k] = "done"
+            elif any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in group):
+                self.status[k] = "active"
+            else:  # only dead runs: a failure, unless a retry turns up
+                self.status[k] = "done"
+        self.held_keys = sorted(self.status)
+
+    def held_below(self, key: int) -> int:
+        return bisect.bisect_left(self.held_keys, key)
+
+    def blocker(self, t: FrozenTrial) -> str | None:
+        """Why ``t`` may not run (None when it may)."""
+        k = self.key.get(t.number, t.number)
+        for other in self.members.get(k, ()):
+            if other.number == t.number:
+                continue
+            if other.state.is_finished() and not died(other):
+                return f"{DUPLICATE}: trial {other.number} already holds the result for slot {k}"
+            if other.state == TrialState.RUNNING and other.user_attrs.get(ADMITTED):
+                return f"{DUPLICATE}: trial {other.number} already runs slot {k}"
+        return None
+
+    def admits(self, t: FrozenTrial, target: int) -> str | None:
+        reason = self.blocker(t)
+        if reason is not None:
+            return reason
+        below = self.held_below(self.key.get(t.number, t.number))
+        if below >= target:
+            return f"{below} trial slot(s) before it already fill the target of {target}"
+        return None
+
+
+def slot_state(trials: Sequence[FrozenTrial], target: int) -> SlotState:
+    keys = _Keys(trials)
+    waiting = [t for t in keys.search if t.state == TrialState.WAITING]
+    return SlotState(
+        target=target,
+        done=sum(s == "done" for s in keys.status.values()),
+        held=len(keys.held_keys),
+        running=sum(t.state == TrialState.RUNNING for t in keys.search),
+        admissible_waiting=sum(keys.admits(t, target) is None for t in waiting),
+    )
+
+
+def admission(trial: FrozenTrial | int, trials: Sequence[FrozenTrial], target: int) -> str | None:
+    """None when the (just started) trial may run; else why it is surplus.
+
+    A trial may run when fewer than ``target`` slot keys below its own are held
+    and no other trial already has, or is admitted to compute, the result for
+    its key. Keys below are the trials that started before it and the retries
+    of those, so the first ``target`` slots always win, whichever worker asks
+    first; a later trial that raced past the count finds the slots full.
+    """
+    keys = _Keys(trials)
+    number = trial if isinstance(trial, int) else trial.number
+    t = keys.by_number.get(number)
+    if t is None:
+        return None  # not visible yet: nothing to compare against
+    return keys.admits(t, target)
+
+
+# ---- crash recovery -----------------------------------------------------------------------
+def _dead_reason(t: FrozenTrial, host: str, now: _dt.datetime, unknown_after_s: float) -> str | None:
+    name = t.user_attrs.get(WORKER)
+    if not name:
+        started = t.datetime_start
+        if started is not None and (now - started).total_seconds() > unknown_after_s:
+            return "worker stopped"
+        return None
+    w_host, _, pid = str(name).rpartition(":")
+    if w_host != host or not pid.isdigit():
+        return None  # another machine: nothing here can tell whether it lives
+    start = t.user_attrs.get(WORKER_START)
+    if pid_alive(int(pid), int(start) if start is not None else None):
+        return None
+    return f"worker {name} died"
+
+
+def _older(t: FrozenTrial, now: _dt.datetime, seconds: float) -> bool:
+    end = t.datetime_complete
+    return end is None or (now - end).total_seconds() > seconds
+
+
+def recover_trials(
+    study: optuna.Study,
+    *,
+    running: bool = True,
+    finished: bool = True,
+    unknown_after_s: float = UNKNOWN_WORKER_AFTER_S,
+) -> list[int]:
+    """Fail and queue again the trials whose worker is gone; return their numbers.
+
+    ``running``: RUNNING trials whose worker ran on this host and is dead (or,
+    with no worker recorded, that started over ``unknown_after_s`` ago) are
+    marked FAIL with ``fail_reason = "interrupted: ..."``. The FAIL update is
+    the claim: when two workers find the same dead trial, the storage lets only
+    one of them finish it, and only that one queues the retry. Storages with a
+    heartbeat leave this to Optuna (pass ``running=False``).
+
+    ``finished``: trials already FAIL as interrupted (Ctrl-C) with no retry yet
+    are queued again, and so are trials failed by a recovery whose worker died
+    before it could queue the retry (after ``unknown_after_s``). Checking "no
+    retry yet" is not atomic, so this belongs to one process at start-up (the
+    single search, or the ``--workers`` parent before it starts its workers).
+    """
+    trials = study.get_trials(deepcopy=False)
+    retried: set[int] = set()
+    for t in trials:
+        if t.user_attrs.get(RETRY_OF) is not None:
+            retried.add(int(t.user_attrs[RETRY_OF]))
+        retried.update(int(n) for n in t.system_attrs.get(RETRY_HISTORY, []))
+    host, now = socket.gethostname(), _dt.datetime.now()
+    out = []
+    for t in trials:
+        if not is_search_trial(t):
+            continue
+        if t.state == TrialState.RUNNING:
+            why = _dead_reason(t, host, now, unknown_after_s) if running else None
+            if why is None:
+                continue
+            try:
+                fail_trial(study, t, f"{INTERRUPTED}: {why}")
+            except UpdateFinishedTrialError:
+                continue  # another worker finished or claimed it first
+        elif not (finished and t.state == TrialState.FAIL and _reason(t).startswith(INTERRUPTED)):
+            continue
+        elif _reason(t).startswith(f"{INTERRUPTED}: worker") and not _older(t, now, unknown_after_s):
+            continue  # just claimed by another worker's recovery, which queues the retry itself
+        if t.number in retried:
+            continue
+        attrs: dict[str, Any] = {RETRY_OF: t.number}
+        if t.user_attrs.get(REFERENCE):
+            attrs[REFERENCE] = t.user_attrs[REFERENCE]
+        params = t.params or dict(t.system_attrs.get(FIXED_PARAMS) or {})
+        study.enqueue_trial(params, user_attrs=attrs)
+        retried.add(t.number)
+        out.append(t.number)
+    return out
