@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DEFAULT_REPORTS_DIR", "StudyPaths", "sqlite_url", "sqlite_file"]
 
@@ -29,6 +30,16 @@ def sqlite_file(url: str) -> Path | None:
     return Path(url[len("sqlite:///"):].split("?", 1)[0])
 
 
+class _Entry:
+    """A fixed file or folder name in the study folder, read as ``paths.<attr>`` (a Path)."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name, self.__doc__ = name, doc
+
+    def __get__(self, paths: StudyPaths | None, owner: type | None = None) -> Any:
+        return self if paths is None else paths.root / self.name
+
+
 @dataclass(frozen=True)
 class StudyPaths:
     """The files of one study in its folder ``root`` (``<reports_dir>/<name>/``).
@@ -39,31 +50,21 @@ class StudyPaths:
 
     root: Path
 
+    database = _Entry("study.db", "The default single-process SQLite storage.")
+    journal = _Entry("journal.log", "The suggested journal file for ``--workers`` on one machine.")
+    throughput_cache = _Entry("throughput_cache.json", "Measurements by spec, settings and device.")
+    checkpoints = _Entry("checkpoints", "Fused deploy checkpoints of the front, references and pruned variants.")
+    trials_csv = _Entry("trials.csv", "One row per trial.")
+    pareto_csv = _Entry("pareto.csv", "The front beside the references.")
+    report_html = _Entry("index.html", "The self-contained interactive report.")
+
     @classmethod
     def of(cls, name: str, reports_dir: str | os.PathLike = DEFAULT_REPORTS_DIR) -> StudyPaths:
         return cls(Path(reports_dir) / name)
 
     @property
-    def database(self) -> Path:
-        """The default single-process SQLite storage."""
-        return self.root / "study.db"
-
-    @property
     def default_storage(self) -> str:
         return sqlite_url(self.database)
-
-    @property
-    def journal(self) -> Path:
-        """The suggested journal file for ``--workers`` on one machine."""
-        return self.root / "journal.log"
-
-    @property
-    def throughput_cache(self) -> Path:
-        return self.root / "throughput_cache.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
 
     def checkpoint(self, trial: int) -> Path:
         """Fused deploy checkpoint of a trial."""
@@ -82,18 +83,6 @@ class StudyPaths:
                 if m:
                     out[int(m.group(1))] = f
         return out
-
-    @property
-    def trials_csv(self) -> Path:
-        return self.root / "trials.csv"
-
-    @property
-    def pareto_csv(self) -> Path:
-        return self.root / "pareto.csv"
-
-    @property
-    def report_html(self) -> Path:
-        return self.root / "index.html"
 
     def figure_csv(self, name: str) -> Path:
         """CSV of one report figure's data."""
