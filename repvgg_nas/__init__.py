@@ -15,6 +15,7 @@ from .errors import (
 from .export import export_onnx, export_torchscript
 from .model import (
     PlainBlock,
+    QARepVGGBlock,
     RepVGG,
     RepVGGBlock,
     build_model,
@@ -81,6 +82,7 @@ __all__ = [
     "reparameterize",
     "RepVGG",
     "RepVGGBlock",
+    "QARepVGGBlock",
     "RepVGGNasError",
     "RepVGGSpec",
     "save_checkpoint",

@@ -14,6 +14,9 @@ __all__ = [
     "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "SURPLUS", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
     "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
     "INTERRUPTED", "DUPLICATE", "arch_key",
+    "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
+    "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
+    "STUDY_TRUST", "STUDY_LOCKSTEP",
 ]
 
 # ---- trial user attrs: what the trial is --------------------------------------------
@@ -27,13 +30,24 @@ PRUNED_RATIO = "pruned_ratio"
 PRUNE = "prune"  # the [prune] settings a pruned variant was made with
 PRUNE_TARGET_MET = "prune_target_met"  # False when its target speed-up could not be reached
 SPEEDUP = "speedup"
+# A linked re-training (an extra seed or a longer budget) of an architecture already in the study:
+REPEAT_OF = "repeat_of"  # the trial whose architecture it re-trains
+TRAIN_SEED = "train_seed"  # init and shuffle seed of an extra-seed repeat (absent: the study seed)
+TRAIN_EPOCHS = "train_epochs"  # epochs of a long re-training (absent: the study's proxy budget)
 
 # ---- trial user attrs: what it measured ---------------------------------------------
-ACCURACY = "accuracy"
+ACCURACY = "accuracy"  # the accuracy objective: of the INT8 net under a quantized runtime
+FLOAT_ACCURACY = "float_accuracy"  # the fp32 deploy net's, kept where ACCURACY is a quantized net's
+RUNTIME = "runtime"  # measure.runtime the throughput (and a quantized accuracy) was taken in
+PRECISION = "precision"  # fp32 / fp16 / bf16 / tf32 / int8: the arithmetic of that runtime
 PARAMS = "params"
 MACS = "macs"
 LATENCY_MS = "latency_ms"
 THROUGHPUT_IQR = "throughput_iqr"
+THROUGHPUT_CV = "throughput_cv"  # robust CV of the timed repeats (IQR / 1.349 / median)
+MEASURE_CONTENDED = "measure_contended"  # True: other processes held the device; the figure is suspect
+OTHER_LOAD = "other_load"  # share of the machine other processes used while it was timed
+VAL_SIZE = "val_size"  # validation images the accuracy was counted on (binomial error)
 MEASURE_CACHED = "measure_cached"
 MEASURE_EXCLUSIVE = "measure_exclusive"
 DEVICE = "device"
@@ -60,6 +74,8 @@ DUPLICATE = "duplicate"  # surplus reason prefix: another trial already answers 
 # ---- study user attrs (besides the study config's own keys) --------------------------
 STUDY_SPACE = "space"
 STUDY_SPACE_HASH = "space_hash"
+STUDY_TRUST = "trust"  # the [trust] table of the latest run
+STUDY_LOCKSTEP = "lockstep_measurement"  # front + references re-measured together: when, load, figures
 
 
 def arch_key(dimension: str) -> str:

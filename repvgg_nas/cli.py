@@ -7,18 +7,47 @@ the progress the library reports through callbacks (:class:`StepBar`).
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .errors import RepVGGNasError
+from .errors import ConfigError, RepVGGNasError
+from .files import ensure_dir
 
 if TYPE_CHECKING:
     from .train import TrainStep
 
-__all__ = ["run_cli", "format_table", "StepBar", "EXIT_USAGE"]
+__all__ = ["run_cli", "format_table", "StepBar", "EXIT_USAGE", "ArgumentParser", "check_output_file"]
 
 EXIT_USAGE = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line: ``error: ...`` and exit code 2, no usage block.
+
+    ``error`` (a bad or missing argument, an out-of-range value found by the
+    CLI) raises :class:`ConfigError`, which :func:`run_cli` prints as every
+    other user error; ``--help`` still prints the full usage.
+    """
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """Refuse an output path that cannot be written (before any work), naming ``flag`` and the path.
+
+    A folder where a file should go, a parent that is a file, or a folder
+    without write permission is a one-line :class:`ConfigError`; nothing is created.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{flag} {str(path)!r} is a folder; give a file name")
+    ensure_dir(path.parent, f"{flag} {str(path)!r}: folder", create=False)
+    return path
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:

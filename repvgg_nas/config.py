@@ -6,18 +6,23 @@ allowed, and is raised as :class:`ConfigError` before any work starts.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigError
 
-__all__ = ["find_config", "BUILTIN_CONFIG_ROOT", "load_toml", "Table", "dataclass_from_dict", "check_int", "check_number", "check_bool"]
+__all__ = [
+    "find_config", "BUILTIN_CONFIG_ROOT", "load_toml", "Table", "dataclass_from_dict", "check_int", "check_number",
+    "check_bool", "Override", "apply_overrides", "blame_override",
+]
 
 _MISSING = object()
 
@@ -65,6 +70,47 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{path}: malformed TOML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+
+
+class Override(NamedTuple):
+    """One setting given on the command line, applied to a raw config table before it is validated.
+
+    ``key`` is dotted (``data.root``, ``seed``); ``flag`` is what set it
+    (``--data``), named in the error when the value makes the config invalid.
+    """
+
+    key: str
+    value: Any
+    flag: str
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:
+    """A deep copy of ``raw`` with every override's dotted key set (sub-tables made as needed).
+
+    The result is validated like the file itself, so a flag is held to the
+    same rules as the key it sets. A key whose parent is not a table is left
+    to that validation (the file's own error names it).
+    """
+    out = copy.deepcopy(dict(raw))
+    for o in overrides:
+        *parents, leaf = o.key.split(".")
+        table: Any = out
+        for p in parents:
+            table = table.setdefault(p, {})
+            if not isinstance(table, dict):
+                break
+        else:
+            table[leaf] = o.value
+    return out
+
+
+def blame_override(error: ConfigError, overrides: Iterable[Override]) -> ConfigError:
+    """``error`` led by the flag (and value) of the override whose key it names; else ``error`` itself."""
+    msg = str(error)
+    for o in overrides:
+        if re.search(rf"(?<![\w.]){re.escape(o.key)}(?!\w)", msg):
+            return ConfigError(f"{o.flag} {o.value!r}: {msg}")
+    return error
 
 
 def dataclass_from_dict(cls: type, data: Mapping[str, Any] | None, table: str) -> Any:

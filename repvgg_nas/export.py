@@ -38,10 +38,19 @@ def export_onnx(
     resolution: int = 224,
     opset: int | None = None,
     dynamic_batch: bool = True,
+    dynamo: bool = True,
 ) -> Path:
-    """Export to a single ONNX file (input ``x``, output ``logits``, dynamic batch by default)."""
+    """Export to a single ONNX file (input ``x``, output ``logits``, dynamic batch by default).
+
+    ``dynamo=False`` uses torch's TorchScript-based exporter: deprecated
+    upstream but about ten times faster on a plain conv stack (1 s instead of
+    10 s for A0 on a 2-core CPU), which is what a search that exports every
+    trial's net for onnxruntime needs; both give the same graph of Conv/Relu.
+    """
     model = model.eval()
     x = _example(model, resolution, 2)
+    if not dynamo:
+        return atomic_write(Path(path), lambda tmp: _export_torchscript_onnx(model, x, tmp, opset, dynamic_batch))
     dynamic = {"x": {0: torch.export.Dim("batch")}} if dynamic_batch else None
 
     def write(tmp: str) -> None:
@@ -59,6 +68,19 @@ def export_onnx(
         )
 
     return atomic_write(Path(path), write)
+
+
+def _export_torchscript_onnx(
+    model: nn.Module, x: torch.Tensor, tmp: str, opset: int | None, dynamic_batch: bool
+) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(
+            model, (x,), tmp, input_names=["x"], output_names=["logits"], dynamo=False,
+            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None,
+            opset_version=opset or 17, verbose=False,
+        )
 
 
 def onnx_max_error(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> float:

@@ -25,13 +25,29 @@ def _umask() -> int:
     return mask
 
 
-def ensure_dir(path: str | os.PathLike, what: str = "folder") -> Path:
+def ensure_dir(path: str | os.PathLike, what: str = "folder", create: bool = True) -> Path:
     """Create ``path`` (and parents) or raise a one-line ConfigError naming it and the problem.
 
     ``what`` says what the folder is for (e.g. ``--reports-dir``), so a user
     who named a file, or a folder they cannot write, is told which setting to change.
+    ``create=False`` only checks that it exists as a writable folder or could
+    be made (its nearest existing parent is a writable folder), writing nothing:
+    a CLI checks its output folders this way before any work.
     """
     path = Path(path)
+    if not create:
+        if path.is_dir():
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ConfigError(f"{what} {str(path)!r} is not writable")
+            return path
+        if path.exists():
+            raise ConfigError(f"{what} {str(path)!r} is a file, not a folder")
+        parent = next((p for p in path.absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ConfigError(f"{what} {str(path)!r}: a part of the path is a file, not a folder")
+        if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+            raise ConfigError(f"{what} {str(path)!r} cannot be created: permission denied in {str(parent)!r}")
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:

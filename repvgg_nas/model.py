@@ -1,7 +1,9 @@
 """Train-form and deploy-form RepVGG networks, both pure functions of a spec.
 
-Train form: every block is ``ReLU(BN(conv3x3 x) + BN(conv1x1 x) + BN(x))``,
-the identity branch only where in == out channels and stride 1.
+Train form: every block is ``ReLU(BN(conv3x3 x) + BN(conv1x1 x) + BN(x))``
+(``spec.block = "repvgg"``) or the quantization-friendly
+``ReLU(BN(BN(conv3x3 x) + conv1x1 x + b + x))`` (``"qarepvgg"``), the
+identity branch only where in == out channels and stride 1.
 Deploy form: every block is one ``conv3x3 + bias`` followed by ReLU.
 :func:`reparameterize` turns the first into the second exactly.
 """
@@ -20,6 +22,8 @@ __all__ = [
     "ConvBN",
     "SqueezeExcite",
     "RepVGGBlock",
+    "QARepVGGBlock",
+    "TRAIN_BLOCKS",
     "PlainBlock",
     "RepVGG",
     "build_model",
@@ -81,8 +85,14 @@ def fold_bn(
     return kernel.double() * t.reshape(-1, 1, 1, 1), bn.bias.double() + (b - bn.running_mean.double()) * t
 
 
-class RepVGGBlock(nn.Module):
-    """Train-form block with 3x3, 1x1 and (where shapes allow) identity branches."""
+class _Block(nn.Module):
+    """What every block form shares: its shape, the optional SE and the ReLU.
+
+    Train forms (:class:`RepVGGBlock`, :class:`QARepVGGBlock`) and the deploy
+    form (:class:`PlainBlock`) compute ``ReLU(SE(linear(x)))``; only the linear
+    part differs, so fusion only has to replace it: each form builds it in
+    :meth:`_build` (registered before ``se`` and ``act``, keeping state_dict order).
+    """
 
     def __init__(
         self, cin: int, cout: int, stride: int, groups: int, se: nn.Module | None = None
@@ -90,11 +100,55 @@ class RepVGGBlock(nn.Module):
         super().__init__()
         self.in_channels, self.out_channels = cin, cout
         self.stride, self.groups = stride, groups
-        self.conv3x3 = ConvBN(cin, cout, 3, stride, groups)
-        self.conv1x1 = ConvBN(cin, cout, 1, stride, groups)
-        self.identity = nn.BatchNorm2d(cin) if cin == cout and stride == 1 else None
+        self._build(cin, cout, stride, groups)
         self.se = se if se is not None else nn.Identity()
         self.act = nn.ReLU(inplace=True)
+
+    def _build(self, cin: int, cout: int, stride: int, groups: int) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def has_identity(self) -> bool:
+        return self.in_channels == self.out_channels and self.stride == 1
+
+    def _identity_kernel(self, like: torch.Tensor) -> torch.Tensor:
+        """The identity map as a 3x3 kernel: a 1 at the centre of channel ``i % (in/groups)``."""
+        per_group = self.in_channels // self.groups
+        eye = torch.zeros_like(like)
+        idx = torch.arange(self.in_channels)
+        eye[idx, idx % per_group, 1, 1] = 1.0
+        return eye
+
+
+class _TrainBlock(_Block):
+    """A multi-branch train-form block that fuses into one :class:`PlainBlock`."""
+
+    def fused_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def identity_init(self, shift: float) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def to_deploy(self) -> PlainBlock:
+        """A new :class:`PlainBlock` computing the same function in eval mode."""
+        w = next(self.parameters())
+        block = PlainBlock(
+            self.in_channels, self.out_channels, self.stride, self.groups, copy.deepcopy(self.se)
+        ).to(device=w.device, dtype=w.dtype)
+        kernel, bias = self.fused_kernel_bias()
+        with torch.no_grad():
+            block.reparam.weight.copy_(kernel.to(w.dtype))
+            block.reparam.bias.copy_(bias.to(w.dtype))
+        return block
+
+
+class RepVGGBlock(_TrainBlock):
+    """Train-form block with 3x3, 1x1 and (where shapes allow) identity branches."""
+
+    def _build(self, cin: int, cout: int, stride: int, groups: int) -> None:
+        self.conv3x3 = ConvBN(cin, cout, 3, stride, groups)
+        self.conv1x1 = ConvBN(cin, cout, 1, stride, groups)
+        self.identity = nn.BatchNorm2d(cin) if self.has_identity else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv3x3(x) + self.conv1x1(x)
@@ -110,42 +164,77 @@ class RepVGGBlock(nn.Module):
         kernel = k3 + nn.functional.pad(k1, [1, 1, 1, 1])
         bias = b3 + b1
         if self.identity is not None:
-            per_group = self.in_channels // self.groups
-            eye = torch.zeros_like(kernel)
-            idx = torch.arange(self.in_channels)
-            eye[idx, idx % per_group, 1, 1] = 1.0
-            ki, bi = fold_bn(eye, self.identity)
+            ki, bi = fold_bn(self._identity_kernel(kernel), self.identity)
             kernel, bias = kernel + ki, bias + bi
         return kernel, bias
 
-    def to_deploy(self) -> PlainBlock:
-        """A new :class:`PlainBlock` computing the same function in eval mode."""
-        w = self.conv3x3.conv.weight
-        block = PlainBlock(
-            self.in_channels, self.out_channels, self.stride, self.groups, copy.deepcopy(self.se)
-        ).to(device=w.device, dtype=w.dtype)
-        kernel, bias = self.fused_kernel_bias()
-        with torch.no_grad():
-            block.reparam.weight.copy_(kernel.to(w.dtype))
-            block.reparam.bias.copy_(bias.to(w.dtype))
-        return block
+    @torch.no_grad()
+    def identity_init(self, shift: float) -> bool:
+        """Start as ``ReLU(BN(x) + shift)``: the conv branches' BN scales zeroed."""
+        if self.identity is None:
+            return False
+        self.conv3x3.bn.weight.zero_()
+        self.conv1x1.bn.weight.zero_()
+        self.identity.bias.fill_(shift)
+        return True
 
 
-class PlainBlock(nn.Module):
+class QARepVGGBlock(_TrainBlock):
+    """The quantization-friendly block (QARepVGG, Chu et al., AAAI 2024).
+
+    ``ReLU(SE(BN(BN3(conv3x3 x) + conv1x1 x + b + x)))``: BN only on the 3x3
+    branch, a biased 1x1 branch, a BN-free identity and one BN after the sum.
+    Per-branch BNs (RepVGG) let the fused kernel's per-channel scale spread
+    widely, which per-tensor INT8 cannot represent; here the branch sum is
+    normalized once. SE sits after the post-sum BN, so the block still fuses
+    exactly into one conv3x3 + bias.
+    """
+
+    def _build(self, cin: int, cout: int, stride: int, groups: int) -> None:
+        self.conv3x3 = ConvBN(cin, cout, 3, stride, groups)
+        self.conv1x1 = nn.Conv2d(cin, cout, 1, stride, 0, groups=groups, bias=True)
+        self.bn = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3x3(x) + self.conv1x1(x)
+        if self.has_identity:
+            y = y + x
+        return self.act(self.se(self.bn(y)))
+
+    @torch.no_grad()
+    def fused_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Branches summed into one 3x3 kernel + bias, then the post-sum BN folded in."""
+        kernel, bias = fold_bn(self.conv3x3.conv.weight.double(), self.conv3x3.bn)
+        kernel = kernel + nn.functional.pad(self.conv1x1.weight.double(), [1, 1, 1, 1])
+        bias = bias + self.conv1x1.bias.double()
+        if self.has_identity:
+            kernel = kernel + self._identity_kernel(kernel)
+        return fold_bn(kernel, self.bn, bias)
+
+    @torch.no_grad()
+    def identity_init(self, shift: float) -> bool:
+        """Start as ``ReLU(BN(x) + shift)``: the 3x3 BN scale and the 1x1 branch zeroed."""
+        if not self.has_identity:
+            return False
+        self.conv3x3.bn.weight.zero_()
+        self.conv1x1.weight.zero_()
+        self.conv1x1.bias.zero_()
+        self.bn.bias.fill_(shift)
+        return True
+
+
+class PlainBlock(_Block):
     """Deploy-form block: one 3x3 conv with bias, optional SE, ReLU."""
 
-    def __init__(
-        self, cin: int, cout: int, stride: int, groups: int, se: nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        self.in_channels, self.out_channels = cin, cout
-        self.stride, self.groups = stride, groups
+    def _build(self, cin: int, cout: int, stride: int, groups: int) -> None:
         self.reparam = nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=True)
-        self.se = se if se is not None else nn.Identity()
-        self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.se(self.reparam(x)))
+
+
+# The train-form block of each ``RepVGGSpec.block`` value.
+TRAIN_BLOCKS: dict[str, type[_TrainBlock]] = {"repvgg": RepVGGBlock, "qarepvgg": QARepVGGBlock}
 
 
 class RepVGG(nn.Module):
@@ -158,7 +247,7 @@ class RepVGG(nn.Module):
     def __init__(self, spec: RepVGGSpec, deploy: bool = False) -> None:
         super().__init__()
         self.spec = spec
-        block_cls = PlainBlock if deploy else RepVGGBlock
+        block_cls = PlainBlock if deploy else TRAIN_BLOCKS[spec.block]
         layers = zip(spec.in_widths, spec.widths, spec.layer_strides, spec.groups)
         blocks = [block_cls(ci, co, s, g, _se(spec, co)) for ci, co, s, g in layers]
         stages, i = [], 0
@@ -189,11 +278,11 @@ def build_model(spec: RepVGGSpec, deploy: bool = False) -> RepVGG:
 
 def is_deploy(model: nn.Module) -> bool:
     """True when ``model`` holds no train-form block."""
-    return not any(isinstance(m, RepVGGBlock) for m in model.modules())
+    return not any(isinstance(m, _TrainBlock) for m in model.modules())
 
 
 def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
-    """Fuse every :class:`RepVGGBlock` in ``model`` into a :class:`PlainBlock`.
+    """Fuse every train-form block (:data:`TRAIN_BLOCKS`) in ``model`` into a :class:`PlainBlock`.
 
     Returns a new model (the input is untouched) unless ``inplace``. Uses the
     BN running statistics, i.e. the result equals ``model`` in eval mode. The
@@ -203,12 +292,12 @@ def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
 
     def walk(module: nn.Module) -> None:
         for name, child in module.named_children():
-            if isinstance(child, RepVGGBlock):
+            if isinstance(child, _TrainBlock):
                 setattr(module, name, child.to_deploy())
             else:
                 walk(child)
 
-    if isinstance(target, RepVGGBlock):
+    if isinstance(target, _TrainBlock):
         return target.to_deploy().eval()
     walk(target)
     return target.eval()

@@ -22,9 +22,17 @@ __all__ = [
     "GROUPWISE_PATTERNS",
     "groupwise_layers",
     "paper_widths",
+    "BLOCKS",
+    "DEFAULT_BLOCK",
 ]
 
 SPEC_VERSION = 1
+
+# Train-form block kinds (``repvgg_nas.model.TRAIN_BLOCKS`` builds them). Both fuse
+# into the same deploy block. The default is left out of ``to_dict`` so the JSON and
+# hash of every spec made before the field existed stay the same.
+BLOCKS = ("repvgg", "qarepvgg")
+DEFAULT_BLOCK = "repvgg"
 
 # Layer indices count blocks from 0 at the stem, as in the official code.
 PAPER_GROUPWISE_LAYERS = tuple(range(2, 27, 2))
@@ -134,6 +142,9 @@ class RepVGGSpec:
         in_channels: channels of the input image.
         use_se: squeeze-excitation after each block's conv, before ReLU (RepVGG-D2se).
         se_reduction: SE hidden width is ``width // se_reduction`` (min 1).
+        block: train-form block, ``repvgg`` (per-branch BN) or ``qarepvgg``
+            (QARepVGG: BN on the 3x3 branch and after the sum; quantizes well).
+            The deploy form is the same plain net for both.
     """
 
     depths: tuple[int, ...]
@@ -144,8 +155,11 @@ class RepVGGSpec:
     in_channels: int = 3
     use_se: bool = False
     se_reduction: int = 16
+    block: str = DEFAULT_BLOCK
 
     def __post_init__(self) -> None:
+        if self.block not in BLOCKS:
+            raise SpecError(f"spec.block = {self.block!r} is invalid; allowed: {', '.join(BLOCKS)}")
         for name in ("depths", "widths", "groups", "strides"):
             object.__setattr__(self, name, _as_int_tuple(name, getattr(self, name)))
         for name in ("num_classes", "in_channels", "se_reduction"):
@@ -227,6 +241,7 @@ class RepVGGSpec:
         in_channels: int = 3,
         use_se: bool = False,
         strides: Iterable[int] | None = None,
+        block: str = DEFAULT_BLOCK,
     ) -> RepVGGSpec:
         """Build a spec from the paper's parameters.
 
@@ -253,6 +268,7 @@ class RepVGGSpec:
             num_classes=num_classes,
             in_channels=in_channels,
             use_se=use_se,
+            block=block,
         )
 
     def replace(self, **changes: Any) -> RepVGGSpec:
@@ -274,6 +290,8 @@ class RepVGGSpec:
         for f in fields(self):
             v = getattr(self, f.name)
             d[f.name] = list(v) if isinstance(v, tuple) else v
+        if d["block"] == DEFAULT_BLOCK:
+            del d["block"]  # keeps the JSON and hash of pre-existing specs
         return d
 
     @classmethod
@@ -320,7 +338,8 @@ class RepVGGSpec:
             i += d
         gw = ",".join(f"{i}:g{self.groups[i]}" for i in self.groupwise) or "none"
         se = " se" if self.use_se else ""
+        block = f" block={self.block}" if self.block != DEFAULT_BLOCK else ""
         return (
             f"depths={'-'.join(map(str, self.depths))} widths={'-'.join(stage_widths)} "
-            f"groups={gw}{se}"
+            f"groups={gw}{se}{block}"
         )

@@ -38,7 +38,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from .attrs import FAIL_REASON, REFERENCE, RETRY_OF
+from .attrs import FAIL_REASON, REFERENCE, REPEAT_OF, RETRY_OF
 from .errors import ConfigError
 
 __all__ = [
@@ -145,6 +145,8 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.user_attrs.get(REPEAT_OF) is not None:
+            return  # a linked re-training: the search queues its key again itself
         history = [*trial.system_attrs.get(RETRY_HISTORY, []), trial.number]
         if self.max_retry is not None and len(history) > self.max_retry:
             return

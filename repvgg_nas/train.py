@@ -321,17 +321,10 @@ def identity_init(model: nn.Module, shift: float = IDENTITY_SHIFT) -> int:
     point changes: the architecture and its fusion are untouched. Returns
     the number of blocks changed.
     """
-    from .model import RepVGGBlock
+    from .model import TRAIN_BLOCKS
 
-    changed = 0
-    with torch.no_grad():
-        for block in model.modules():
-            if isinstance(block, RepVGGBlock) and block.identity is not None:
-                block.conv3x3.bn.weight.zero_()
-                block.conv1x1.bn.weight.zero_()
-                block.identity.bias.fill_(shift)
-                changed += 1
-    return changed
+    kinds = tuple(TRAIN_BLOCKS.values())  # each block knows its own identity start
+    return sum(b.identity_init(shift) for b in model.modules() if isinstance(b, kinds))
 
 
 def init_model(

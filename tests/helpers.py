@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -76,3 +78,27 @@ def png_tree(root: Path, classes: dict[str, tuple[int, int, int]], per_class: in
         d.mkdir(parents=True)
         for i in range(per_class):
             Image.new("RGB", (size + i, size), colour).save(d / f"{i}.png")
+
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels: list[int], key: str) -> None:
+    with open(path, "wb") as f:
+        pickle.dump({"data": images.reshape(len(labels), -1), key: labels}, f)
+
+
+def fake_cifar10(root: Path, per_batch: int = 6) -> tuple[np.ndarray, list[int]]:
+    """A tiny CIFAR-10 in torchvision's pickle layout under ``root/cifar-10-batches-py`` (random pixels)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    train_imgs, train_labels = [], []
+    for i in range(1, 6):
+        imgs = rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8)
+        labels = [(i + j) % 10 for j in range(per_batch)]
+        write_cifar_batch(folder / f"data_batch_{i}", imgs, labels, "labels")
+        train_imgs.append(imgs)
+        train_labels += labels
+    test = rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
+    write_cifar_batch(folder / "test_batch", test, list(range(8)), "labels")
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+    return np.concatenate(train_imgs), train_labels

@@ -157,6 +157,8 @@ def test_prune_study_trial_with_bad_study_name(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["repvgg_nas.search", "--study", "{study}", "--storage", UNREACHABLE, "--reports-dir", "{tmp}/r"], "cannot open storage"),
     (["repvgg_nas.prune", "{tmp}/evil.pt", "--ratio", "0.5", "--out", "{tmp}/o.pt"], "refused to load"),
+    (["repvgg_nas.search", "--study", "{study}", "--reports-dir", "{study}"], "is a file, not a folder"),
+    (["repvgg_nas.search", "--study", "{study}", "--n-trials", "0"], "--n-trials must be >= 1"),
 ])
 def test_python_m_exit_2_one_line_no_traceback(tmp_path, tiny_spec, argv, message):
     study = tmp_path / "st.toml"
@@ -167,4 +169,120 @@ def test_python_m_exit_2_one_line_no_traceback(tmp_path, tiny_spec, argv, messag
     r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120)
     _check_one_line(r.returncode, r.stderr, message)
     assert "pwned" not in r.stdout and "hunter2" not in r.stderr
+    assert _files(tmp_path) == before
+
+
+# ---- own data: the data flags of prune and search, output folders, argparse errors -----------------------
+COLOURS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+
+
+def _converted(tmp: Path) -> Path:
+    """A deploy checkpoint as ``convert`` writes it from official weights: 1000 classes, no data recorded."""
+    from repvgg_nas import RepVGGSpec, reparameterize
+
+    spec = RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=1000)
+    return save_checkpoint(tmp / "deploy.pt", reparameterize(build_model(spec).eval()), meta={"layout": "official"})
+
+
+def _tree(tmp: Path, kind: str) -> Path:
+    """A data folder that is wrong in one way (``kind``), or a good one ("good")."""
+    from .helpers import png_tree
+
+    root = tmp / "imgs"
+    if kind == "missing":
+        return root
+    png_tree(root, {"red": COLOURS["red"]} if kind == "one-class" else COLOURS, 6)
+    if kind == "corrupt":
+        (root / "green" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    return root
+
+
+# (case id, tree kind, extra prune flags, expected message part)
+PRUNE_DATA_CASES = [
+    ("missing-path", "missing", ["--new-head"], "for dataset 'imagefolder' does not exist"),
+    ("class-mismatch", "good", [], "predicts 1000 classes but its data"),
+    ("one-class", "one-class", ["--new-head"], "a classifier needs at least 2"),
+    ("corrupt-image", "corrupt", ["--new-head"], "broken.png"),
+    ("unknown-dataset", "good", ["--dataset", "imagefolders"], "--dataset 'imagefolders'"),
+]
+
+
+@pytest.mark.parametrize("case, kind, extra, message", PRUNE_DATA_CASES, ids=[c[0] for c in PRUNE_DATA_CASES])
+def test_prune_bad_data(tmp_path, capsys, case, kind, extra, message):
+    src, root = _converted(tmp_path), _tree(tmp_path, kind)
+    before = _files(tmp_path)
+    argv = [str(src), "--ratio", "0.3", "--dataset", "imagefolder", "--data", str(root), "--data-resolution", "16",
+            "--no-progress", *extra]
+    _check_one_line(run_cli(prune_main, argv), capsys.readouterr().err, message)
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--new-head"], "--new-head needs data: give --dataset NAME --data PATH"),
+    (["--finetune-epochs", "2"], "--finetune-epochs 2 needs data"),
+    (["--importance", "taylor"], "--importance taylor needs data"),
+    (["--data", "{tmp}"], "records no dataset; name it with --dataset"),
+    (["--dataset", "imagefolder", "--new-head", "--finetune-epochs", "0"], "--new-head needs fine-tuning"),
+    (["--out", "{tmp}/deploy.pt/x.pt"], "deploy.pt' is a file, not a folder"),
+    (["--out", "{tmp}"], "is a folder; give a file name"),
+    (["--onnx", "{tmp}/deploy.pt/m.onnx"], "--onnx"),
+    (["--data-resolution", "4", "--dataset", "imagefolder", "--data", "{tmp}"], "--data-resolution 4: data.resolution must be in 8..4096"),
+    (["--ratio", "0.2"], "not allowed with argument --target-speedup"),
+])
+def test_prune_flags_that_need_data_or_a_place_to_write(tmp_path, capsys, extra, message):
+    src = _converted(tmp_path)
+    before = _files(tmp_path)
+    argv = [str(src), "--target-speedup", "1.5", "--no-progress", *(a.format(tmp=tmp_path) for a in extra)]
+    _check_one_line(run_cli(prune_main, argv), capsys.readouterr().err, message)
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "does not exist"), ("one-class", "a classifier needs at least 2"), ("corrupt", "broken.png"),
+])
+def test_search_bad_data_folder(tmp_path, capsys, kind, message):
+    root = _tree(tmp_path, kind)
+    study = tmp_path / "st.toml"
+    study.write_text(BASE + '[data]\nname = "imagefolder"\nresolution = 16\n')
+    before = _files(tmp_path)
+    argv = ["--study", str(study), "--data", str(root), "--reports-dir", str(tmp_path / "r"), "--no-progress"]
+    _check_one_line(run_cli(search_main, argv), capsys.readouterr().err, message)
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("reports, message", [
+    ("{tmp}/st.toml", "--reports-dir '{tmp}/st.toml' is a file, not a folder"),
+    ("{tmp}/st.toml/r", "a part of the path is a file, not a folder"),
+    ("{tmp}/locked/r", "cannot be created: permission denied"),
+])
+def test_search_reports_dir_that_cannot_be_written(tmp_path, capsys, reports, message):
+    import os
+
+    study = tmp_path / "st.toml"
+    study.write_text(BASE)
+    (tmp_path / "locked").mkdir(mode=0o500)
+    if "locked" in reports and os.access(tmp_path / "locked", os.W_OK):
+        pytest.skip("running as root: permissions are not enforced")
+    before = _files(tmp_path)
+    argv = ["--study", str(study), "--reports-dir", reports.format(tmp=tmp_path), "--no-progress"]
+    _check_one_line(run_cli(search_main, argv), capsys.readouterr().err, message.format(tmp=tmp_path))
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--n-trials", "0"], "--n-trials must be >= 1, got 0"),
+    (["--n-trials", "many"], "argument --n-trials: invalid int value: 'many'"),
+    (["--seed", "-1"], "--seed -1:"),
+    (["--data-resolution", "4"], "--data-resolution 4:"),
+    (["--dataset", "mnist"], "--dataset 'mnist': "),
+    (["--data", "{tmp}"], "--data '{tmp}': "),
+    (["--measure-resolution", "0"], "--measure-resolution 0: "),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_search_bad_flags_are_one_line_naming_the_flag(tmp_path, capsys, extra, message):
+    study = tmp_path / "st.toml"
+    study.write_text(BASE)
+    before = _files(tmp_path)
+    argv = ["--study", str(study), "--reports-dir", str(tmp_path / "r"), *(a.format(tmp=tmp_path) for a in extra)]
+    _check_one_line(run_cli(search_main, argv), capsys.readouterr().err, message.format(tmp=tmp_path))
     assert _files(tmp_path) == before

@@ -11,8 +11,10 @@ from repvgg_nas.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, s
 from .helpers import randomize_bn
 
 
+@pytest.mark.parametrize("block", ["repvgg", "qarepvgg"])
 @pytest.mark.parametrize("deploy", [False, True])
-def test_round_trip_gives_identical_outputs(tmp_path, tiny_spec, deploy):
+def test_round_trip_gives_identical_outputs(tmp_path, tiny_spec, deploy, block):
+    tiny_spec = tiny_spec.replace(block=block)
     model = randomize_bn(build_model(tiny_spec))
     if deploy:
         model = reparameterize(model)

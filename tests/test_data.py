@@ -19,7 +19,7 @@ from repvgg_nas.data import (
     make_synthetic,
 )
 from repvgg_nas.errors import ConfigError, RepVGGNasError
-from .helpers import png_tree
+from .helpers import fake_cifar10 as _fake_cifar10, png_tree, write_cifar_batch as _write_batch
 
 # ---------------------------------------------------------------------------
 # synthetic
@@ -182,29 +182,6 @@ def test_root_that_is_a_file_is_rejected(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 # CIFAR in torchvision's pickle layout (a tiny fake written here, no network)
 # ---------------------------------------------------------------------------
-
-
-def _write_batch(path: Path, images: np.ndarray, labels: list[int], key: str) -> None:
-    with open(path, "wb") as f:
-        pickle.dump({"data": images.reshape(len(labels), -1), key: labels}, f)
-
-
-def _fake_cifar10(root: Path, per_batch: int = 6) -> tuple[np.ndarray, list[int]]:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    train_imgs, train_labels = [], []
-    for i in range(1, 6):
-        imgs = rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8)
-        labels = [(i + j) % 10 for j in range(per_batch)]
-        _write_batch(folder / f"data_batch_{i}", imgs, labels, "labels")
-        train_imgs.append(imgs)
-        train_labels += labels
-    test = rng.integers(0, 256, (8, 3, 32, 32), dtype=np.uint8)
-    _write_batch(folder / "test_batch", test, list(range(8)), "labels")
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
-    return np.concatenate(train_imgs), train_labels
 
 
 def test_cifar10_loads_fake_directory(tmp_path: Path) -> None:

@@ -254,7 +254,7 @@ def test_cli_prunes_a_checkpoint(tmp_path, model, capsys, flags, recorded):
     src = save_checkpoint(tmp_path / "m.pt", model, meta={"data": {"train_size": 64, "val_size": 32, "resolution": 16}})
     out = tmp_path / "small.pt"
     argv = [str(src), "--ratio", "0.5", "--finetune-epochs", "1", "--device", "cpu", "--batch-size", "2",
-            "--resolution", "16", "--out", str(out), "--no-progress", *flags]
+            "--measure-resolution", "16", "--out", str(out), "--no-progress", *flags]
     assert run_cli(prune_main, argv) == 0
     printed = capsys.readouterr().out
     assert "fine-tuned" in printed and "speedup" in printed

@@ -21,7 +21,7 @@ from repvgg_nas.cli import run_cli
 from repvgg_nas.report import (
     DOMINATED, FRONT, PRUNED, PRUNED_LINKS, REFERENCE_HV, REFERENCES, SEARCH_HV, collect_report_data, dominates,
     empty_message, front_table_frame, hypervolume_2d, hypervolume_frame, importance_frame, pruned_links_frame,
-    render_html, report_trials_frame, write_report,
+    render_html, report_trials_frame, scatter_points_frame, write_report,
 )
 from repvgg_nas.report.__main__ import main
 from repvgg_nas.search import load_study_config, run_search
@@ -91,7 +91,7 @@ def test_hypervolume_history_matches_optunas_plot():
     s = _study()
     for _ in range(30):
         _add(s, rng.random(), rng.uniform(1, 1000), depth3=rng.randint(1, 3))
-    ours = hypervolume_frame(report_trials_frame(s))
+    ours = hypervolume_frame(report_trials_frame(s), (0.0, 0.0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental API
         theirs = optuna.visualization.plot_hypervolume_history(s, reference_point=[0.0, 0.0]).data[0].y
@@ -118,7 +118,9 @@ def test_front_membership_and_dominance(known):
 
 
 def test_hypervolume_baseline_is_the_references_front(known):
-    hv = hypervolume_frame(report_trials_frame(known))
+    # Default reference point: the lowest reference's mean accuracy minus its noise (none recorded here).
+    assert hypervolume_frame(report_trials_frame(known))["reference_accuracy"].tolist() == [0.55] * 7
+    hv = hypervolume_frame(report_trials_frame(known), (0.0, 0.0))
     assert hv["number"].tolist() == [0, 1, 2, 3, 4, 5, 6]  # completed trials only
     refs = hypervolume_2d([(0.60, 100.0), (0.55, 120.0)])
     assert hv["references_hypervolume"].tolist() == pytest.approx([refs] * 7)
@@ -133,7 +135,7 @@ def test_infeasible_trials_do_not_move_the_front_area():
     _add(s, 0.5, 10.0)
     s.add_trial(optuna.trial.create_trial(values=[0.9, 90.0], params={"depth3": 1, "a": 0.25}, distributions=DISTS,
                                           system_attrs={"constraints": [1.0]}))
-    hv = hypervolume_frame(report_trials_frame(s))
+    hv = hypervolume_frame(report_trials_frame(s), (0.0, 0.0))
     assert hv["hypervolume"].tolist() == pytest.approx([5.0, 5.0])
 
 
@@ -345,7 +347,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
             "   out[gd.data[i].name] = [...g.querySelectorAll('.point')].map(p => gd.data[i].customdata[p.__data__.i]); });"
             " return out; })()")
         trials = report_trials_frame(study)
-        done = trials[trials["state"] == "COMPLETE"]
+        done = scatter_points_frame(trials)  # one point per architecture (a re-sampled twin is folded in)
         assert set(itertools_chain(drawn.values())) == set(done["number"])
         assert sorted(drawn[FRONT]) == sorted(done.loc[done["on_front"], "number"])
         assert sorted(drawn[REFERENCES]) == sorted(done.loc[done["kind"] == "reference", "number"])

@@ -72,3 +72,37 @@ def test_hash_tracks_dimensions_only(tmp_path):
     b = _space(tmp_path, 'description = "x"\n' + GOOD)
     c = _space(tmp_path, GOOD.replace("high = 2", "high = 3"))
     assert a.hash == b.hash != c.hash
+
+
+def test_block_dimension(tmp_path):
+    # Pinned hashes of the shipped spaces from before the block dimension: studies must stay valid.
+    assert load_space("a_family").hash == "c33042b067b3"
+    assert load_space("quick").hash == "ad365f67a93b"
+    plain = _space(tmp_path, GOOD)
+    assert _space(tmp_path, GOOD + 'block = "repvgg"\n').hash == plain.hash
+    both = _space(tmp_path, GOOD + 'block = {choices = ["repvgg", "qarepvgg"]}\n')
+    assert both.hash != plain.hash and both.size() == 2 * plain.size()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        spec = both.sample(trial, num_classes=10)
+        study.tell(trial, 0.0)
+        assert spec.block == trial.params["block"]
+        seen.add(spec.block)
+    assert seen == {"repvgg", "qarepvgg"}
+    # A plain space asks the trial nothing about the block.
+    trial = optuna.create_study().ask()
+    assert plain.sample(trial, 10).block == "repvgg" and "block" not in trial.params
+    with pytest.raises(ConfigError, match=r"s.toml: block: 'qa' is not allowed; allowed: repvgg, qarepvgg"):
+        _space(tmp_path, GOOD + 'block = "qa"\n')
+
+
+def test_references_name_their_block():
+    space = SearchSpace.from_dict(
+        {"depths": [1, 2, 4, 14, 1], "a": 0.75, "b": 2.5, "block": {"choices": ["repvgg", "qarepvgg"]}}, "ab"
+    )
+    for ref in ("A0", "A0:qarepvgg"):
+        assert space.build(space.params_for(zoo.get_entry(ref)), num_classes=1000) == zoo.get(ref)
+    with pytest.raises(ConfigError, match="block = 'qarepvgg' is not among"):
+        load_space("a_family").params_for(zoo.get_entry("A0:qarepvgg"))

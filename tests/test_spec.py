@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from repvgg_nas import GROUPWISE_PATTERNS, RepVGGSpec, SpecError, groupwise_layers, zoo
+from repvgg_nas import GROUPWISE_PATTERNS, RepVGGSpec, SpecError, UnknownNameError, groupwise_layers, zoo
 
 
 def test_json_round_trip_and_stable_hash(tiny_spec):
@@ -19,6 +19,22 @@ def test_hash_is_content_based_and_pinned():
     # Pinned: a change here silently invalidates every stored study and cache.
     assert zoo.get("A0").hash == "bb313df03d17"
     assert zoo.get("A0").hash != zoo.get("A0", num_classes=10).hash
+
+
+def test_block_field_keeps_old_json_and_hash():
+    a0 = zoo.get("A0")
+    assert a0.block == "repvgg" and "block" not in a0.to_dict()
+    qa = a0.replace(block="qarepvgg")
+    assert qa.to_dict()["block"] == "qarepvgg" and qa.hash != a0.hash
+    assert RepVGGSpec.from_json(qa.to_json()) == qa
+    assert RepVGGSpec.from_dict({**a0.to_dict(), "block": "repvgg"}).hash == "bb313df03d17"
+    assert zoo.get("A0:qarepvgg") == qa and zoo.get("A0:repvgg") == a0
+    assert zoo.get_entry("a0:QARepVGG").name == "RepVGG-A0:qarepvgg"
+    assert "block=qarepvgg" in qa.summary() and "block" not in a0.summary()
+    with pytest.raises(SpecError, match=r"spec.block = 'qa' is invalid; allowed: repvgg, qarepvgg"):
+        a0.replace(block="qa")
+    with pytest.raises(UnknownNameError, match="allowed: repvgg, qarepvgg"):
+        zoo.get("A0:qa")
 
 
 def test_paper_widths_and_groupwise_layers():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import zoo
-from ..cli import format_table, run_cli
+from ..cli import ArgumentParser, check_output_file, format_table, run_cli
 from ..errors import ConfigError
 from ..layout import DEFAULT_REPORTS_DIR
 from ..measure import BASELINES, MeasureSettings, repeatability, run_benchmark, write_csv
@@ -63,16 +63,9 @@ def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # ---- CLI -------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument as one line (exit 2 via run_cli)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message} (see --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
     d = MeasureSettings()
-    p = _Parser(
+    p = ArgumentParser(
         prog="python -m repvgg_nas.bench",
         description=(
             "Measure throughput of RepVGG train form, deploy form and ResNet baselines "
@@ -137,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         zoo.get_entry(name)  # fail on a typo before anything is measured
     for name in baselines:
         BASELINES.canonical(name)
+    if not args.no_csv:
+        check_output_file(args.out, "--out")
 
     def progress(msg: str) -> None:
         if not args.quiet:

@@ -7,14 +7,13 @@ against the train-form model before anything is written.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .. import zoo
 from ..checkpoint import save_checkpoint
-from ..cli import run_cli
+from ..cli import ArgumentParser, check_output_file, run_cli
 from ..export import export_onnx, export_torchscript, onnx_max_error
 from ..model import check_fusion, reparameterize
 from ..weights import load_any
@@ -23,7 +22,7 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m repvgg_nas.convert",
         description="Fuse a train-form RepVGG (our checkpoint, or official/timm weights) into "
         "a deploy checkpoint: one 3x3 conv + ReLU per block. The architecture is inferred "
@@ -41,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.resolution < 8:
         parser.error(f"--resolution must be >= 8, got {args.resolution}")
 
+    for flag, out in (("output", args.output), ("--onnx", args.onnx), ("--torchscript", args.torchscript)):
+        if out is not None:
+            check_output_file(out, flag)
     spec = zoo.get(args.arch) if args.arch else None
     loaded = load_any(args.input, spec)
     print(

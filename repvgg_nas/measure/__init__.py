@@ -18,6 +18,9 @@ runs:
   (``cache``) keyed by (spec hash, device, settings) makes sure a study never
   measures one architecture twice, in memory or persisted to a JSON file for
   resumed studies.
+- ``runtimes``: what a net is measured in (``torch``, ``onnxruntime``,
+  ``onnxruntime-int8``), and the validation accuracy of a deploy net in a
+  quantized runtime (what ships).
 - ``bench`` compares train form, deploy form and ResNet baselines (the
   library of ``python -m repvgg_nas.bench``).
 """
@@ -37,6 +40,7 @@ from .bench import (
 )
 from .cache import ThroughputCache
 from .host import cpu_busy_fraction, device_name, environment
+from .runtimes import RUNTIMES, Runtime, check_runtime, quantize_onnx, runtime_accuracy
 from .settings import COMPILE_MODES, DTYPES, DtypeInfo, MeasureSettings, resolve_device
 from .specs import measure_spec, measure_specs
 from .timing import Measurement, measure_model, measure_models
@@ -56,6 +60,11 @@ __all__ = [
     "device_name",
     "environment",
     "cpu_busy_fraction",
+    "RUNTIMES",
+    "Runtime",
+    "check_runtime",
+    "quantize_onnx",
+    "runtime_accuracy",
     # the bench library (python -m repvgg_nas.bench)
     "BASELINES", "DENSE_FP16_PEAK_TFLOPS", "dense_fp16_peak", "baseline_model",
     "baseline_complexity", "run_benchmark", "repeatability", "write_csv", "wait_for_idle",

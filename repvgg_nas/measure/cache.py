@@ -1,6 +1,7 @@
 """Measured figures kept per architecture and setting: :class:`ThroughputCache`.
 
-Keyed by (spec hash, form, device name + torch version, settings), so a study
+Keyed by (spec hash, form, device name + torch and runtime versions, settings
+including the runtime), so a study
 never measures one architecture twice: in memory, or persisted to a JSON file
 (the study's :attr:`~repvgg_nas.layout.StudyPaths.throughput_cache`) for resumed studies.
 """
@@ -19,6 +20,7 @@ from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..spec import RepVGGSpec
 from .host import device_name
+from .runtimes import RUNTIMES, runtime_versions
 from .settings import MeasureSettings
 from .timing import Measurement
 
@@ -32,7 +34,9 @@ class ThroughputCache:
 
     In memory by default; with ``path`` it loads that JSON file (if present)
     and rewrites it atomically after every new entry, so a resumed study does
-    not remeasure. Concurrent writers merge with what is on disk before each
+    not remeasure. A contended measurement (other processes held the device)
+    is stored but never served as final: the next ``get`` misses and the net
+    is measured again, and it never replaces a clean figure. Concurrent writers merge with what is on disk before each
     write; a lost race only costs a remeasurement.
     """
 
@@ -60,10 +64,16 @@ class ThroughputCache:
 
     @staticmethod
     def key(spec: RepVGGSpec | str, settings: MeasureSettings, deploy: bool = True) -> str:
-        """Cache key; ``settings`` are resolved first so ``auto`` names the real device."""
+        """Cache key; ``settings`` are resolved first so ``auto`` names the real device.
+
+        The runtime is in the settings and its version beside torch's; both are
+        left out for ``torch``, so keys from before runtimes existed still hit.
+        """
         s = settings.resolved()
         spec_hash = spec if isinstance(spec, str) else spec.hash
         hw = f"{device_name(s.device)} / torch {torch.__version__}"
+        for package, version in runtime_versions(RUNTIMES.get(s.runtime)).items():
+            hw += f" / {package} {version}"
         return json.dumps(
             [spec_hash, "deploy" if deploy else "train", hw, s.to_dict()],
             sort_keys=True, separators=(",", ":"),
@@ -71,7 +81,7 @@ class ThroughputCache:
 
     def get(self, spec: RepVGGSpec | str, settings: MeasureSettings, deploy: bool = True) -> Measurement | None:
         entry = self._entries.get(self.key(spec, settings, deploy))
-        if entry is None:
+        if entry is None or entry.get("contended"):  # a contended figure is never final: measure again
             self.misses += 1
             return None
         self.hits += 1
@@ -81,7 +91,11 @@ class ThroughputCache:
         self, spec: RepVGGSpec | str, settings: MeasureSettings, m: Measurement, deploy: bool = True
     ) -> None:
         entry = _replace(m, cached=False).to_dict()
-        self._entries[self.key(spec, settings, deploy)] = entry
+        key = self.key(spec, settings, deploy)
+        old = self._entries.get(key)
+        if m.contended and old is not None and not old.get("contended"):
+            return  # keep the clean figure
+        self._entries[key] = entry
         if self.path is not None:
             self.save()
 
@@ -108,4 +122,6 @@ class ThroughputCache:
         return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._entries
+        """True for a key with a final (not contended) figure."""
+        entry = self._entries.get(key) if isinstance(key, str) else None
+        return entry is not None and not entry.get("contended")

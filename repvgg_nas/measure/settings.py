@@ -21,6 +21,7 @@ import torch
 from ..config import check_bool, check_int, check_number, dataclass_from_dict
 from ..errors import ConfigError
 from ..registry import Registry
+from .runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime
 
 __all__ = ["DTYPES", "DtypeInfo", "COMPILE_MODES", "MeasureSettings", "resolve_device"]
 
@@ -95,6 +96,10 @@ class MeasureSettings:
             than this share of the machine's CPU (plus the share of cores our
             threads leave free) is dropped: a shared 2-core box otherwise
             reports its neighbours, not the net. 1.0 keeps every repeat.
+        runtime: what the net runs in (:data:`~.runtimes.RUNTIMES`): ``torch``,
+            ``onnxruntime`` (fp32) or ``onnxruntime-int8`` (static PTQ). Left
+            out of :meth:`to_dict` when ``torch``, so figures and cache keys
+            from before the field existed stay valid.
     """
 
     device: str = "auto"
@@ -113,8 +118,11 @@ class MeasureSettings:
     min_repeat_s: float = 0.1
     max_seconds: float = 20.0
     max_other_load: float = 0.25
+    runtime: str = DEFAULT_RUNTIME
 
     def __post_init__(self) -> None:
+        runtime = check_runtime(self.runtime)  # unknown name or missing package: one line
+        object.__setattr__(self, "runtime", runtime.name)
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device.strip().lower()):
             raise _invalid("device", self.device, "allowed: auto, cpu, cuda, cuda:N")
         object.__setattr__(self, "device", self.device.strip().lower())
@@ -136,6 +144,14 @@ class MeasureSettings:
         _check("max_other_load", self.max_other_load, check_number, 0, 1, lo_open=True)
         if self.device == "cpu":
             self._check_for_device("cpu")
+        if runtime.name != DEFAULT_RUNTIME:
+            torch_only = [n for n in ("compile", "cuda_graphs") if getattr(self, n)]
+            if self.dtype != "fp32" or torch_only:
+                what = f"dtype = {self.dtype!r}" if self.dtype != "fp32" else f"{torch_only[0]} = true"
+                raise ConfigError(
+                    f"measure.{what} cannot be combined with measure.runtime = {runtime.name!r}; "
+                    f"with {runtime.name} use dtype = 'fp32', compile = false, cuda_graphs = false"
+                )
         if self.compile and self.cuda_graphs:
             raise ConfigError(
                 "measure.cuda_graphs = true cannot be combined with measure.compile = true; "
@@ -192,8 +208,16 @@ class MeasureSettings:
         return _replace(self, device=str(device), threads=threads)
 
     # ---- serialization ---------------------------------------------------------
+    @property
+    def precision(self) -> str:
+        """The arithmetic a figure is measured in: the runtime's (``int8``) or the dtype."""
+        return RUNTIMES.get(self.runtime).precision or self.dtype
+
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        if d["runtime"] == DEFAULT_RUNTIME:
+            del d["runtime"]  # keeps the cache keys of torch figures from before the field
+        return d
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys), used in cache keys."""

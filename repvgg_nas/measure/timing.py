@@ -5,7 +5,9 @@
 coefficient of variation in a :class:`Measurement`, with the environment
 (device name, torch, CUDA and cuDNN versions, threads, settings) recorded
 beside it. :func:`measure_models` times several nets in lockstep, so their
-ratios hold even where the machine's speed drifts. Backend flags (threads,
+ratios hold even where the machine's speed drifts. What is timed is one
+forward in ``settings.runtime`` (:mod:`.runtimes`): the torch module itself,
+or an onnxruntime session of its export; the loop and its policy are the same. Backend flags (threads,
 cuDNN benchmark, TF32) are set for the measurement only and restored after;
 CUDA graphs, when asked for, replay one captured forward.
 """
@@ -19,6 +21,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from dataclasses import replace as _replace
 from typing import Any
 
 import torch
@@ -27,6 +30,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..spec import RepVGGSpec
 from .host import _cpu_count, _OtherLoad, environment
+from .runtimes import RUNTIMES, onnx_step, runtime_versions
 from .settings import DTYPES, MeasureSettings
 
 __all__ = ["Measurement", "measure_model", "measure_models"]
@@ -165,9 +169,12 @@ class _KeepAlive:
         self._fn()
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], Any], int], float]:
-    """Seconds for ``iters`` calls of ``step``: CUDA events on GPU, perf_counter on CPU."""
-    if device.type == "cuda":
+def _timer(device: torch.device, runtime: str = "torch") -> Callable[[Callable[[], Any], int], float]:
+    """Seconds for ``iters`` calls of ``step``: CUDA events for torch on GPU, else perf_counter.
+
+    An onnxruntime step returns host arrays, so it has finished when it returns.
+    """
+    if device.type == "cuda" and not RUNTIMES.get(runtime).onnx:
 
         def time_cuda(step: Callable[[], Any], iters: int) -> float:
             start = torch.cuda.Event(enable_timing=True)
@@ -216,6 +223,8 @@ class _Timed:
 
     def __init__(self, step: Callable[[], Any], iters: int, peak: int | None) -> None:
         self.step, self.iters, self.peak = step, iters, peak
+        self.timer: Callable[[Callable[[], Any], int], float] | None = None
+        self.settings: MeasureSettings | None = None
         self.clean: list[float] = []
         self.dropped: list[float] = []
 
@@ -227,7 +236,16 @@ def _prepare(
     channels: int,
     timer: Callable[[Callable[[], Any], int], float],
 ) -> _Timed:
-    """Move/convert ``model``, build the input, compile/capture, warm up, calibrate."""
+    """Move/convert ``model``, build the input, compile/capture, warm up, calibrate.
+
+    In an onnxruntime runtime the step is a session run of the exported net
+    (:func:`~.runtimes.onnx_step`); warm-up and calibration are the same.
+    """
+    if RUNTIMES.get(settings.runtime).onnx:
+        step = onnx_step(model, settings, channels)
+        timer(step, max(settings.warmup, 1))  # the first run builds onnxruntime's kernels
+        one = min(timer(step, 1), timer(step, 1))
+        return _Timed(step, max(1, math.ceil(settings.min_repeat_s / max(one, 1e-7))), None)
     dinfo = DTYPES.get(settings.dtype)
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
     base_mem = 0
@@ -289,8 +307,13 @@ def measure_models(
     *,
     in_channels: int | None = None,
     copy_models: bool = True,
+    runtimes: Mapping[str, str] | None = None,
 ) -> dict[str, Measurement]:
     """Measure several models in lockstep: one repeat of each in turn, round-robin.
+
+    ``runtimes`` runs some models in another runtime than ``settings.runtime``
+    (by model name), e.g. one net in torch, onnxruntime and onnxruntime-int8
+    in one lockstep run.
 
     Comparing nets measured one after the other mixes their speed with the
     machine's drift (clock boost, neighbours on a shared host); in lockstep
@@ -305,17 +328,22 @@ def measure_models(
         raise ConfigError("measure_models needs at least one model")
     settings = (settings or MeasureSettings()).resolved()
     device = torch.device(settings.device)
-    timer = _timer(device)
+    own = {
+        name: _replace(settings, runtime=(runtimes or {}).get(name, settings.runtime)) for name in models
+    }
     screen = device.type == "cpu" and settings.max_other_load < 1.0
     limit = _other_load_limit(settings)
     budget_s = settings.max_seconds * len(models)
 
+    # Copies are made outside inference mode: an exporter (onnxruntime runtimes) traces them.
+    nets = {name: copy.deepcopy(m) if copy_models else m for name, m in models.items()}
     with _backend_scope(settings, device), torch.inference_mode():
         timed: dict[str, _Timed] = {}
-        for name, model in models.items():
-            channels = in_channels if in_channels is not None else _infer_in_channels(model)
-            net = copy.deepcopy(model) if copy_models else model
-            timed[name] = _prepare(net, settings, device, channels, timer)
+        for name, net in nets.items():
+            channels = in_channels if in_channels is not None else _infer_in_channels(net)
+            timer = _timer(device, own[name].runtime)
+            timed[name] = _prepare(net, own[name], device, channels, timer)
+            timed[name].timer, timed[name].settings = timer, own[name]
 
         whole = _OtherLoad()
         t_start = time.perf_counter()
@@ -324,7 +352,7 @@ def measure_models(
             for t in timed.values():
                 # On CPU a repeat shared with other processes is kept aside.
                 span = _OtherLoad() if screen else None
-                v = timer(t.step, t.iters) / t.iters
+                v = t.timer(t.step, t.iters) / t.iters
                 load = span.stop(min_ticks=10) if span is not None else None
                 (t.dropped if load is not None and load > limit else t.clean).append(v)
             rounds += 1
@@ -337,7 +365,11 @@ def measure_models(
         other_load = whole.stop()
         env = {**environment(device, settings), "other_cpu_load": other_load}  # threads as set
 
-    return {name: _summarize(t, settings, dict(env)) for name, t in timed.items()}
+    def env_of(s: MeasureSettings) -> dict[str, Any]:
+        return {**env, "settings": s.to_dict(), "runtime": s.runtime, "precision": s.precision,
+                **runtime_versions(RUNTIMES.get(s.runtime))}
+
+    return {name: _summarize(t, own[name], env_of(own[name])) for name, t in timed.items()}
 
 
 def measure_model(

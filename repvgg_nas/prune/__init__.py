@@ -27,7 +27,7 @@ from .calibration import calibration_images, recalibrate
 from .channels import prune_channels
 from .deploy import Kept, deploy_spec_of
 from .finetuning import FINETUNE_DEFAULTS, FINETUNE_MODES, finetune, fold_inserted_bn, insert_bn
-from .job import PruneResult, StageFigures, run_prune
+from .job import PruneResult, StageFigures, replace_head, run_prune
 from .settings import IMPORTANCES, PruneJob, PruneSettings, check_ratio
 from .speedup import PruneStep, SpeedupResult, prune_to_speedup
 
@@ -52,4 +52,5 @@ __all__ = [
     "StageFigures",
     "PruneResult",
     "run_prune",
+    "replace_head",
 ]

@@ -11,6 +11,7 @@ creating one.
 from __future__ import annotations
 
 from .architecture import architecture_figure, architecture_frame, plot_architecture
+from .fidelity import fidelity_figure, fidelity_frame, plot_fidelity
 from .collect import ReportData, collect_report_data, summary_frame
 from .frames import (
     OBJECTIVES,
@@ -21,6 +22,7 @@ from .frames import (
     pareto_frame,
     report_trials_frame,
     status_frame,
+    study_sigmas,
     trials_frame,
     write_csv,
 )
@@ -30,6 +32,7 @@ from .hypervolume import (
     hypervolume_2d,
     hypervolume_figure,
     hypervolume_frame,
+    hypervolume_reference,
     plot_hypervolume,
 )
 from .importance import IMPORTANCE_EVALUATORS, ImportanceResult, importance_figure, importance_frame, plot_importance
@@ -38,15 +41,42 @@ from .page import render_html, write_report
 from .scatter import (
     DOMINATED,
     FRONT,
+    LONG_FRONT,
     PRUNED,
     PRUNED_LINKS,
     REFERENCES,
     plot_scatter,
     pruned_links_frame,
     scatter_figure,
+    scatter_points_frame,
+)
+from .trust import (
+    Fidelity,
+    accuracy_floor,
+    architecture_stats,
+    claim_text,
+    claims_frame,
+    fidelity,
+    standard_error,
+    verdict,
 )
 
 __all__ = [
+    "Fidelity",
+    "LONG_FRONT",
+    "accuracy_floor",
+    "architecture_stats",
+    "claim_text",
+    "claims_frame",
+    "fidelity",
+    "fidelity_figure",
+    "fidelity_frame",
+    "hypervolume_reference",
+    "plot_fidelity",
+    "scatter_points_frame",
+    "standard_error",
+    "study_sigmas",
+    "verdict",
     "DOMINATED",
     "FRONT",
     "IMPORTANCE_EVALUATORS",

@@ -9,14 +9,14 @@ front, plus ``report_<frame>.csv`` exports of the data behind every figure.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from ..cli import run_cli
+from ..cli import ArgumentParser, run_cli
+from ..files import ensure_dir
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from . import IMPORTANCE_EVALUATORS, collect_report_data, load_report_study, write_report
 
@@ -24,7 +24,7 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m repvgg_nas.report",
         description="Write an interactive, self-contained HTML report of a search: the accuracy/"
         "throughput Pareto front against the paper references, hypervolume over trials, parameter "
@@ -39,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     name = Path(args.study).stem if args.study.endswith(".toml") else args.study
     IMPORTANCE_EVALUATORS.get(args.importance)()  # an unknown or unusable evaluator fails before any work
+    ensure_dir(args.out or StudyPaths.of(name, args.reports_dir).root, "--out" if args.out else "--reports-dir",
+               create=False)
     study, storage = load_report_study(name, args.storage, args.reports_dir)
     paths = StudyPaths.of(name, args.reports_dir)
     out_dir = Path(args.out) if args.out else paths.root

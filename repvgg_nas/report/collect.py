@@ -13,20 +13,24 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import optuna
 import pandas as pd
 
 from .. import attrs
 from ..errors import ConfigError
-from ..measure import ThroughputCache
+from ..measure import RUNTIMES, ThroughputCache
+from ..measure.runtimes import DEFAULT_RUNTIME
 from ..storage import redact_url
 from .architecture import architecture_frame
+from .fidelity import fidelity_frame
 from .frames import (
-    completed, empty_message, front_table_frame, is_reference, report_trials_frame, status_frame,
+    completed, empty_message, front_table_frame, is_reference, report_trials_frame, status_frame, study_sigmas,
 )
-from .hypervolume import hypervolume_frame
+from .hypervolume import hypervolume_frame, hypervolume_reference
 from .importance import empty_importance, importance_frame
 from .scatter import pruned_links_frame
+from .trust import CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, fidelity
 
 __all__ = ["ReportData", "collect_report_data", "summary_frame"]
 
@@ -58,10 +62,23 @@ def _measured_with(cache_path: Path | None) -> str | None:
             continue
         text = (f"{env.get('device_name')}: torch {env.get('torch')}"
                 + (f", CUDA {env.get('cuda')}" if env.get("device") not in (None, "cpu") and env.get("cuda") else "")
+                + (f", onnxruntime {env['onnxruntime']}" if env.get("onnxruntime") else "")
                 + f", python {env.get('python')}, {env.get('threads')} threads, {env.get('platform')}")
         if text not in seen:
             seen.append(text)
     return "; ".join(seen) or None
+
+
+def _runtime(measure: dict[str, Any]) -> str:
+    """``runtime, precision`` of the throughput (and, when quantized, of the accuracy objective)."""
+    name = measure.get("runtime", DEFAULT_RUNTIME)
+    if name not in RUNTIMES:
+        return f"{name} (unknown runtime)"
+    rt = RUNTIMES.get(name)
+    text = f"{rt.name}, {rt.precision or measure.get('dtype', 'fp32')}"
+    if rt.quantized:
+        text += f" (accuracy is the {rt.precision} net's; the fp32 net's is in {attrs.FLOAT_ACCURACY})"
+    return text
 
 
 def _kv(d: Any) -> str:
@@ -70,6 +87,49 @@ def _kv(d: Any) -> str:
     if isinstance(d, (list, tuple)):
         return "[" + ", ".join(_kv(v) for v in d) + "]"
     return str(d)
+
+
+def _trust_rows(study: optuna.Study, trials: pd.DataFrame) -> list[tuple[str, str, Any]]:
+    """The report header's ``trust`` section: repeats, claim rule, lockstep re-measurement, fidelity."""
+    ua = study.user_attrs
+    trust = ua.get(attrs.STUDY_TRUST) or {}
+    sigmas = study_sigmas(study)
+    stats = architecture_stats(trials)
+    rows: list[tuple[str, str, Any]] = [
+        ("trust", "seeds per architecture", f"{trust.get('seeds', 1)} (front and references; the front is taken "
+         f"on mean accuracy)"),
+        ("trust", "claim rule", f"dominates = accuracy gap > {sigmas:g} combined standard errors and speed ratio "
+         f"beyond its measured spread"),
+    ]
+    if not stats.empty:
+        rows.append(("trust", "pooled seed std", f"{stats.attrs.get('pooled_seed_std', 0.0):.4f}"))
+        flagged = trials[trials["measure_contended"].map(lambda v: isinstance(v, (bool, np.bool_)) and bool(v))] \
+            if "measure_contended" in trials else trials.iloc[0:0]
+        bad = stats[stats["contended"].astype(bool)]
+        rows.append(("trust", "contended measurements", (
+            ", ".join(f"trial {int(n)}" for n in flagged["number"]) or "none")
+            + (f" (no clean figure for trial(s) {', '.join(str(int(n)) for n in bad['number'])})" if len(bad) else "")))
+    lock = ua.get(attrs.STUDY_LOCKSTEP)
+    if isinstance(lock, dict) and lock.get("at"):
+        load = lock.get("other_load")
+        rows.append(("trust", "lockstep re-measurement", (
+            f"{len(lock.get('archs', {}))} nets at {lock['at']}, other load "
+            f"{'unknown' if load is None else f'{float(load):.0%}'}"
+            + ("; CONTENDED: ratios are suspect" if lock.get("contended") else ""))))
+    else:
+        rows.append(("trust", "lockstep re-measurement", "not done (ratios use the search's own measurements)"))
+    if trust.get("long_epochs"):
+        fid = fidelity(stats) if not stats.empty else Fidelity(float("nan"), float("nan"), 0)
+        rows.append(("trust", "proxy fidelity", f"Kendall tau {fid.tau:+.3f} (p {fid.p_value:.2g}) between proxy and "
+                     f"{trust['long_epochs']}-epoch accuracy over {fid.n} architectures" if fid.n >= 2
+                     else "fewer than 2 architectures re-trained at the long budget yet"))
+    point = hypervolume_reference(trials, sigmas, trust.get("accuracy_floor"))[1]
+    rows.append(("trust", "hypervolume reference point", point))
+    return rows
+
+
+def _resolution(side: Any, meaning: str) -> str:
+    return f"{side}x{side} px ({meaning})" if side else "not recorded"
 
 
 def summary_frame(
@@ -103,10 +163,16 @@ def summary_frame(
             f"; limits: {_kv(ua['objectives'])}" if ua.get("objectives") else "")),
         ("study", "references", ", ".join(map(str, ua.get("references") or [])) or "none"),
         ("measurement", "device", ", ".join(devices) or "unknown"),
+        ("measurement", "runtime", _runtime(ua.get("measure") or {})),
         ("measurement", "settings", _kv(ua.get("measure", {}))),
+        ("measurement", "deployment resolution", _resolution((ua.get("measure") or {}).get("resolution"),
+                                                             "throughput, params and MACs are at this input size")),
         ("measurement", "measured with", _measured_with(cache_path) or "not recorded"),
         ("proxy task", "dataset", _kv(ua.get("data", {}))),
+        ("proxy task", "training resolution", _resolution((ua.get("data") or {}).get("resolution"),
+                                                          "images are resized to it for training and accuracy")),
         ("proxy task", "training budget", _kv(ua.get("train", {}))),
+        *_trust_rows(study, trials),
         ("report", "software", _versions()),
         ("report", "made at", made_at.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")),
     ]
@@ -124,6 +190,8 @@ class ReportData(NamedTuple):
     hypervolume: pd.DataFrame
     importance: pd.DataFrame
     architecture: pd.DataFrame
+    claims: pd.DataFrame
+    fidelity: pd.DataFrame
     notes: list[str]
     message: str | None
 
@@ -132,7 +200,7 @@ class ReportData(NamedTuple):
         return {
             "summary": self.summary, "status": self.status, "trials": self.trials, "front": self.front,
             "pruned_links": self.links, "hypervolume": self.hypervolume, "importance": self.importance,
-            "architecture": self.architecture,
+            "architecture": self.architecture, "claims": self.claims, "fidelity": self.fidelity,
         }
 
 
@@ -147,6 +215,11 @@ def collect_report_data(
     """Build every frame of the report from one read of the study."""
     trials = report_trials_frame(study)
     message = empty_message(trials)
+    sigmas = study_sigmas(study)
+    trust = study.user_attrs.get(attrs.STUDY_TRUST) or {}
+    stats = architecture_stats(trials)
+    claims = pd.concat([claims_frame(stats, sigmas, b) for b in ("proxy", "long")], ignore_index=True) \
+        if not stats.empty else pd.DataFrame(columns=list(CLAIM_COLUMNS))
     notes: list[str] = []
     if message is None:
         imp = importance_frame(study, importance)
@@ -160,11 +233,13 @@ def collect_report_data(
         summary=summary_frame(study, trials, storage=storage, cache_path=cache_path, made_at=made_at),
         status=status_frame(trials),
         trials=trials,
-        front=front_table_frame(trials),
+        front=front_table_frame(trials, sigmas),
         links=pruned_links_frame(trials),
-        hypervolume=hypervolume_frame(trials),
+        hypervolume=hypervolume_frame(trials, hypervolume_reference(trials, sigmas, trust.get("accuracy_floor"))[0]),
         importance=imp_frame,
         architecture=architecture_frame(trials),
+        claims=claims,
+        fidelity=fidelity_frame(trials),
         notes=notes,
         message=message,
     )

@@ -1,8 +1,10 @@
 """Study results as pandas frames (data only; drawing lives in the figure modules).
 
 ``trials_frame`` flattens every trial (values, architecture, figures, failure
-reasons); ``pareto_frame`` keeps the accuracy/throughput front plus the paper
-references and says which reference each front member dominates. The
+reasons) and marks the front, taken per architecture on mean accuracy over
+seeds (:mod:`.trust`); ``pareto_frame`` keeps the front plus the paper
+references and gives each front member's claim against each reference, said
+only beyond the measured noise (:func:`.trust.verdict`). The
 report's own frames (``report_trials_frame``, ``front_table_frame``,
 ``status_frame``) build on them; each figure's frame lives beside its figure.
 
@@ -20,6 +22,7 @@ import pandas as pd
 
 from .. import attrs
 from ..files import atomic_write
+from .trust import DOMINATES, architecture_stats, claim_text, claims_frame
 
 __all__ = [
     "OBJECTIVES",
@@ -30,6 +33,7 @@ __all__ = [
     "pareto_frame",
     "report_trials_frame",
     "status_frame",
+    "study_sigmas",
     "trials_frame",
     "write_csv",
 ]
@@ -41,6 +45,8 @@ _ATTR_COLUMNS = (
     attrs.REFERENCE, attrs.ARCH, attrs.SPEC_HASH, attrs.PARAMS, attrs.MACS, attrs.LATENCY_MS, attrs.FUSION_ERROR,
     attrs.TRAIN_SECONDS, attrs.TRAIN_IMAGES_PER_S, attrs.MEASURE_CACHED, attrs.DEVICE, attrs.FAIL_REASON,
     attrs.PRUNE_REASON, attrs.RETRY_OF, attrs.DUPLICATE_OF, attrs.PARENT_TRIAL, attrs.PRUNED_RATIO, attrs.SPEEDUP,
+    attrs.REPEAT_OF, attrs.TRAIN_SEED, attrs.TRAIN_EPOCHS, attrs.VAL_SIZE, attrs.THROUGHPUT_IQR, attrs.THROUGHPUT_CV,
+    attrs.MEASURE_CONTENDED, attrs.OTHER_LOAD,
 )
 STATUS_COLUMNS = ("state", "count", "reasons")
 
@@ -50,22 +56,48 @@ STATUS_COLUMNS = ("state", "count", "reasons")
 
 
 def dominates(a: pd.Series | dict, b: pd.Series | dict) -> bool:
-    """True when ``a`` is at least as good in both objectives and better in one."""
+    """True when ``a`` is at least as good in both objectives and better in one (point values, no noise:
+    the front's geometry; claims about nets use :func:`.trust.verdict`)."""
     ge = all(a[k] >= b[k] for k in OBJECTIVES)
     gt = any(a[k] > b[k] for k in OBJECTIVES)
     return ge and gt
 
 
 def front_numbers(study: optuna.Study) -> set[int]:
-    """Trial numbers on the (feasible) Pareto front of a two-objective study."""
-    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+    """Trial numbers on the Pareto front of a study, per architecture on mean accuracy over seeds.
+
+    Each architecture is named by its first search (or pruned) trial; its
+    seed repeats and long re-trainings never stand on the front themselves.
+    """
+    frame = trials_frame(study)
+    if frame.empty:
         return set()
-    return {t.number for t in study.best_trials}
+    return {int(n) for n in frame.loc[frame["on_front"], "number"]}
+
+
+def study_sigmas(study: optuna.Study) -> float:
+    """The claim rule's number of standard errors (the study's ``[trust] claim_sigmas``, default 2)."""
+    trust = study.user_attrs.get(attrs.STUDY_TRUST) or {}
+    value = trust.get("claim_sigmas") if isinstance(trust, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 2.0
+
+
+def _study_val_size(study: optuna.Study) -> int | None:
+    data = study.user_attrs.get("data") or {}
+    v = data.get("val_size") if isinstance(data, dict) else None
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, objectives, architecture, figures and reasons (surplus trials left out)."""
-    front = front_numbers(study)
+    """One row per trial: state, objectives, architecture, figures and reasons (surplus trials left out).
+
+    ``on_front``/``on_long_front`` mark the trial naming an architecture on the
+    front of mean proxy accuracy (long-budget accuracy) vs throughput;
+    ``lockstep_*`` carry the end-of-study lockstep re-measurement of its
+    architecture, when there is one.
+    """
+    lockstep = study.user_attrs.get(attrs.STUDY_LOCKSTEP) or {}
+    by_arch = lockstep.get("archs", {}) if isinstance(lockstep, dict) else {}
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
@@ -76,10 +108,13 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "state": t.state.name,
             "accuracy": t.values[0] if t.values else None,
             "throughput": t.values[1] if t.values else None,
-            "on_front": t.number in front,
         }
         for k in _ATTR_COLUMNS:
             row[k] = ua.get(k)
+        lk = by_arch.get(ua.get(attrs.SPEC_HASH)) if isinstance(by_arch, dict) else None
+        row["lockstep_throughput"] = lk.get("images_per_s") if isinstance(lk, dict) else None
+        row["lockstep_iqr"] = lk.get("images_per_s_iqr") if isinstance(lk, dict) else None
+        row["lockstep_contended"] = lk.get("contended") if isinstance(lk, dict) else None
         row["params_m"] = ua[attrs.PARAMS] / 1e6 if ua.get(attrs.PARAMS) is not None else None
         row["gmacs"] = ua[attrs.MACS] / 1e9 if ua.get(attrs.MACS) is not None else None
         spec = ua.get(attrs.SPEC) or {}
@@ -89,21 +124,59 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         for k, v in (ua.get(attrs.PHASE_SECONDS) or {}).items():
             row[f"t_{k}"] = v
         row["duration_s"] = t.duration.total_seconds() if t.duration is not None else None
+        row["feasible"] = all(v <= 0 for v in _constraint_values(t))
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    stats = architecture_stats(frame, val_size=_study_val_size(study))
+    front = set(stats.loc[stats["on_front"].astype(bool), "number"]) if not stats.empty else set()
+    long_front = set(stats.loc[stats["on_long_front"].astype(bool), "number"]) if not stats.empty else set()
+    frame["on_front"] = frame["number"].isin(front)
+    frame["on_long_front"] = frame["number"].isin(long_front)
+    return frame
 
 
-def pareto_frame(trials: pd.DataFrame) -> pd.DataFrame:
-    """Front members and references, with the references each front member dominates."""
+# Per-architecture columns pareto.csv adds to the trial columns (mean accuracy replaces the single run's).
+_PARETO_STATS = (
+    "n", "seeds", "accuracy_std", "accuracy_se", "contended", "lockstep_throughput", "lockstep_iqr",
+    "long_accuracy", "long_epochs", "throughput_source",
+)
+
+
+def pareto_frame(trials: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame:
+    """Front members and references (one row per architecture), with their claims.
+
+    ``accuracy`` is the architecture's mean over seeds (``n``, ``accuracy_std``,
+    ``accuracy_se``), ``run_accuracy`` the single run of the trial that names
+    it. ``claims`` gives, for each reference, the verdict with the accuracy
+    gap +- one combined standard error and the throughput ratio +- its spread
+    (:func:`.trust.claim_text`); ``dominates`` lists the references dominated
+    beyond the noise (``sigmas`` combined standard errors and the speed
+    spread); ``long_claims``/``long_dominates`` the same at the long budget.
+    """
+    empty_cols = dict(dominates=[], claims=[], long_dominates=[], long_claims=[])
     if trials.empty:
-        return trials.assign(dominates=[])
+        return trials.assign(**empty_cols)
     done = trials[trials["state"] == "COMPLETE"]
-    refs = done[done["reference"].notna()]
-    keep = done[done["on_front"] | done["reference"].notna()].copy()
-    keep["dominates"] = [
-        ", ".join(str(r["reference"]) for _, r in refs.iterrows() if dominates(row, r))
-        for _, row in keep.iterrows()
-    ]
+    stats = architecture_stats(trials)
+    if done.empty or stats.empty:
+        return done.assign(**empty_cols)
+    keep = done[done["on_front"] | (done["number"].isin(stats["number"]) & is_reference(done))].copy()
+    by_number = stats.set_index("number")
+    keep["run_accuracy"] = keep["accuracy"]
+    keep["accuracy"] = [by_number.loc[n, "accuracy_mean"] for n in keep["number"]]
+    for c in _PARETO_STATS:
+        keep[c] = [by_number.loc[n, c] for n in keep["number"]]
+    for budget, prefix in (("proxy", ""), ("long", "long_")):
+        claims = claims_frame(stats, sigmas, budget)
+        keep[f"{prefix}claims"] = [
+            "; ".join(claim_text(c) for _, c in claims[claims["front"] == n].iterrows()) for n in keep["number"]
+        ]
+        keep[f"{prefix}dominates"] = [
+            ", ".join(str(c["reference"]) for _, c in claims[(claims["front"] == n) & (claims["verdict"] == DOMINATES)].iterrows())
+            for n in keep["number"]
+        ]
     return keep.sort_values("throughput", ascending=False).reset_index(drop=True)
 
 
@@ -173,14 +246,15 @@ def is_reference(trials: pd.DataFrame) -> pd.Series:
     return trials["reference"].map(lambda r: isinstance(r, str) and bool(r))
 
 
-def front_table_frame(trials: pd.DataFrame) -> pd.DataFrame:
+def front_table_frame(trials: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame:
     """Front members and references, their role and the references each front member dominates.
 
-    Built on :func:`pareto_frame` (same rows, same ``dominates`` text) with a
-    ``role`` column for the table and a ``dominated_by`` column for
-    references (which front members beat them).
+    Built on :func:`pareto_frame` (same rows, same ``dominates`` and
+    ``claims`` text) with a ``role`` column for the table and a
+    ``dominated_by`` column for references (which front members beat them
+    beyond the noise).
     """
-    table = pareto_frame(trials)
+    table = pareto_frame(trials, sigmas)
     if table.empty:
         return table.assign(role=[], dominated_by=[])
     front = table[table["on_front"]].sort_values("number")
@@ -189,7 +263,8 @@ def front_table_frame(trials: pd.DataFrame) -> pd.DataFrame:
         ref = isinstance(row["reference"], str) and bool(row["reference"])
         roles.append("front + reference" if ref and row["on_front"] else ("reference" if ref else "front"))
         beaten_by.append(
-            ", ".join(str(int(f["number"])) for _, f in front.iterrows() if dominates(f, row)) if ref else ""
+            ", ".join(str(int(f["number"])) for _, f in front.iterrows()
+                      if str(row["reference"]) in str(f["dominates"]).split(", ")) if ref else ""
         )
     return table.assign(role=roles, dominated_by=beaten_by)
 

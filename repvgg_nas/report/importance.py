@@ -66,7 +66,7 @@ def importance_frame(study: optuna.Study, evaluator: str = "ped-anova") -> Impor
     """Optuna's parameter importance for each objective, or a note saying why there is none.
 
     Pruned variants are left out (their figures come from pruning, not from
-    their parameters). Targets are negated because PED-ANOVA ranks what it
+    their parameters), and so are seed repeats and long re-trainings. Targets are negated because PED-ANOVA ranks what it
     takes to reach *low* values and both objectives are maximized; the other
     evaluators measure variance, which the sign does not change.
     """
@@ -74,7 +74,7 @@ def importance_frame(study: optuna.Study, evaluator: str = "ped-anova") -> Impor
     name = IMPORTANCE_EVALUATORS.canonical(evaluator)
     searched = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get(attrs.PARENT_TRIAL) is None
+        if t.user_attrs.get(attrs.PARENT_TRIAL) is None and t.user_attrs.get(attrs.REPEAT_OF) is None
     ]
     empty = empty_importance()
     if len(searched) < 2:

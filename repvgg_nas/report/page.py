@@ -23,6 +23,7 @@ from ..files import atomic_write_text
 from ..layout import StudyPaths
 from .architecture import architecture_figure
 from .collect import ReportData, collect_report_data
+from .fidelity import fidelity_figure
 from .frames import write_csv
 from .hypervolume import hypervolume_figure
 from .importance import importance_figure
@@ -70,19 +71,25 @@ def _summary_html(summary: pd.DataFrame) -> str:
 def _front_table_html(front: pd.DataFrame) -> str:
     if front.empty:
         return "<p>no completed front members or references</p>"
-    head = ("<tr><th>trial</th><th>role</th><th>reference</th><th>accuracy</th><th>images/s</th>"
+    head = ("<tr><th>trial</th><th>role</th><th>reference</th><th>accuracy (mean ± SE)</th><th>seeds</th>"
+            "<th>images/s</th><th>lockstep images/s</th>"
             "<th>latency ms</th><th>params M</th><th>GMACs</th><th>depths</th><th>a</th><th>b</th>"
-            "<th>groupwise layers</th><th>dominates</th><th>dominated by trials</th></tr>")
+            "<th>groupwise layers</th><th>claims vs references</th><th>dominated by trials</th></tr>")
     rows = []
     for _, r in front.iterrows():
         cls = "front" if r["on_front"] else "reference"
         rows.append(
             f'<tr class="{cls}"><td class="n">{int(r["number"])}</td><td>{_h(r["role"])}</td><td>{_h(r.get("reference"))}</td>'
-            f'<td class="n">{num(r["accuracy"], ".4f")}</td><td class="n">{num(r["throughput"], ",.1f")}</td>'
+            f'<td class="n">{num(r["accuracy"], ".4f")} ± {num(r.get("accuracy_se"), ".4f")}</td>'
+            f'<td class="n">{_h(r.get("n"))}</td>'
+            f'<td class="n">{num(r["throughput"], ",.1f")}{" (contended)" if present(r.get("contended")) and bool(r.get("contended")) else ""}</td>'
+            f'<td class="n">{num(r.get("lockstep_throughput"), ",.1f")}</td>'
             f'<td class="n">{num(r.get("latency_ms"), ".2f")}</td><td class="n">{num(r.get("params_m"), ".3f")}</td>'
             f'<td class="n">{num(r.get("gmacs"), ".4f")}</td><td>{_h(r.get("depths"))}</td>'
             f'<td class="n">{_h(r.get("a"))}</td><td class="n">{_h(r.get("b"))}</td>'
-            f'<td>{_h(r.get("groupwise_layers"))}</td><td>{_h(r.get("dominates"))}</td>'
+            f'<td>{_h(r.get("groupwise_layers"))}</td><td>{_h(r.get("claims"))}'
+            + (f'<br><i>long budget:</i> {_h(r.get("long_claims"))}' if present(r.get("long_claims")) else "")
+            + '</td>'
             f'<td>{_h(r.get("dominated_by"))}</td></tr>'
         )
     return f'<table id="front-table">{head}{"".join(rows)}</table>'
@@ -124,17 +131,26 @@ def _figure_html(fig: go.Figure, div_id: str, first: bool) -> str:
 
 def _figures(data: ReportData, device: str | None) -> list[tuple[str, str, str, go.Figure | None]]:
     """(div id, title, why, figure) of every figure, in page order."""
+    summary = data.summary.set_index("field")["value"] if not data.summary.empty else pd.Series(dtype=object)
+    point = summary.get("hypervolume reference point", "accuracy 0, 0 images/s")
+    fidelity = [] if data.fidelity.empty else [
+        ("fidelity", "Proxy vs long-budget accuracy",
+         "Each point is a front member or reference trained at the proxy budget (mean over seeds, ± one "
+         "standard error) and once at the long budget. Kendall tau near 1: the proxy ranks nets as a longer "
+         "training does.", fidelity_figure(data.fidelity))]
     return [
         ("scatter", "Accuracy vs throughput",
-         "Each point is one trained and measured network. The blue staircase is the Pareto front "
-         "(nothing is both more accurate and faster); faded points are dominated; diamonds are the "
+         "Each point is one trained and measured architecture (mean accuracy over its seeds, bars: one "
+         "standard error and half the timing IQR). The blue staircase is the Pareto front "
+         "(nothing is both more accurate and faster; dashed: at the long budget); faded points are dominated; diamonds are the "
          "paper's RepVGG configs trained with the same budget; crosses are pruned variants, joined to "
          "the trial they were pruned from. Hover a point for its spec.",
          scatter_figure(data.trials, data.links, device)),
         ("hypervolume", "Hypervolume over trials",
-         "Area dominated by the front after each trial (reference point: 0 accuracy, 0 images/s). "
+         f"Area dominated by the front after each search trial (reference point: {point}). "
          "Above the dashed line, the searched front beats the references-only front.",
          hypervolume_figure(data.hypervolume)),
+        *fidelity,
         ("importance", "Parameter importance per objective",
          "Which search dimensions explain accuracy and throughput (Optuna importance evaluator, "
          "pruned variants left out).", importance_figure(data.importance)),
@@ -165,8 +181,11 @@ def render_html(data: ReportData, study_name: str, storage: str | None = None) -
             body.append(f'<section id="sec-{div_id}"><h2>{_h(title)}</h2><p class="why">{_h(why)}</p>{inner}</section>')
         body.append(
             '<section id="front"><h2>Front and references</h2><p class="why">Front members and the paper '
-            "references, fastest first; <i>dominates</i> names the references a front member beats on both "
-            f"objectives.</p>{_front_table_html(data.front)}</section>"
+            "references, fastest first. Each claim gives the accuracy gap ± one combined standard error and the "
+            "throughput ratio ± its spread; a front member <i>dominates</i> a reference only when the accuracy gap "
+            "exceeds the study's claim_sigmas combined standard errors and the ratio exceeds its spread, is "
+            "<i>as accurate, N.Nx faster</i> when only the speed gap is beyond the noise, and otherwise mostly "
+            f"<i>ties</i>.</p>{_front_table_html(data.front)}</section>"
         )
         body.append(f'<section id="status"><h2>Trials</h2>{_status_table_html(data.status)}</section>')
     # The CSV files lie next to the page: link them by file name.

@@ -15,10 +15,11 @@ import plotly.graph_objects as go
 
 from .frames import completed, is_reference, report_trials_frame
 from .style import BLUE, GREEN, GREY, ORANGE, TEMPLATE, esc, num, present
+from .trust import architecture_stats
 
 __all__ = [
-    "DOMINATED", "FRONT", "PRUNED", "PRUNED_LINKS", "REFERENCES",
-    "plot_scatter", "pruned_links_frame", "scatter_figure",
+    "DOMINATED", "FRONT", "LONG_FRONT", "PRUNED", "PRUNED_LINKS", "REFERENCES",
+    "plot_scatter", "pruned_links_frame", "scatter_figure", "scatter_points_frame",
 ]
 
 # Plotly trace names: the page's legend, and what the browser test looks for.
@@ -27,6 +28,7 @@ DOMINATED = "dominated trials"
 REFERENCES = "paper references"
 PRUNED = "pruned variants"
 PRUNED_LINKS = "pruned from parent"
+LONG_FRONT = "front at the long budget"
 
 LINK_COLUMNS = (
     "parent", "child", "pruned_ratio", "parent_accuracy", "parent_throughput",
@@ -54,6 +56,30 @@ def pruned_links_frame(trials: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(LINK_COLUMNS))
 
 
+def scatter_points_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    """The completed trials the figure draws, one per architecture, with error bars.
+
+    Seed repeats and long re-trainings are folded into the trial naming
+    their architecture: ``accuracy`` is its mean over seeds, ``accuracy_se``
+    the standard error (:mod:`.trust`), ``throughput_err`` half the IQR of
+    its timed repeats; ``long_accuracy`` its long-budget accuracy, if any.
+    """
+    done = completed(trials)
+    if done.empty:
+        return done.assign(accuracy_se=[], throughput_err=[], long_accuracy=[], n=[])
+    stats = architecture_stats(trials).set_index("number")
+    out = done[done["number"].isin(stats.index)].copy()
+    out["run_accuracy"] = out["accuracy"]
+    for col, src in (("accuracy", "accuracy_mean"), ("accuracy_se", "accuracy_se"), ("n", "n"),
+                     ("long_accuracy", "long_accuracy")):
+        out[col] = [stats.loc[n, src] for n in out["number"]]
+    out["throughput_err"] = [
+        float(stats.loc[n, "throughput_iqr"]) / 2 if present(stats.loc[n, "throughput_iqr"]) else 0.0
+        for n in out["number"]
+    ]
+    return out
+
+
 def _hover(r: pd.Series) -> str:
     """One trial's hover card: the spec, its size and its measured figures."""
     ref = r.get("reference")
@@ -65,9 +91,16 @@ def _hover(r: pd.Series) -> str:
         f"depths {esc(r.get('depths'))} · a {esc(r.get('a'))} · b {esc(r.get('b'))}",
         f"groupwise layers: {esc(r.get('groupwise_layers', 'none'))}",
         f"params {num(r.get('params_m'), '.3f', ' M')} · MACs {num(r.get('gmacs'), '.4f', ' G')}",
-        f"accuracy {num(r['accuracy'], '.4f')} · {num(r['throughput'], ',.1f', ' img/s')}"
+        f"accuracy {num(r['accuracy'], '.4f')}"
+        + (f" ± {num(r.get('accuracy_se'), '.4f')} (mean of {int(r['n'])} seeds)" if present(r.get("n")) and r["n"] > 1
+           else (f" ± {num(r.get('accuracy_se'), '.4f')}" if present(r.get("accuracy_se")) else ""))
+        + f" · {num(r['throughput'], ',.1f', ' img/s')}"
         f" · latency {num(r.get('latency_ms'), '.2f', ' ms')}",
     ]
+    if present(r.get("long_accuracy")):
+        lines.append(f"long-budget accuracy {num(r['long_accuracy'], '.4f')}")
+    if present(r.get("measure_contended")) and bool(r.get("measure_contended")):
+        lines.append("<b>throughput measured under load (contended)</b>")
     if present(r.get("parent_trial")):
         detail = [f"{k} {esc(r.get(k))}" for k in ("pruned_ratio", "speedup") if present(r.get(k))]
         lines.append(f"pruned from trial {int(r['parent_trial'])}" + (f" ({', '.join(detail)})" if detail else ""))
@@ -78,8 +111,10 @@ def _hover(r: pd.Series) -> str:
 
 def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None = None) -> go.Figure:
     """Accuracy vs throughput: the front as a staircase, dominated trials faded,
-    references as labelled diamonds, pruned variants joined to their parent."""
-    done = completed(trials)
+    references as labelled diamonds, pruned variants joined to their parent;
+    error bars of one standard error (accuracy) and half the IQR (throughput),
+    and the front re-drawn on long-budget accuracy where there is one."""
+    done = scatter_points_frame(trials)
     refs = done[is_reference(done)]
     pruned = done[done["kind"] == "pruned"] if "kind" in done else done.iloc[0:0]
     rest = done[~is_reference(done) & ~done.index.isin(pruned.index)]
@@ -88,8 +123,11 @@ def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None
     fig = go.Figure()
 
     def points(frame: pd.DataFrame, **kw: Any) -> go.Scatter:
+        bars = dict(thickness=1, width=3, color=kw.get("marker", {}).get("color", GREY))
         return go.Scatter(
             x=frame["throughput"].tolist(), y=frame["accuracy"].tolist(),
+            error_y=dict(type="data", array=[float(v) if present(v) else 0.0 for v in frame["accuracy_se"]], **bars),
+            error_x=dict(type="data", array=[float(v) for v in frame["throughput_err"]], **bars),
             hovertext=[_hover(r) for _, r in frame.iterrows()], hoverinfo="text",
             customdata=frame["number"].tolist(), **kw,
         )
@@ -117,6 +155,15 @@ def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None
                              textposition="top center", textfont=dict(color=ORANGE, size=12),
                              marker=dict(color=ORANGE, size=14, symbol="diamond",
                                          line=dict(color="black", width=1))))
+    long = done[done["on_long_front"].astype(bool)].sort_values("throughput") if "on_long_front" in done else done.iloc[0:0]
+    if not long.empty:
+        fig.add_trace(go.Scatter(
+            x=long["throughput"].tolist(), y=long["long_accuracy"].tolist(), name=LONG_FRONT,
+            mode="lines+markers", line=dict(color=BLUE, width=1.5, dash="dash", shape="vh"),
+            marker=dict(color="white", size=9, line=dict(color=BLUE, width=2)),
+            customdata=long["number"].tolist(),
+            hovertemplate="trial %{customdata}: long-budget accuracy %{y:.4f}<extra></extra>",
+        ))
     thr = done["throughput"].astype(float)
     log_x = len(thr) > 1 and thr.min() > 0 and thr.max() / thr.min() > 10
     where = f", {esc(device)}" if device else ""

@@ -20,8 +20,10 @@ from .connect import connect, default_storage, open_study, recover_interrupted
 from .events import (
     EventCallback,
     Interrupted,
+    LinkedQueued,
     PruneFailed,
     PruningFrontMember,
+    Remeasured,
     SearchEvent,
     StudyStarted,
     TrialFinished,
@@ -39,10 +41,15 @@ from .launch import (
     worker_seed,
 )
 from .locks import DeviceLock, default_lock_dir, device_key
-from .run import ROLES, SearchResult, counts_as_done, prune_front, run_search, write_outputs
-from .slots import SlotState, admission, died, is_search_trial, recover_trials, slot_state, trial_key
+from .run import (
+    ROLES, SearchResult, counts_as_done, linked_wanted, prune_front, remeasure_front, run_linked, run_search,
+    write_outputs,
+)
+from .slots import (
+    SlotState, admission, died, is_search_trial, recover_trials, repeat_key, repeat_taken, slot_state, trial_key,
+)
 from .space import Dim, SearchSpace, load_space
-from .study import SAMPLERS, Objectives, SamplerConfig, StudyConfig, load_study_config
+from .study import SAMPLERS, Objectives, SamplerConfig, StudyConfig, TrustConfig, load_study_config
 
 __all__ = [
     # space and study config
@@ -53,6 +60,7 @@ __all__ = [
     "SamplerConfig",
     "SAMPLERS",
     "StudyConfig",
+    "TrustConfig",
     "load_study_config",
     # running a study
     "ROLES",
@@ -65,9 +73,14 @@ __all__ = [
     "prune_front",
     "write_outputs",
     "counts_as_done",
+    "linked_wanted",
+    "run_linked",
+    "remeasure_front",
     # events (what run_search reports)
     "EventCallback",
     "Interrupted",
+    "LinkedQueued",
+    "Remeasured",
     "PruneFailed",
     "PruningFrontMember",
     "SearchEvent",
@@ -86,6 +99,8 @@ __all__ = [
     "launch_workers",
     "pid_alive",
     "recover_trials",
+    "repeat_key",
+    "repeat_taken",
     "slot_state",
     "SlotState",
     "trial_key",

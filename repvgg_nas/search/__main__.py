@@ -23,16 +23,21 @@ from typing import Any
 
 import optuna
 
-from ..attrs import ARCH, DUPLICATE_OF, FAIL_REASON, PARAMS, PRUNE_REASON, REFERENCE
-from ..cli import StepBar, format_table, run_cli
+from ..attrs import (
+    ARCH, DUPLICATE_OF, FAIL_REASON, MEASURE_CONTENDED, PARAMS, PRUNE_REASON, REFERENCE, REPEAT_OF, TRAIN_EPOCHS,
+    TRAIN_SEED,
+)
+from ..cli import ArgumentParser, StepBar, format_table, run_cli
+from ..config import Override
+from ..files import ensure_dir
 from ..errors import ConfigError
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL, redact_url, storage_kind, study_heartbeat
 from ..train import TrainStep
 from .connect import connect, default_storage, recover_interrupted
 from .events import (
-    Interrupted, PruneFailed, PruningFrontMember, SearchEvent, StudyStarted, TrialFinished, TrialTakenOver,
-    Waiting,
+    Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, SearchEvent, StudyStarted,
+    TrialFinished, TrialTakenOver, Waiting,
 )
 from .launch import launch_workers, visible_gpus, worker_argv, worker_env
 from .run import run_search
@@ -53,6 +58,11 @@ def trial_line(t: optuna.trial.FrozenTrial) -> str:
     ref = f" [{ua[REFERENCE]}]" if ua.get(REFERENCE) else ""
     if ua.get(DUPLICATE_OF) is not None:
         ref += f" (same net as trial {ua[DUPLICATE_OF]})"
+    if ua.get(REPEAT_OF) is not None:
+        what = f"seed {ua[TRAIN_SEED]}" if ua.get(TRAIN_SEED) is not None else f"{ua.get(TRAIN_EPOCHS)} epochs"
+        ref += f" ({what} of trial {ua[REPEAT_OF]})"
+    if ua.get(MEASURE_CONTENDED):
+        ref += " (throughput measured under load)"
     if t.state == TrialState.COMPLETE:
         return (f"trial {t.number}{ref}: acc {t.values[0]:.3f}, {t.values[1]:.0f} img/s, "
                 f"{ua.get(PARAMS, 0) / 1e6:.2f}M params | {ua.get(ARCH, '')}")
@@ -103,6 +113,15 @@ class Console:
                 _say(f"pruning front member trial {e.trial} ({e.settings})")
         elif isinstance(e, PruneFailed):
             _say(f"pruning trial {e.trial} failed: {e.reason}")
+        elif isinstance(e, LinkedQueued):
+            if self.progress:
+                _say(f"[trust] re-training the front and the references: {e.seeds} extra-seed and {e.long} "
+                     f"long run(s) queued, {e.waiting} to run")
+        elif isinstance(e, Remeasured):
+            if self.progress:
+                load = "unknown" if e.other_load is None else f"{e.other_load:.0%}"
+                _say(f"re-measured {e.nets} front and reference nets together (lockstep) at {e.at}, other load "
+                     f"{load}" + (" - CONTENDED: speed ratios are suspect" if e.contended else ""))
         elif isinstance(e, Interrupted):
             _say("interrupted: completed trials are saved; run the same command again to resume")
 
@@ -119,28 +138,49 @@ class Console:
             self.bar = None
 
 
+def _given(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
 def pareto_table(pareto: Any) -> str:
-    """Console table of the front beside the references."""
+    """Console table of the front beside the references, with each front member's claims.
+
+    ``accuracy`` is the mean over seeds +- one standard error (n seeds);
+    ``img/s`` the lockstep re-measurement when there is one (``!``: measured
+    under load); ``claims`` the verdict against each reference with the
+    accuracy gap +- its standard error and the speed ratio +- its spread
+    (``long`` the same at the long budget).
+    """
     if pareto is None or len(pareto) == 0:
         return "no completed trials yet"
     rows = []
+    with_long = "long_claims" in pareto and any(isinstance(v, str) and v for v in pareto["long_claims"])
     for _, r in pareto.iterrows():
-        rows.append({
+        se, n = r.get("accuracy_se"), r.get("n")
+        acc = f"{float(r['accuracy']):.4f}" + (f" ± {float(se):.4f}" if _given(se) else "")
+        if _given(n):
+            acc += f" (n={int(n)})"
+        lock = r.get("lockstep_throughput")
+        thr = float(lock) if _given(lock) else float(r["throughput"])
+        row = {
             "trial": int(r["number"]),
             "front": "*" if r["on_front"] else "",
             "reference": r["reference"] if isinstance(r["reference"], str) else "",
-            "accuracy": round(float(r["accuracy"]), 4),
-            "img/s": round(float(r["throughput"]), 1),
-            "params_M": round(float(r["params_m"]), 3),
-            "GMACs": round(float(r["gmacs"]), 3),
-            "dominates": r["dominates"],
-            "arch": r["arch"],
-        })
+            "accuracy": acc,
+            "img/s": f"{thr:.1f}" + ("!" if _given(r.get("contended")) and bool(r.get("contended")) else ""),
+            "params_M": round(float(r["params_m"]), 3) if _given(r.get("params_m")) else "",
+            "GMACs": round(float(r["gmacs"]), 3) if _given(r.get("gmacs")) else "",
+            "claims": r.get("claims", r.get("dominates", "")) if r["on_front"] else "",
+        }
+        if with_long:
+            row["long-budget claims"] = r["long_claims"] if r["on_front"] else ""
+        row["arch"] = r["arch"]
+        rows.append(row)
     return format_table(rows)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m repvgg_nas.search",
         description="Search RepVGG architectures for the accuracy/throughput Pareto front on "
         "this machine: each trial trains a sampled net briefly on proxy data, fuses it, "
@@ -150,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", required=True, help="study name in studies/ (a_family, b_family, quick) or a .toml path")
     parser.add_argument("--n-trials", type=int, help="total finished trials wanted (default: the study's n_trials)")
     parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train and measure on this device (default: the study's measure.device)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train and measure on this device (sets [measure].device)")
     parser.add_argument("--storage", help="Optuna storage URL: sqlite:///PATH, postgresql://USER@HOST/DB or "
                         "journal:PATH; several processes may share one (default sqlite:///reports/<study>/study.db)")
     parser.add_argument("--workers", type=int, default=1, help="start N local worker processes on one shared --storage "
@@ -160,8 +200,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--grace-period", type=int, help="RDB storage: seconds without a heartbeat before a trial's "
                         "worker counts as dead and the trial is retried (default twice the interval)")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by --workers for its children
-    parser.add_argument("--data", help="local dataset folder (sets [data].root; never downloads)")
-    parser.add_argument("--seed", type=int, help="override the study seed")
+    data = parser.add_argument_group("data (each flag sets a key of the study's [data] table before it is validated)")
+    data.add_argument("--dataset", metavar="NAME", help="dataset: synthetic, cifar10, cifar100 or imagefolder (sets [data].name)")
+    data.add_argument("--data", metavar="PATH", help="local dataset folder (sets [data].root; never downloads): "
+                      "an ImageFolder tree (one sub-folder per class) or torchvision's CIFAR folder")
+    data.add_argument("--data-resolution", type=int, metavar="N", help="TRAINING resolution: images are resized "
+                      "to NxN for training and accuracy (sets [data].resolution)")
+    data.add_argument("--hflip", action=argparse.BooleanOptionalAction, help="random horizontal flips in "
+                      "training (sets [data].hflip; default on for real data; --no-hflip for digits, text, signs)")
+    parser.add_argument("--measure-resolution", type=int, metavar="N", help="DEPLOYMENT resolution: throughput, "
+                        "params and MACs at NxN input (sets [measure].resolution)")
+    parser.add_argument("--seed", type=int, help="override the study seed (sets seed)")
     parser.add_argument("--reports-dir", default=DEFAULT_REPORTS_DIR, help="where results go (default: reports/)")
     parser.add_argument("--dry-run", action="store_true", help="validate the study and show the plan; write nothing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-trial lines")
@@ -173,8 +222,6 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--n-trials must be >= 1, got {args.n_trials}")
     if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
         parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    if args.seed is not None and args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.heartbeat_interval < 1:
@@ -184,20 +231,30 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                           f"({args.heartbeat_interval}s), or live workers' trials would be retried")
 
 
-def _study(args: argparse.Namespace) -> StudyConfig:
-    """The study config with the command line's overrides applied and checked."""
-    cfg = load_study_config(args.study)
-    if args.data is not None:
-        if cfg.data.name == "synthetic":
-            raise ConfigError(
-                f"--data {args.data!r}: study {cfg.name!r} uses the embedded synthetic dataset; "
-                f"set [data].name to cifar10, cifar100 or imagefolder in a study file to use local data"
-            )
-        from ..data import DataConfig
+# (flag, attribute, dotted study key): command-line settings applied to the raw study table.
+OVERRIDES = (
+    ("--dataset", "dataset", "data.name"),
+    ("--data", "data", "data.root"),
+    ("--data-resolution", "data_resolution", "data.resolution"),
+    ("--hflip", "hflip", "data.hflip"),
+    ("--measure-resolution", "measure_resolution", "measure.resolution"),
+    ("--device", "device", "measure.device"),
+    ("--seed", "seed", "seed"),
+)
 
-        cfg = cfg.replace(data=DataConfig.from_dict({**cfg.data.to_dict(), "root": args.data}))
-    if args.seed is not None:
-        cfg = cfg.replace(seed=args.seed)
+
+def _study(args: argparse.Namespace) -> StudyConfig:
+    """The study config with the command line's overrides applied before validation."""
+    overrides = [Override(key, getattr(args, attr), flag) for flag, attr, key in OVERRIDES
+                 if getattr(args, attr) is not None]
+    try:
+        cfg = load_study_config(args.study, overrides)
+    except ConfigError as e:
+        if args.data is not None and args.dataset is None and "not used by the synthetic dataset" in str(e):
+            raise ConfigError(f"{e}: the study uses the embedded synthetic dataset; add --dataset imagefolder "
+                              f"(or cifar10, cifar100) to train on {args.data!r}") from None
+        raise
+    ensure_dir(args.reports_dir, "--reports-dir", create=False)
     if args.workers > 1 and (args.storage is None or storage_kind(args.storage) == "sqlite"):
         raise ConfigError(
             f"--workers {args.workers} needs a storage several processes can write at once: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import optuna
@@ -15,7 +16,9 @@ from .launch import worker_seed
 from .slots import recover_trials
 from .study import StudyConfig
 
-__all__ = ["default_storage", "open_study", "connect", "recover_interrupted"]
+__all__ = ["METRIC_NAMES", "default_storage", "open_study", "connect", "recover_interrupted"]
+
+METRIC_NAMES = ("accuracy", "images/s")  # the study's two objectives, both maximized
 
 
 def default_storage(cfg: StudyConfig, reports_dir: str | Path = DEFAULT_REPORTS_DIR) -> str:
@@ -57,6 +60,10 @@ def open_study(
             f"{cfg.space.name!r} now hashes to {cfg.space.hash}: the space changed. Restore "
             f"it, or start a new study (another study file name or --storage)"
         )
+    if study.metric_names is None:  # shown by optuna-dashboard and the optuna CLI instead of "Objective 0/1"
+        with warnings.catch_warnings():  # experimental in Optuna 5 (stable interface since 3.2)
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(METRIC_NAMES))
     if stored is None:
         for k, v in cfg.to_dict().items():
             study.set_user_attr(k, v)

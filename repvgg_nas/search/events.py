@@ -24,6 +24,8 @@ __all__ = [
     "PruningFrontMember",
     "PruneFailed",
     "Interrupted",
+    "LinkedQueued",
+    "Remeasured",
     "SearchEvent",
     "EventCallback",
 ]
@@ -88,11 +90,33 @@ class PruneFailed:
 
 
 @dataclass(frozen=True)
+class LinkedQueued:
+    """``seeds`` extra-seed repeats and ``long`` long re-trainings were queued; ``waiting`` linked trials
+    are left to run (the front and the references, ``[trust]``)."""
+
+    seeds: int
+    long: int
+    waiting: int
+
+
+@dataclass(frozen=True)
+class Remeasured:
+    """The front and the references (``nets``) were re-measured together in lockstep at ``at``
+    (ISO time) while other processes used ``other_load`` of the machine (None: unknown)."""
+
+    nets: int
+    at: str
+    other_load: float | None
+    contended: bool
+
+
+@dataclass(frozen=True)
 class Interrupted:
     """Ctrl-C: completed trials are saved; the same call resumes the study."""
 
 
 SearchEvent = Union[
-    StudyStarted, TrialFinished, Waiting, TrialTakenOver, PruningFrontMember, PruneFailed, Interrupted, TrainStep
+    StudyStarted, TrialFinished, Waiting, TrialTakenOver, PruningFrontMember, PruneFailed, Interrupted, TrainStep,
+    LinkedQueued, Remeasured,
 ]
 EventCallback = Callable[[SearchEvent], None]

@@ -8,6 +8,7 @@ the figures as user attrs, and keep the deploy checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import optuna
@@ -19,23 +20,25 @@ from ..attrs import (
     REFERENCE, RETRY_OF, SPEC, SPEC_HASH, SURPLUS, THROUGHPUT_IQR, TRAIN_IMAGES_PER_S, TRAIN_SECONDS, WORKER,
     WORKER_START, arch_key,
 )
+from ..attrs import MEASURE_CONTENDED, OTHER_LOAD, REPEAT_OF, THROUGHPUT_CV, TRAIN_EPOCHS, TRAIN_SEED, VAL_SIZE
+from ..attrs import FLOAT_ACCURACY, PRECISION, RUNTIME
 from ..checkpoint import save_checkpoint
 from ..counting import complexity
 from ..data import DataBundle
 from ..layout import StudyPaths
-from ..measure import ThroughputCache, measure_spec
+from ..measure import RUNTIMES, ThroughputCache, measure_spec, runtime_accuracy
 from ..model import FusionMismatchError, check_fusion, fusion_error, reparameterize
 from ..storage import FIXED_PARAMS
 from ..train import DivergenceError, StepCallback, evaluate, init_model, train
 from .launch import current_worker
 from .locks import DeviceLock
-from .slots import admission
+from .slots import admission, repeat_taken
 from .study import StudyConfig
 
 __all__ = ["ARCH_DIMENSIONS", "failure_reason"]
 
 TrialState = optuna.trial.TrialState
-ARCH_DIMENSIONS = ("a", "b", "groupwise", "g")  # recorded as arch_<dim> on every trial
+ARCH_DIMENSIONS = ("a", "b", "groupwise", "g", "block")  # recorded as arch_<dim> on every trial
 
 # Attrs that describe a trial's own run, never copied from a completed twin.
 _OWN_ATTRS = (REFERENCE, RETRY_OF, DUPLICATE_OF, WORKER, WORKER_START, ADMITTED, SURPLUS)
@@ -83,6 +86,13 @@ class _Objective:
         if self.worker.start is not None:
             trial.set_user_attr(WORKER_START, self.worker.start)
         trials = trial.study.get_trials(deepcopy=False)
+        if trial.user_attrs.get(REPEAT_OF) is not None:  # a linked re-training: no search slot
+            why = repeat_taken(trial.number, trials)
+            if why is None:
+                trial.set_user_attr(ADMITTED, True)
+                return
+            trial.set_user_attr(SURPLUS, why)
+            raise optuna.TrialPruned(f"{SURPLUS}: {why}")
         why = admission(trial.number, trials, self.target)
         if why is None:
             trial.set_user_attr(ADMITTED, True)
@@ -116,7 +126,8 @@ class _Objective:
         trial.set_user_attr(SPEC, spec.to_dict())
         trial.set_user_attr(SPEC_HASH, spec.hash)
         trial.set_user_attr(ARCH, spec.summary())
-        twin = _completed_twin(trial, spec.hash)
+        linked = trial.user_attrs.get(REPEAT_OF) is not None
+        twin = None if linked else _completed_twin(trial, spec.hash)
         if twin is not None:
             # Same architecture, same seed, same budget: training it again would only cost time.
             for k, v in twin.user_attrs.items():
@@ -137,8 +148,13 @@ class _Objective:
             trial.set_user_attr(MEASURE_EXCLUSIVE, alone)
         trial.set_user_attr(LATENCY_MS, meas.latency_ms)
         trial.set_user_attr(THROUGHPUT_IQR, meas.images_per_s_iqr)
+        trial.set_user_attr(THROUGHPUT_CV, meas.robust_cv)
+        trial.set_user_attr(MEASURE_CONTENDED, meas.contended)
+        trial.set_user_attr(OTHER_LOAD, meas.env.get("other_cpu_load"))
         trial.set_user_attr(MEASURE_CACHED, meas.cached)
         trial.set_user_attr(DEVICE, meas.env.get("device_name"))
+        trial.set_user_attr(RUNTIME, cfg.measure.runtime)
+        trial.set_user_attr(PRECISION, cfg.measure.precision)
         lap("measure")
         for name, value in cfg.objectives.constraints(meas.images_per_s, cx.params, cx.macs).items():
             trial.set_constraint(name, value)
@@ -148,9 +164,15 @@ class _Objective:
             raise optuna.TrialPruned("; ".join(broken))
 
         with self.lock.shared():  # device compute; a measurement elsewhere waits for it
-            model = init_model(spec, seed=cfg.seed, device=self.device)
+            seed, budget = trial.user_attrs.get(TRAIN_SEED), trial.user_attrs.get(TRAIN_EPOCHS)
+            train_cfg = cfg.train
+            if seed is not None:  # an extra-seed repeat: other initial weights and another shuffle
+                train_cfg = dataclasses.replace(train_cfg, seed=int(seed))
+            if budget is not None:  # a long re-training
+                train_cfg = dataclasses.replace(train_cfg, epochs=int(budget))
+            model = init_model(spec, seed=cfg.seed if seed is None else int(seed), device=self.device)
             lap("build")
-            result = train(model, data, cfg.train, self.device, progress=self.on_step, desc=f"trial {trial.number}")
+            result = train(model, data, train_cfg, self.device, progress=self.on_step, desc=f"trial {trial.number}")
             trial.set_user_attr(TRAIN_SECONDS, result.seconds)
             trial.set_user_attr(TRAIN_IMAGES_PER_S, result.images_per_second)
             trial.set_user_attr(FINAL_LOSS, result.final_loss)
@@ -164,7 +186,11 @@ class _Objective:
             trial.set_user_attr(FUSION_ERROR, err)
             lap("fuse")
             acc = evaluate(deploy, data, self.device)
+            if RUNTIMES.get(cfg.measure.runtime).quantized:  # the front of what ships: the INT8 net's accuracy
+                trial.set_user_attr(FLOAT_ACCURACY, acc)
+                acc = runtime_accuracy(deploy, data, cfg.measure.runtime, threads=cfg.measure.threads)
         trial.set_user_attr(ACCURACY, acc)
+        trial.set_user_attr(VAL_SIZE, data.val_size)
         lap("evaluate")
         save_checkpoint(
             self.paths.checkpoint(trial.number),
@@ -183,7 +209,7 @@ class _Objective:
 
 def _completed_twin(trial: optuna.Trial, spec_hash: str) -> optuna.trial.FrozenTrial | None:
     for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get(SPEC_HASH) == spec_hash:
+        if t.user_attrs.get(SPEC_HASH) == spec_hash and t.user_attrs.get(REPEAT_OF) is None:
             return t
     return None
 

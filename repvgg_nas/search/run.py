@@ -8,6 +8,7 @@ decides what to show.
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import time
 import warnings
 from collections.abc import Callable
@@ -22,23 +23,30 @@ from ..attrs import (
     ACCURACY, ARCH, DEVICE, FAIL_REASON, INTERRUPTED, LATENCY_MS, MACS, PARAMS, PARENT_TRIAL, PRUNE,
     PRUNE_TARGET_MET, PRUNED_RATIO, REFERENCE, SPEC, SPEC_HASH, SPEEDUP, SURPLUS, arch_key,
 )
+from ..attrs import REPEAT_OF, STUDY_LOCKSTEP, STUDY_TRUST, TRAIN_EPOCHS, TRAIN_SEED
 from ..checkpoint import load_model, save_checkpoint
 from ..data import DataBundle, load_data
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
-from ..measure import MeasureSettings, ThroughputCache
+from ..measure import MeasureSettings, ThroughputCache, measure_specs
 from ..prune import run_prune
-from ..report import front_numbers, pareto_frame, trials_frame, write_csv, write_report
-from ..storage import DEFAULT_HEARTBEAT_INTERVAL, study_heartbeat
+from ..report import (
+    architecture_stats, front_numbers, pareto_frame, study_sigmas, trials_frame, write_csv, write_report,
+)
+from ..spec import RepVGGSpec
+from ..storage import DEFAULT_HEARTBEAT_INTERVAL, FIXED_PARAMS, study_heartbeat
 from .connect import connect, recover_interrupted
 from .events import (
-    EventCallback, Interrupted, PruneFailed, PruningFrontMember, SearchEvent, StudyStarted, TrialFinished,
-    TrialTakenOver, Waiting,
+    EventCallback, Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, SearchEvent,
+    StudyStarted, TrialFinished, TrialTakenOver, Waiting,
 )
 from .objective import ARCH_DIMENSIONS, _Objective, failure_reason
-from .slots import recover_trials, slot_state
+from .slots import died, recover_trials, repeat_key, slot_state
 from .study import StudyConfig
 
-__all__ = ["ROLES", "SearchResult", "run_search", "prune_front", "write_outputs", "counts_as_done"]
+__all__ = [
+    "ROLES", "SearchResult", "run_search", "prune_front", "write_outputs", "counts_as_done", "linked_wanted",
+    "run_linked", "remeasure_front",
+]
 
 TrialState = optuna.trial.TrialState
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -60,12 +68,14 @@ def _ignore(event: SearchEvent) -> None:
 
 def counts_as_done(t: optuna.trial.FrozenTrial) -> bool:
     """Finished trials count toward n_trials, except those cut short by the user or a crash,
-    pruned variants (added after the search, not sampled) and surplus trials of a worker
-    that found every slot taken. (Study-wide counts use :func:`slots.slot_state`.)"""
+    pruned variants (added after the search, not sampled), linked re-trainings (seed
+    repeats, long re-trainings) and surplus trials of a worker that found every slot
+    taken. (Study-wide counts use :func:`slots.slot_state`.)"""
     return (
         t.state in _DONE
         and not str(t.user_attrs.get(FAIL_REASON, "")).startswith(INTERRUPTED)
         and t.user_attrs.get(PARENT_TRIAL) is None
+        and t.user_attrs.get(REPEAT_OF) is None
         and not t.user_attrs.get(SURPLUS)
     )
 
@@ -81,6 +91,7 @@ def _keep_checkpoints(study: optuna.Study, paths: StudyPaths) -> None:
     finished = {t.number for t in trials if t.state.is_finished()}
     keep = front_numbers(study) | {
         t.number for t in trials if t.user_attrs.get(REFERENCE) or t.user_attrs.get(PARENT_TRIAL) is not None
+        or t.user_attrs.get(TRAIN_EPOCHS) is not None  # long re-trainings: the better-trained nets
     }
     for n, f in paths.checkpoint_trials().items():
         if n in finished and n not in keep:
@@ -98,10 +109,12 @@ def prune_front(
     """
     assert cfg.prune is not None
     on_event = on_event or _ignore
-    done = {t.user_attrs.get(PARENT_TRIAL) for t in study.get_trials(deepcopy=False)}
+    trials = study.get_trials(deepcopy=False)
+    done = {t.user_attrs.get(PARENT_TRIAL) for t in trials}
+    front = front_numbers(study)
     parents = [
-        t for t in study.best_trials
-        if t.user_attrs.get(PARENT_TRIAL) is None and t.number not in done
+        t for t in trials
+        if t.number in front and t.user_attrs.get(PARENT_TRIAL) is None and t.number not in done
     ]
     for parent in parents:
         path = paths.checkpoint(parent.number)
@@ -139,11 +152,131 @@ def prune_front(
     return len(parents)
 
 
+def linked_wanted(study: optuna.Study, cfg: StudyConfig) -> list[tuple[int, int | None, int | None]]:
+    """The linked re-trainings the study should hold now, as :func:`slots.repeat_key` tuples.
+
+    For every architecture on the front (taken on mean accuracy) and every
+    reference: ``[trust] seeds - 1`` extra seeds (``cfg.seed + 1``, ...) at
+    the proxy budget, and one run at ``long_epochs`` when set. Pruned variants
+    are not re-trained (their accuracy comes from pruning a trained net).
+    """
+    trust = cfg.trust
+    if trust.seeds <= 1 and trust.long_epochs is None:
+        return []
+    stats = architecture_stats(trials_frame(study))
+    if stats.empty:
+        return []
+    pick = stats[(stats["on_front"].astype(bool) | stats["reference"].notna()) & (stats["kind"] != "pruned")]
+    out: list[tuple[int, int | None, int | None]] = []
+    for n in sorted(int(x) for x in pick["number"]):
+        out += [(n, cfg.seed + k, None) for k in range(1, trust.seeds)]
+        if trust.long_epochs is not None:
+            out.append((n, None, trust.long_epochs))
+    return out
+
+
+def _queue_linked(study: optuna.Study, cfg: StudyConfig) -> tuple[int, int]:
+    """Queue every wanted linked re-training the study does not hold yet; return (seeds, long) queued.
+
+    A key is held by a queued, running or finished trial; one that died
+    (Ctrl-C, a dead worker) is queued again, a finished one never.
+    """
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    held = {repeat_key(t) for t in trials if repeat_key(t) is not None and not t.user_attrs.get(SURPLUS) and not died(t)}
+    seeds = longs = 0
+    for key in linked_wanted(study, cfg):
+        if key in held or key[0] not in by_number:
+            continue
+        origin = by_number[key[0]]
+        params = origin.params or dict(origin.system_attrs.get(FIXED_PARAMS) or {})
+        attrs: dict[str, Any] = {REPEAT_OF: key[0]}
+        if key[1] is not None:
+            attrs[TRAIN_SEED] = key[1]
+            seeds += 1
+        if key[2] is not None:
+            attrs[TRAIN_EPOCHS] = key[2]
+            longs += 1
+        study.enqueue_trial(params, user_attrs=attrs)
+    return seeds, longs
+
+
+def run_linked(
+    study: optuna.Study, cfg: StudyConfig, objective: Callable[[optuna.Trial], Any],
+    after_trial: Callable[..., None], on_event: EventCallback | None = None, rounds: int = 50,
+) -> None:
+    """Queue and run the ``[trust]`` re-trainings of the front and the references until none is missing.
+
+    They are ordinary Optuna trials (fixed params, ``repeat_of``/``train_seed``/
+    ``train_epochs`` attrs), so storages, workers and crash recovery treat them
+    like search trials, but they take no search slot. The front may change as
+    means come in, so this loops: queue what is missing, run it, look again.
+    It stops when nothing is missing, or when a round makes no progress
+    (another worker holds the rest).
+    """
+    emit = on_event or _ignore
+    interval = study_heartbeat(study)
+    for _ in range(rounds):
+        if interval is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+        else:
+            recover_trials(study, running=True, finished=False)
+        seeds, longs = _queue_linked(study, cfg)
+        waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if repeat_key(t)]
+        if not waiting:
+            return
+        emit(LinkedQueued(seeds, longs, len(waiting)))
+        before = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False) if repeat_key(t))
+        study.optimize(objective, n_trials=len(waiting), catch=(Exception,), callbacks=[after_trial],
+                       gc_after_trial=True)
+        after = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False) if repeat_key(t))
+        if after == before:
+            return
+
+
+def remeasure_front(study: optuna.Study, measure: MeasureSettings, on_event: EventCallback | None = None) -> dict[str, Any] | None:
+    """Re-measure the front and the references together in lockstep; store and return the record.
+
+    Their ratios then come from one stretch of time (as the bench measures),
+    not from measurements hours apart on a machine whose load changed. The
+    record (study attr ``lockstep_measurement``: when, other processes' load,
+    per-architecture images/s, IQR, CV, contended) is what the claims use.
+    """
+    frame = trials_frame(study)
+    stats = architecture_stats(frame)
+    if stats.empty:
+        return None
+    pick = stats[stats["on_front"].astype(bool) | stats["reference"].notna()]
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    specs = {}
+    for h, n in zip(pick["spec_hash"], pick["number"]):
+        spec = by_number[int(n)].user_attrs.get(SPEC)
+        if spec:
+            specs[str(h)] = RepVGGSpec.from_dict(spec)
+    if not specs:
+        return None
+    at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    out = measure_specs(specs, measure)
+    loads = [m.env.get("other_cpu_load") for m in out.values() if m.env.get("other_cpu_load") is not None]
+    record = {
+        "at": at, "other_load": max(loads) if loads else None,
+        "contended": any(m.contended for m in out.values()),
+        "device": next(iter(out.values())).env.get("device_name"),
+        "archs": {h: {"images_per_s": m.images_per_s, "images_per_s_iqr": m.images_per_s_iqr,
+                      "robust_cv": m.robust_cv, "contended": m.contended} for h, m in out.items()},
+    }
+    study.set_user_attr(STUDY_LOCKSTEP, record)
+    (on_event or _ignore)(Remeasured(len(specs), at, record["other_load"], record["contended"]))
+    return record
+
+
 def write_outputs(study: optuna.Study, out_dir: str | Path) -> tuple[Any, Any]:
     """Write ``trials.csv`` and ``pareto.csv`` of the study into ``out_dir``; return both frames."""
     paths = StudyPaths(Path(out_dir))
     trials = trials_frame(study)
-    pareto = pareto_frame(trials)
+    pareto = pareto_frame(trials, study_sigmas(study))
     write_csv(trials, paths.trials_csv)
     write_csv(pareto, paths.pareto_csv)
     return trials, pareto
@@ -235,6 +368,8 @@ def run_search(
     data = load_data(cfg.data, device=train_device)  # before anything is written
     study, shown = connect(cfg, storage, reports_dir, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     paths.root.mkdir(parents=True, exist_ok=True)
+    if role != "worker":
+        study.set_user_attr(STUDY_TRUST, cfg.trust.to_dict())  # the latest run's rule, read by the report
     if role == "all":
         recover_interrupted(study, running=study_heartbeat(study) is None)
     cache = ThroughputCache(paths.throughput_cache)
@@ -253,12 +388,20 @@ def run_search(
         if state.finished or not state.runnable:
             study.stop()
 
+    def after_linked(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        emit(TrialFinished(t, False))
+        _keep_checkpoints(study, paths)
+
     interrupted = False
     try:
         if remaining:
             _work(study, objective, after_trial, target, timeout, emit)
+        if slot_state(study.get_trials(deepcopy=False), target).finished:
+            run_linked(study, cfg, objective, after_linked, emit)
         if cfg.prune is not None and role != "worker":
             prune_front(study, cfg, data, measure, train_device, cache, paths, emit)
+        if role != "worker":
+            remeasure_front(study, measure, emit)
     except KeyboardInterrupt:
         interrupted = True
         emit(Interrupted())

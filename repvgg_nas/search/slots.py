@@ -9,6 +9,10 @@
   are held and no other trial already answers for its key; otherwise it is
   *surplus*: it is pruned untrained with the ``surplus`` attr, which every
   count and report skips. See :func:`admission` and :func:`slot_state`.
+- **Linked re-trainings** (seed repeats, long re-trainings: ``repeat_of``)
+  take no slot. Each is named by :func:`repeat_key` (architecture trial,
+  seed, epochs); :func:`repeat_taken` makes a second trial for the same key
+  surplus, so two workers that queue the same repeat train it once.
 - **Crash recovery.** A trial that was running when its worker died is failed
   and queued again (``retry_of`` names it). RDB storages use Optuna's
   heartbeat for this (:mod:`repvgg_nas.storage`); storages without one use
@@ -30,8 +34,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from ..attrs import (
-    ADMITTED, DUPLICATE, FAIL_REASON, INTERRUPTED, PARENT_TRIAL, REFERENCE, RETRY_OF, SURPLUS, WORKER,
-    WORKER_START,
+    ADMITTED, DUPLICATE, FAIL_REASON, INTERRUPTED, PARENT_TRIAL, REFERENCE, REPEAT_OF, RETRY_OF, SURPLUS,
+    TRAIN_EPOCHS, TRAIN_SEED, WORKER, WORKER_START,
 )
 from ..storage import FAILED_TRIAL, FIXED_PARAMS, RETRY_HISTORY, fail_trial
 from .launch import pid_alive
@@ -44,6 +48,8 @@ __all__ = [
     "slot_state",
     "admission",
     "recover_trials",
+    "repeat_key",
+    "repeat_taken",
     "UNKNOWN_WORKER_AFTER_S",
 ]
 
@@ -55,8 +61,39 @@ def _reason(t: FrozenTrial) -> str:
 
 
 def is_search_trial(t: FrozenTrial) -> bool:
-    """A sampled or enqueued trial of the search: not a pruned variant, not surplus."""
-    return t.user_attrs.get(PARENT_TRIAL) is None and not t.user_attrs.get(SURPLUS)
+    """A sampled or enqueued trial of the search: not a pruned variant, not a linked re-training, not surplus."""
+    return (t.user_attrs.get(PARENT_TRIAL) is None and t.user_attrs.get(REPEAT_OF) is None
+            and not t.user_attrs.get(SURPLUS))
+
+
+def repeat_key(t: FrozenTrial) -> tuple[int, int | None, int | None] | None:
+    """(architecture trial, seed, epochs) of a linked re-training; None for any other trial."""
+    origin = t.user_attrs.get(REPEAT_OF)
+    if origin is None:
+        return None
+    seed, epochs = t.user_attrs.get(TRAIN_SEED), t.user_attrs.get(TRAIN_EPOCHS)
+    return int(origin), None if seed is None else int(seed), None if epochs is None else int(epochs)
+
+
+def repeat_taken(number: int, trials: Sequence[FrozenTrial]) -> str | None:
+    """Why the linked re-training ``number`` must not run (None when it may).
+
+    Another trial of the same :func:`repeat_key` that finished (not by dying)
+    holds the result; one that runs with a lower number goes first.
+    """
+    by_number = {t.number: t for t in trials}
+    me = by_number.get(number)
+    key = repeat_key(me) if me is not None else None
+    if key is None:
+        return None
+    for o in trials:
+        if o.number == number or o.user_attrs.get(SURPLUS) or repeat_key(o) != key:
+            continue
+        if o.state.is_finished() and not died(o):
+            return f"{DUPLICATE}: trial {o.number} already holds this re-training"
+        if o.state == TrialState.RUNNING and o.number < number:
+            return f"{DUPLICATE}: trial {o.number} already runs this re-training"
+    return None
 
 
 def died(t: FrozenTrial) -> bool:
@@ -238,6 +275,14 @@ def recover_trials(
     out = []
     for t in trials:
         if not is_search_trial(t):
+            if running and t.state == TrialState.RUNNING and repeat_key(t) is not None:
+                # A dead linked re-training is failed here; the run queues its key again (run._run_linked).
+                why = _dead_reason(t, host, now, unknown_after_s)
+                if why is not None:
+                    try:
+                        fail_trial(study, t, f"{INTERRUPTED}: {why}")
+                    except UpdateFinishedTrialError:
+                        pass
             continue
         if t.state == TrialState.RUNNING:
             why = _dead_reason(t, host, now, unknown_after_s) if running else None

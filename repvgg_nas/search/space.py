@@ -8,6 +8,7 @@ A space holds ranges and choices only, no code::
     b = {choices = [1.5, 2.0, 2.5]}          # every b must be >= every a
     groupwise = {choices = ["none", "paper", "stages:3"]}
     g = {choices = [2, 4]}
+    block = {choices = ["repvgg", "qarepvgg"]}   # train-form block; default "repvgg"
 
 Each dimension is a constant, ``{choices = [...]}`` or ``{low, high, step}``.
 :meth:`SearchSpace.sample` turns an Optuna trial into a :class:`RepVGGSpec`.
@@ -26,12 +27,12 @@ import optuna
 
 from ..config import Table, find_config, load_toml
 from ..errors import ConfigError, RepVGGNasError, SpecError
-from ..spec import RepVGGSpec, groupwise_layers
+from ..spec import BLOCKS, DEFAULT_BLOCK, RepVGGSpec, groupwise_layers
 from ..zoo import ZooEntry
 
 __all__ = ["Dim", "SearchSpace", "load_space"]
 
-SPACE_KEYS = ("description", "depths", "a", "b", "groupwise", "g")
+SPACE_KEYS = ("description", "depths", "a", "b", "groupwise", "g", "block")
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class Dim:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Depths per stage, width multipliers a/b and groupwise placement."""
+    """Depths per stage, width multipliers a/b, groupwise placement and the train-form block."""
 
     name: str
     depths: tuple[Dim, ...]
@@ -142,10 +143,11 @@ class SearchSpace:
     groupwise: Dim
     g: Dim
     description: str = ""
+    block: Dim = Dim("block", choices=(DEFAULT_BLOCK,))
 
     # ---- sampling -----------------------------------------------------------
     def dims(self) -> list[Dim]:
-        return [*self.depths, self.a, self.b, self.groupwise, self.g]
+        return [*self.depths, self.a, self.b, self.groupwise, self.g, self.block]
 
     def build(self, values: Mapping[str, Any], num_classes: int, in_channels: int = 3) -> RepVGGSpec:
         """The spec for one assignment of this space's dimension names to values."""
@@ -160,6 +162,7 @@ class SearchSpace:
             g=g,
             num_classes=num_classes,
             in_channels=in_channels,
+            block=str(get(self.block)),
         )
 
     def sample(self, trial: optuna.Trial, num_classes: int, in_channels: int = 3) -> RepVGGSpec:
@@ -176,6 +179,7 @@ class SearchSpace:
         if len(entry.depths) != len(self.depths):
             raise ConfigError(f"{entry.name} has {len(entry.depths)} stages; the space has {len(self.depths)}")
         wanted["a"], wanted["b"] = entry.a, entry.b
+        wanted["block"] = entry.block  # a reference names its block: A0 (repvgg) or A0:qarepvgg
         if entry.g > 1:
             wanted["groupwise"], wanted["g"] = entry.groupwise, entry.g
         else:
@@ -194,13 +198,16 @@ class SearchSpace:
 
     # ---- identity -----------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "depths": [d.to_dict() for d in self.depths],
             "a": self.a.to_dict(),
             "b": self.b.to_dict(),
             "groupwise": self.groupwise.to_dict(),
             "g": self.g.to_dict(),
         }
+        if self.block.to_dict() != DEFAULT_BLOCK:
+            d["block"] = self.block.to_dict()  # absent when default: older spaces keep their hash
+        return d
 
     @property
     def hash(self) -> str:
@@ -242,8 +249,12 @@ class SearchSpace:
         bad_g = [v for v in g.values() if v not in (1, 2, 4)]
         if bad_g:
             raise ConfigError(f"{source}g: {bad_g[0]!r} is not allowed; g must be 1, 2 or 4")
+        block = Dim.parse("block", t.get("block", (str, dict), DEFAULT_BLOCK), f"{source}block", (str,))
+        bad_block = [v for v in block.values() if v not in BLOCKS]
+        if bad_block:
+            raise ConfigError(f"{source}block: {bad_block[0]!r} is not allowed; allowed: {', '.join(BLOCKS)}")
         t.finish(SPACE_KEYS)
-        space = cls(name, depths, a, b, gw, g, description)
+        space = cls(name, depths, a, b, gw, g, description, block)
         deepest = tuple(max(d.values()) for d in depths)
         for p in gw.values():
             try:

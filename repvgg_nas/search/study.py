@@ -10,7 +10,7 @@ with the file so the user knows where to look.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from ..attrs import STUDY_SPACE, STUDY_SPACE_HASH
-from ..config import Table, find_config, load_toml
+from ..config import Override, Table, apply_overrides, blame_override, find_config, load_toml
 from ..data import DataConfig
 from ..errors import ConfigError, RepVGGNasError
 from ..measure import MeasureSettings
@@ -28,11 +28,11 @@ from ..train import TrainConfig
 from .. import zoo
 from .space import SearchSpace, load_space
 
-__all__ = ["Objectives", "SamplerConfig", "StudyConfig", "SAMPLERS", "load_study_config"]
+__all__ = ["Objectives", "SamplerConfig", "StudyConfig", "SAMPLERS", "TrustConfig", "load_study_config"]
 
 STUDY_KEYS = (
     "description", "space", "seed", "n_trials", "references",
-    "data", "train", "measure", "objectives", "sampler", "prune",
+    "data", "train", "measure", "objectives", "sampler", "prune", "trust",
 )
 
 
@@ -126,6 +126,47 @@ class SamplerConfig:
         return SAMPLERS.get(self.name)(self, seed)
 
 
+# ---- [trust]: how far the front's claims can be trusted (issue 13) -------------------------
+@dataclass(frozen=True)
+class TrustConfig:
+    """Seed repeats, a longer re-training and the claim rule (the ``[trust]`` table).
+
+    ``seeds``: trainings per architecture (the first is the search trial itself;
+    each extra one is a linked trial with another init and shuffle seed) for
+    the references and the front, which is taken on mean accuracy.
+    ``long_epochs``: re-train the front and the references once at this budget
+    (linked trials) to check the proxy's ranking (Kendall tau) and the front.
+    ``accuracy_floor``: hypervolume reference accuracy (default: the lowest
+    reference's mean accuracy minus ``claim_sigmas`` standard errors).
+    ``claim_sigmas``: an accuracy gap is a result only beyond this many
+    combined standard errors.
+    """
+
+    seeds: int = 1
+    long_epochs: int | None = None
+    accuracy_floor: float | None = None
+    claim_sigmas: float = 2.0
+
+    KEYS = ("seeds", "long_epochs", "accuracy_floor", "claim_sigmas")
+
+    @classmethod
+    def from_table(cls, t: Table, train_epochs: int) -> TrustConfig:
+        kw = dict(
+            seeds=t.get("seeds", int, 1, min=1, max=100),
+            long_epochs=t.get("long_epochs", int, None, min=1),
+            accuracy_floor=t.get("accuracy_floor", float, None, min=0.0, max=1.0),
+            claim_sigmas=t.get("claim_sigmas", float, 2.0, min=0.0, max=10.0),
+        )
+        if kw["long_epochs"] is not None and kw["long_epochs"] <= train_epochs:
+            raise t.error("long_epochs", f"{kw['long_epochs']} must exceed train.epochs ({train_epochs}); "
+                          f"leave it out for no long re-training")
+        t.finish(cls.KEYS)
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.KEYS}
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     name: str
@@ -141,6 +182,7 @@ class StudyConfig:
     references: tuple[str, ...] = ()
     description: str = ""
     prune: PruneJob | None = None
+    trust: TrustConfig = field(default_factory=TrustConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """What is stored with the study (for reports and for resuming)."""
@@ -159,6 +201,7 @@ class StudyConfig:
             "sampler": {"name": self.sampler.name, "population_size": self.sampler.population_size,
                         "n_startup_trials": self.sampler.n_startup_trials},
             "prune": self.prune.to_dict() if self.prune is not None else None,
+            "trust": self.trust.to_dict(),
         }
 
     def replace(self, **changes: Any) -> StudyConfig:
@@ -177,14 +220,35 @@ def _sub(source: str, table: str, build: Callable[[Any], Any], raw: Any) -> Any:
         raise ConfigError(f"{source}{prefix}{msg}") from None
 
 
-def load_study_config(name_or_path: str | os.PathLike) -> StudyConfig:
-    """Load ``studies/NAME.toml`` (or a path) and validate every table and reference."""
+def load_study_config(
+    name_or_path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[Override] | None = None
+) -> StudyConfig:
+    """Load ``studies/NAME.toml`` (or a path) and validate every table and reference.
+
+    ``overrides`` (dotted key -> value, or :class:`~repvgg_nas.config.Override`
+    items that name the flag which set them) are applied to the raw table
+    *before* validation, so ``--data PATH`` completes a study whose ``[data]``
+    names a dataset but no root. An error caused by an override names its flag.
+    """
+    if overrides is None:
+        items: list[Override] = []
+    elif isinstance(overrides, Mapping):
+        items = [Override(k, v, f"override {k}") for k, v in overrides.items()]
+    else:
+        items = list(overrides)
+    try:
+        return _load_study_config(name_or_path, items)
+    except ConfigError as e:
+        raise blame_override(e, items) from None
+
+
+def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override]) -> StudyConfig:
     path = find_config(str(name_or_path), "studies", "study")
     if path.stem in ("", ".", "..") or path.stem.startswith(".") or "\\" in path.stem:
         # The study name (the file's stem) becomes reports/<name>/: it must stay inside reports/.
         raise ConfigError(f"{path}: study name {path.stem!r} is invalid: rename the file to a plain name")
     source = f"{path}: "
-    t = Table(load_toml(path), "", source)
+    t = Table(apply_overrides(load_toml(path), overrides), "", source)
     description = t.get("description", str, "")
     space = load_space(t.get("space", str))
     seed = t.get("seed", int, 0, min=0)
@@ -207,6 +271,7 @@ def load_study_config(name_or_path: str | os.PathLike) -> StudyConfig:
     sampler = SamplerConfig.from_table(t.table("sampler"))
     raw_prune = t.get("prune", dict, None)
     prune = _sub(source, "prune", PruneJob.from_dict, raw_prune) if raw_prune is not None else None
+    trust = TrustConfig.from_table(t.table("trust"), train.epochs)
     t.finish(STUDY_KEYS)
     return StudyConfig(
         name=path.stem,
@@ -222,4 +287,5 @@ def load_study_config(name_or_path: str | os.PathLike) -> StudyConfig:
         references=tuple(references),
         description=description,
         prune=prune,
+        trust=trust,
     )

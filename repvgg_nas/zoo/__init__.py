@@ -1,6 +1,8 @@
 """The paper's RepVGG configurations as a named registry of specs.
 
-``get("RepVGG-A0")`` (or ``get("A0")``) returns the spec; the paper's reported
+``get("RepVGG-A0")`` (or ``get("A0")``) returns the spec; a ``:BLOCK`` suffix
+(``get("A0:qarepvgg")``) names the same config with another train-form block
+(``RepVGGSpec.block``). The paper's reported
 deploy-model params (M) and GMACs at 224x224 / 1000 classes are kept beside
 each entry so tests and reports can compare against them.
 """
@@ -8,9 +10,11 @@ each entry so tests and reports can compare against them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import replace as _replace
 
+from ..errors import UnknownNameError
 from ..registry import Registry
-from ..spec import RepVGGSpec
+from ..spec import BLOCKS, DEFAULT_BLOCK, RepVGGSpec
 
 __all__ = ["ZooEntry", "ZOO", "get", "get_entry", "list_names", "table"]
 
@@ -32,6 +36,7 @@ class ZooEntry:
     use_se: bool = False
     paper_params_m: float | None = None
     paper_gmacs: float | None = None
+    block: str = DEFAULT_BLOCK
 
     @property
     def family(self) -> str:
@@ -47,6 +52,7 @@ class ZooEntry:
             num_classes=num_classes,
             in_channels=in_channels,
             use_se=self.use_se,
+            block=self.block,
         )
 
 
@@ -85,7 +91,17 @@ def _canonical(name: str) -> str:
 
 
 def get_entry(name: str) -> ZooEntry:
-    return ZOO.get(_canonical(name))
+    """The entry of ``name``; ``NAME:BLOCK`` (e.g. ``A0:qarepvgg``) swaps the train-form block."""
+    base, sep, block = name.partition(":")
+    entry = ZOO.get(_canonical(base))
+    if not sep:
+        return entry
+    block = block.strip().lower()
+    if block not in BLOCKS:
+        raise UnknownNameError(f"zoo name {name!r}: block {block!r} is unknown; allowed: {', '.join(BLOCKS)}")
+    if block == DEFAULT_BLOCK:
+        return entry
+    return _replace(entry, name=f"{entry.name}:{block}", block=block)
 
 
 def get(name: str, num_classes: int = 1000, in_channels: int = 3) -> RepVGGSpec:

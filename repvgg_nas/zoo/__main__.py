@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
-from ..cli import format_table, run_cli
+from ..cli import ArgumentParser, format_table, run_cli
 from . import table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m repvgg_nas.zoo",
         description="List the RepVGG zoo: depths, width multipliers a/b, groupwise layers, "
         "deploy-model params and MACs (multiply-accumulates, the paper's 'FLOPs'), "

@@ -1,0 +1,94 @@
+"""How far the a_family front can be trusted: 3 seeds per front member and reference, and a 24-epoch
+re-training of each, on the embedded proxy data.
+
+Runs the built-in a_family study with ``[trust] seeds = 3, long_epochs = 24``
+in its own reports folder (resumable: re-run the same command after an
+interruption), then writes a markdown note: references and front with mean
++- std over the seeds, Kendall tau between proxy and 24-epoch accuracy over
+front + references, and which references are dominated beyond the noise at
+the proxy and at the long budget (including "none").
+
+    python benchmarks/trust_a_family.py --out benchmarks/trust_cpu.md
+
+Time: the 12 search trials (about 12 min on a quiet 2-core AVX2 CPU), then 2
+extra proxy trainings and one 4x-longer training per front member and
+reference (6-8 architectures): about 1.5-3 hours on that CPU, minutes on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+from repvgg_nas.report import architecture_stats, claims_frame, fidelity
+from repvgg_nas.search import load_study_config, run_search
+from repvgg_nas.search import TrustConfig
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--long-epochs", type=int, default=24)
+    p.add_argument("--reports-dir", default="reports/bench_trust")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+
+    cfg = load_study_config("a_family")
+    cfg = cfg.replace(trust=TrustConfig(seeds=args.seeds, long_epochs=args.long_epochs,
+                                        claim_sigmas=cfg.trust.claim_sigmas))
+    t0 = time.time()
+    res = run_search(cfg, reports_dir=args.reports_dir, device=args.device, progress=False)
+    minutes = (time.time() - t0) / 60
+    stats = architecture_stats(res.trials)
+    sigmas = cfg.trust.claim_sigmas
+    fid = fidelity(stats)
+    shown = stats[stats["on_front"] | stats["reference"].notna()].sort_values("throughput", ascending=False)
+    lines = [
+        f"# a_family: seed noise and proxy fidelity ({args.seeds} seeds, {args.long_epochs}-epoch re-training)",
+        "",
+        f"Machine: {_cpu()}; device {cfg.measure.resolved().device}. Command: "
+        f"`python benchmarks/trust_a_family.py --out ...` ({minutes:.0f} min this run, resumed runs count "
+        f"only their own part).",
+        "",
+        "| trial | reference | front | n | accuracy mean ± std | SE | images/s | 24-epoch accuracy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in shown.iterrows():
+        std = "" if r["accuracy_std"] != r["accuracy_std"] else f" ± {r['accuracy_std']:.4f}"
+        lines.append(
+            f"| {int(r['number'])} | {r['reference'] or ''} | {'*' if r['on_front'] else ''} | {int(r['n'])} | "
+            f"{r['accuracy_mean']:.4f}{std} | {r['accuracy_se']:.4f} | {r['throughput']:.1f} | "
+            f"{r['long_accuracy']:.4f} |")
+    lines += ["", f"Kendall tau (proxy mean vs {args.long_epochs}-epoch accuracy, front + references): "
+              f"{fid.tau:+.3f} (p = {fid.p_value:.2g}, n = {fid.n}).", ""]
+    for budget in ("proxy", "long"):
+        claims = claims_frame(stats, sigmas, budget)
+        beaten = claims[claims["verdict"] == "dominates"]
+        lines.append(f"Dominated beyond the noise ({sigmas:g} combined SE and the speed spread) at the {budget} "
+                     f"budget: " + (", ".join(f"{r.reference} by trial {r.front}" for r in beaten.itertuples())
+                                   or "none") + ".")
+        for r in claims.itertuples():
+            lines.append(f"- trial {r.front} vs {r.reference}: {r.verdict} ({100 * r.accuracy_diff:+.1f} ± "
+                         f"{100 * r.accuracy_diff_se:.1f} pts, {r.speed_ratio:.2f}x ± {r.speed_ratio_spread:.2f}x)")
+        lines.append("")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""A front you can trust: seed repeats and long re-trainings as linked trials, per-architecture
+statistics, claims only beyond the noise, proxy fidelity, contended speed, hypervolume floor."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from repvgg_nas import ConfigError
+from repvgg_nas.measure import Measurement, MeasureSettings, ThroughputCache
+from repvgg_nas.report import (
+    architecture_stats, claims_frame, collect_report_data, dominates, fidelity, hypervolume_frame,
+    pareto_frame, report_trials_frame, trials_frame, verdict,
+)
+from repvgg_nas.search import counts_as_done, load_study_config, run_search, slot_state
+from repvgg_nas.search import objective as objective_mod
+from repvgg_nas.search.__main__ import pareto_table
+from repvgg_nas.zoo import get as zoo_get
+
+from .helpers import write_tiny_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TRUST = "[trust]\nseeds = 2\nlong_epochs = 2\n"
+BASE = {"depth2": 1, "depth3": 1, "a": 0.125, "b": 0.25}
+
+
+# ---------------------------------------------------------------------------
+# claims: the rule, on frames built to sit inside and outside the noise
+# ---------------------------------------------------------------------------
+
+
+def _study_with(points: list[tuple[str, str | None, list[float], float]]) -> optuna.Study:
+    """One architecture per entry: (spec hash, reference, accuracies over seeds, images/s); 2000 val images."""
+    s = optuna.create_study(directions=["maximize", "maximize"])
+    for h, ref, accs, thr in points:
+        first = len(s.trials)
+        for i, acc in enumerate(accs):
+            ua: dict[str, Any] = {"spec_hash": h, "arch": h, "val_size": 2000, "throughput_iqr": thr * 0.02,
+                                  "measure_contended": False}
+            if i == 0 and ref:
+                ua["reference"] = ref
+            if i:
+                ua.update(repeat_of=first, train_seed=i)
+            s.add_trial(optuna.trial.create_trial(values=[acc, thr], user_attrs=ua))
+    return s
+
+
+def test_a_gap_inside_the_noise_ties_and_a_clear_one_dominates():
+    # Trial 2 beats the reference on both point values by a hair: the old bare rule said "dominates".
+    s = _study_with([("ref", "A0", [0.700, 0.710], 100.0), ("hair", None, [0.712, 0.708], 101.0)])
+    trials = trials_frame(s)
+    by = trials.set_index("number")
+    assert dominates(by.loc[2], by.loc[0])
+    stats = architecture_stats(trials).set_index("number")
+    assert stats.loc[0, "n"] == 2 and stats.loc[0, "accuracy_mean"] == pytest.approx(0.705)
+    assert stats.loc[0, "accuracy_std"] == pytest.approx(np.std([0.70, 0.71], ddof=1))
+    se = math.sqrt(stats.loc[0, "accuracy_std"] ** 2 / 2 + 0.705 * 0.295 / 2000)
+    assert stats.loc[0, "accuracy_se"] == pytest.approx(se)
+    pareto = pareto_frame(trials).set_index("number")
+    assert set(pareto.index) == {0, 2}
+    assert pareto.loc[2, "dominates"] == "" and pareto.loc[2, "claims"].startswith("A0: ties (+0.5 ± ")
+    claim = claims_frame(architecture_stats(trials)).iloc[0]
+    assert claim["verdict"] == "ties" and claim["speed_ratio"] == pytest.approx(1.01)
+    assert claim["accuracy_diff"] == pytest.approx(0.005) and claim["accuracy_diff_se"] > 0.005 / 2
+
+    clear = _study_with([("ref", "A0", [0.700, 0.710], 100.0), ("big", None, [0.800, 0.805], 150.0),
+                         ("fast", None, [0.703, 0.707], 400.0)])
+    pareto = pareto_frame(trials_frame(clear)).set_index("number")
+    assert pareto.loc[2, "dominates"] == "A0" and pareto.loc[2, "claims"].startswith("A0: dominates (+9.8 ± ")
+    assert pareto.loc[4, "claims"].startswith("A0: as accurate, 4.0x faster (+0.0 ± ")
+    assert "long_claims" in pareto and pareto.loc[2, "long_claims"] == ""
+    table = pareto_table(pareto_frame(trials_frame(clear)))
+    assert "0.8025 ± " in table and "(n=2)" in table and "A0: dominates" in table
+
+
+def test_verdict_rule_each_branch():
+    assert verdict(0.05, 0.01, 1.5, 0.1, 2.0) == "dominates"
+    assert verdict(0.015, 0.01, 1.5, 0.1, 2.0) == "as accurate, 1.5x faster"
+    assert verdict(0.05, 0.01, 1.05, 0.1, 2.0) == "more accurate, as fast"
+    assert verdict(-0.05, 0.01, 1.5, 0.1, 2.0) == "trade-off"
+    assert verdict(0.015, 0.01, 1.05, 0.1, 2.0) == "ties"
+    assert verdict(0.015, 0.01, 1.05, 0.1, 1.0) == "more accurate, as fast"  # claim_sigmas matters
+
+
+def test_single_runs_take_the_pooled_seed_spread_and_the_floor_follows_the_references():
+    s = _study_with([("ref", "A0", [0.60, 0.64], 100.0), ("one", None, [0.70], 50.0)])
+    stats = architecture_stats(trials_frame(s)).set_index("number")
+    pooled = np.std([0.60, 0.64], ddof=1)
+    assert stats.loc[2, "accuracy_se"] == pytest.approx(math.sqrt(pooled ** 2 + 0.7 * 0.3 / 2000))
+    hv = hypervolume_frame(report_trials_frame(s))
+    floor = 0.62 - 2 * stats.loc[0, "accuracy_se"]
+    assert hv["reference_accuracy"].iloc[0] == pytest.approx(floor)
+    # Seed repeats are not steps of the search's hypervolume history.
+    assert hv["number"].tolist() == [0, 2]
+
+
+def test_trust_table_is_validated(tmp_path):
+    good = load_study_config(write_tiny_study(tmp_path, tail=TRUST))
+    assert good.trust.seeds == 2 and good.trust.long_epochs == 2 and good.trust.claim_sigmas == 2.0
+    assert good.to_dict()["trust"]["seeds"] == 2
+    for tail, message in [
+        ("[trust]\nseeds = 0\n", "trust.seeds: 0 is out of range"),
+        ("[trust]\nlong_epochs = 1\n", "trust.long_epochs: 1 must exceed train.epochs (1)"),
+        ("[trust]\naccuracy_floor = 1.5\n", "trust.accuracy_floor: 1.5 is out of range"),
+        ("[trust]\nclaim_sigma = 2\n", "trust.claim_sigma: unknown key"),
+        ("[trust]\nseeds = \"3\"\n", "trust.seeds: must be"),
+    ]:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            load_study_config(write_tiny_study(tmp_path / "bad", tail=tail))
+    assert load_study_config("quick").trust.seeds == 1
+
+
+# ---------------------------------------------------------------------------
+# speed: contended figures are flagged and never final in the cache
+# ---------------------------------------------------------------------------
+
+
+def test_contended_measurement_is_not_served_as_final(tmp_path):
+    spec = zoo_get("A0")
+    settings = MeasureSettings(device="cpu")
+    cache = ThroughputCache(tmp_path / "c.json")
+
+    def m(thr: float, contended: bool) -> Measurement:
+        return Measurement(thr, 1.0, 1.0, 0.1, thr, 0.01, 0.01, 3, 1, (1.0,), None, contended=contended)
+
+    cache.put(spec, settings, m(12.9, True))
+    assert cache.get(spec, settings) is None and ThroughputCache.key(spec, settings) not in cache
+    cache.put(spec, settings, m(29.3, False))
+    cache.put(spec, settings, m(10.0, True))  # a later contended figure does not replace the clean one
+    again = ThroughputCache(tmp_path / "c.json")
+    assert again.get(spec, settings).images_per_s == 29.3 and ThroughputCache.key(spec, settings) in again
+
+
+# ---------------------------------------------------------------------------
+# end to end on tiny nets: linked trials, statistics, tau, flags, resume
+# ---------------------------------------------------------------------------
+
+
+def _trust_study(tmp_path, n: int = 2):
+    """A tiny study with ``[trust] seeds = 2, long_epochs = 2`` and one reference enqueued first."""
+    path = write_tiny_study(tmp_path, n=n, seed=0, tail=TRUST + '[sampler]\nname = "random"\n')
+    reports = tmp_path / "reports"
+    (reports / "tiny").mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{reports / 'tiny' / 'study.db'}"
+    if not (reports / "tiny" / "study.db").exists():
+        pre = optuna.create_study(study_name="tiny", storage=url, directions=["maximize", "maximize"])
+        pre.enqueue_trial(BASE, user_attrs={"reference": "tiny-ref"})
+    return path, reports
+
+
+def _linked(study: optuna.Study) -> dict[tuple, list[optuna.trial.FrozenTrial]]:
+    out: dict[tuple, list] = {}
+    for t in study.get_trials(deepcopy=False):
+        ua = t.user_attrs
+        if ua.get("repeat_of") is not None and not ua.get("surplus"):
+            out.setdefault((ua["repeat_of"], ua.get("train_seed"), ua.get("train_epochs")), []).append(t)
+    return out
+
+
+def test_seeds_and_long_retraining_are_linked_trials(tmp_path, monkeypatch):
+    path, reports = _trust_study(tmp_path)
+    real_measure = objective_mod.measure_spec
+    flagged: list[str] = []
+
+    def first_one_contended(spec, settings, cache):
+        """The first measurement (the reference's) as if other work had loaded the machine."""
+        if flagged:
+            return real_measure(spec, settings, cache)
+        flagged.append(spec.hash)
+        m = dataclasses.replace(real_measure(spec, settings, None), contended=True)
+        cache.put(spec, settings, m)
+        return m
+
+    monkeypatch.setattr(objective_mod, "measure_spec", first_one_contended)
+    res = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    study = res.study
+    assert study.metric_names == ["accuracy", "images/s"]
+    assert slot_state(study.get_trials(deepcopy=False), 2).done == 2
+    linked = _linked(study)
+    stats = architecture_stats(res.trials)
+    wanted = stats[stats["on_front"] | stats["reference"].notna()]
+    assert 0 in set(wanted["number"])  # the reference
+    for n in wanted["number"]:
+        for key in ((n, 1, None), (n, None, 2)):  # seed cfg.seed + 1 at the proxy budget; the long budget
+            runs = linked[key]
+            assert len(runs) == 1 and runs[0].state.name == "COMPLETE"
+            assert not counts_as_done(runs[0])
+    long_run = linked[(0, None, 2)][0]
+    assert long_run.user_attrs["spec_hash"] == study.trials[0].user_attrs["spec_hash"]
+    # Another seed is another net: its accuracy comes from its own training.
+    assert linked[(0, 1, None)][0].params == study.trials[0].params
+    # Every trial records whether its speed was measured under load and on how many val images.
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert all(t.user_attrs["measure_contended"] in (True, False) and t.user_attrs["val_size"] == 32 for t in done)
+
+    pareto = pd.read_csv(reports / "tiny" / "pareto.csv")
+    ref = pareto[pareto["number"] == 0].iloc[0]
+    accs = [study.trials[0].values[0], linked[(0, 1, None)][0].values[0]]
+    assert ref["n"] == 2 and ref["accuracy"] == pytest.approx(np.mean(accs))
+    assert ref["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert ref["long_accuracy"] == pytest.approx(long_run.values[0])
+    assert set(pareto["number"]) == set(wanted["number"])
+    # Lockstep re-measurement of the front and the references, stored on the study.
+    lock = study.user_attrs["lockstep_measurement"]
+    assert set(lock["archs"]) == set(wanted["spec_hash"]) and lock["at"]
+    assert pareto["lockstep_throughput"].notna().all()
+    # Kendall tau between the proxy and the long budget, in the report's data.
+    fid = fidelity(architecture_stats(res.trials))
+    assert fid.n == len(wanted)
+    data = collect_report_data(study)
+    assert len(data.fidelity) == len(wanted)
+    summary = data.summary.set_index("field")["value"]
+    assert "Kendall tau" in summary["proxy fidelity"] or len(wanted) < 2
+    assert "lowest reference" in summary["hypervolume reference point"] or "tiny-ref" not in set(pareto["reference"])
+    # The contended figure is flagged on its trial and in the report, and was not served again as final.
+    assert study.trials[0].user_attrs["measure_contended"] is True
+    assert summary["contended measurements"].startswith("trial 0")
+    assert linked[(0, 1, None)][0].user_attrs["measure_cached"] is False
+    assert (reports / "tiny" / "report_fidelity.csv").is_file() and (reports / "tiny" / "report_claims.csv").is_file()
+    # Long re-trainings keep their checkpoints (the better-trained nets).
+    assert (reports / "tiny" / "checkpoints" / f"trial_{long_run.number:04d}.pt").is_file()
+
+
+def test_resume_keeps_every_repeat_and_redoes_none(tmp_path, monkeypatch):
+    path, reports = _trust_study(tmp_path)
+    real = objective_mod.train
+    calls: list[tuple[int, int]] = []
+
+    def second_linked_is_ctrl_c(model, data, cfg, *a, **kw):
+        calls.append((cfg.seed, cfg.epochs))
+        if sum(c != (0, 1) for c in calls) == 2:  # the second linked re-training
+            raise KeyboardInterrupt
+        return real(model, data, cfg, *a, **kw)
+
+    monkeypatch.setattr(objective_mod, "train", second_linked_is_ctrl_c)
+    first = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    assert first.interrupted
+    before = {k: [(t.number, t.values) for t in v if t.state.name == "COMPLETE"] for k, v in _linked(first.study).items()}
+    finished = {k: v for k, v in before.items() if v}
+    assert len(finished) == 1
+    died = [t for v in _linked(first.study).values() for t in v if t.state.name == "FAIL"]
+    assert len(died) == 1 and died[0].user_attrs["fail_reason"].startswith("interrupted")
+
+    calls.clear()
+    monkeypatch.setattr(objective_mod, "train", lambda *a, **kw: (calls.append(a[2].seed), real(*a, **kw))[1])
+    second = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    assert not second.interrupted
+    after = _linked(second.study)
+    for key, runs in finished.items():  # the finished repeat is kept, not trained again
+        assert [(t.number, t.values) for t in after[key] if t.state.name == "COMPLETE"] == runs
+    for key, runs in after.items():
+        assert sum(t.state.name == "COMPLETE" for t in runs) == 1, key
+    missing = len(after) - len(finished)
+    assert len(calls) == missing  # only what was missing ran (no search trial either)
+    # A third run trains nothing at all.
+    calls.clear()
+    run_search(load_study_config(path), reports_dir=reports, progress=False)
+    assert calls == []
