@@ -14,7 +14,6 @@ large, so about 1-2 hours on a quiet 2-core AVX2 CPU, a few minutes on a GPU.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from scipy.stats import kendalltau
 
 from repvgg_nas import zoo
+from repvgg_nas.measure import environment
 from repvgg_nas.counting import complexity
 from repvgg_nas.data import DataConfig, load_data
 from repvgg_nas.model import reparameterize
@@ -33,13 +33,9 @@ PAPER_TOP1 = {"A0": 72.41, "A1": 74.46, "A2": 76.48, "B0": 75.14, "B1": 78.37, "
 
 
 def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    """The project's device string for the CPU, with its instruction set."""
+    env = environment("cpu")
+    return f"{env['device_name']}, ISA {env['cpu_capability']}"
 
 
 def main() -> None:

@@ -18,23 +18,19 @@ reference (6-8 architectures): about 1.5-3 hours on that CPU, minutes on a GPU.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
+from repvgg_nas.measure import environment
 from repvgg_nas.report import architecture_stats, claims_frame, fidelity
 from repvgg_nas.search import load_study_config, run_search
 from repvgg_nas.search import TrustConfig
 
 
 def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    """The project's device string for the CPU, with its instruction set."""
+    env = environment("cpu")
+    return f"{env['device_name']}, ISA {env['cpu_capability']}"
 
 
 def main() -> None:

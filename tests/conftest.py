@@ -11,3 +11,9 @@ torch.set_num_threads(2)
 @pytest.fixture
 def tiny_spec() -> RepVGGSpec:
     return RepVGGSpec.from_paper((1, 1, 2, 2, 1), 0.25, 0.25, num_classes=10, g=2, groupwise="even")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> RepVGGSpec:
+    """The smallest paper-shaped net: one block per stage, a = b = 0.25, 10 classes."""
+    return RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=10)

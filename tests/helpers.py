@@ -102,3 +102,10 @@ def fake_cifar10(root: Path, per_batch: int = 6) -> tuple[np.ndarray, list[int]]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
     return np.concatenate(train_imgs), train_labels
+
+
+# Measurement settings that keep a throughput test quick and steady on 2 shared cores.
+FAST_MEASURE = dict(
+    device="cpu", batch_size=2, resolution=32, threads=1, warmup=1,
+    min_repeats=3, max_repeats=3, min_repeat_s=0.0, max_seconds=1.0,
+)

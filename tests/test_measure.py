@@ -20,21 +20,12 @@ from repvgg_nas.measure import (
     measure_specs,
 )
 
-# One thread keeps the tests quick and steady even when the 2 cores are shared.
-FAST = dict(
-    device="cpu", batch_size=2, resolution=32, threads=1, warmup=1,
-    min_repeats=3, max_repeats=3, min_repeat_s=0.0, max_seconds=1.0,
-)
-
-
-@pytest.fixture(scope="module")
-def tiny() -> RepVGGSpec:
-    return RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=10)
+from .helpers import FAST_MEASURE
 
 
 @pytest.fixture
 def fast() -> MeasureSettings:
-    return MeasureSettings(**FAST)
+    return MeasureSettings(**FAST_MEASURE)
 
 
 def test_measure_model_gives_positive_figures_and_metadata(tiny, fast):
@@ -66,7 +57,7 @@ def test_measure_model_leaves_caller_model_and_threads_alone(tiny, fast):
 
 
 def test_repeats_stop_at_max_and_respect_min(tiny):
-    s = MeasureSettings(**{**FAST, "min_repeats": 2, "max_repeats": 4, "target_cv": 0.0})
+    s = MeasureSettings(**{**FAST_MEASURE, "min_repeats": 2, "max_repeats": 4, "target_cv": 0.0})
     m = measure_model(build_model(tiny, deploy=True), s)
     # target cv 0 is never reached: max_repeats caps the repeats (kept + dropped).
     assert m.repeats + m.dropped_repeats == 4 and m.repeats >= 2
@@ -84,7 +75,7 @@ def test_repeats_shared_with_other_processes_are_dropped(tiny, monkeypatch, patt
             return next(loads)
 
     monkeypatch.setattr(timing_mod, "_OtherLoad", FakeLoad)
-    s = MeasureSettings(**{**FAST, "min_repeats": 3, "max_repeats": 6, "target_cv": 0.0, "max_seconds": 30.0})
+    s = MeasureSettings(**{**FAST_MEASURE, "min_repeats": 3, "max_repeats": 6, "target_cv": 0.0, "max_seconds": 30.0})
     m = measure_model(build_model(tiny, deploy=True), s)
     assert (m.repeats, m.dropped_repeats, m.contended) == (kept, dropped, contended)
     assert len(m.latencies_ms) == kept
@@ -130,12 +121,12 @@ def test_measure_specs_times_nets_in_lockstep_and_fills_the_cache(tiny, fast, mo
 def test_cache_key_separates_settings_and_form(tiny, fast):
     base = ThroughputCache.key(tiny, fast)
     assert base == ThroughputCache.key(tiny.hash, fast)
-    assert base != ThroughputCache.key(tiny, MeasureSettings(**{**FAST, "batch_size": 4}))
+    assert base != ThroughputCache.key(tiny, MeasureSettings(**{**FAST_MEASURE, "batch_size": 4}))
     assert base != ThroughputCache.key(tiny, fast, deploy=False)
     assert base != ThroughputCache.key(tiny.replace(num_classes=11), fast)
     # "auto" resolves to the real device, so it shares entries with the explicit name.
     if not torch.cuda.is_available():
-        assert base == ThroughputCache.key(tiny, MeasureSettings(**{**FAST, "device": "auto"}))
+        assert base == ThroughputCache.key(tiny, MeasureSettings(**{**FAST_MEASURE, "device": "auto"}))
 
 
 def test_persisted_cache_reloads(tiny, fast, tmp_path, monkeypatch):
@@ -198,7 +189,7 @@ def test_cuda_requests_without_cuda_fail_on_resolve():
 
 
 def test_settings_round_trip_and_unknown_keys():
-    s = MeasureSettings(**FAST)
+    s = MeasureSettings(**FAST_MEASURE)
     assert MeasureSettings.from_dict(s.to_dict()) == s
     assert MeasureSettings.from_dict(None) == MeasureSettings()
     assert MeasureSettings(dtype="FP32").dtype == "fp32"
@@ -256,7 +247,7 @@ def test_gpu_cuda_graphs_and_flag_restore(tiny):
 def test_measure_models_in_lockstep(tiny):
     from repvgg_nas.measure import measure_models
 
-    s = MeasureSettings(**{**FAST, "min_repeats": 3, "max_repeats": 4})
+    s = MeasureSettings(**{**FAST_MEASURE, "min_repeats": 3, "max_repeats": 4})
     nets = {"train": build_model(tiny), "deploy": build_model(tiny, deploy=True)}
     out = measure_models(nets, s)
     assert list(out) == ["train", "deploy"]

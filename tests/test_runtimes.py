@@ -17,27 +17,20 @@ from repvgg_nas.measure import runtimes as runtimes_mod
 from repvgg_nas.measure import specs as specs_mod
 from repvgg_nas.train import evaluate
 
-from .helpers import randomize_bn, write_tiny_study
+from .helpers import FAST_MEASURE, randomize_bn, write_tiny_study
 
 pytest.importorskip("onnxruntime")
 
-FAST = dict(
-    device="cpu", batch_size=2, resolution=32, threads=1, warmup=1,
-    min_repeats=3, max_repeats=3, min_repeat_s=0.0, max_seconds=1.0,
-)
 
 
-@pytest.fixture(scope="module")
-def tiny() -> RepVGGSpec:
-    return RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=10)
 
 
 def test_registry_names_the_issue_runtimes():
     assert RUNTIMES.list() == ["torch", "onnxruntime", "onnxruntime-int8"]
     assert [RUNTIMES.get(n).quantized for n in RUNTIMES] == [False, False, True]
-    assert MeasureSettings(**FAST).precision == "fp32"
-    assert MeasureSettings(**FAST, runtime="ONNXRuntime-INT8").runtime == "onnxruntime-int8"
-    assert MeasureSettings(**FAST, runtime="onnxruntime-int8").precision == "int8"
+    assert MeasureSettings(**FAST_MEASURE).precision == "fp32"
+    assert MeasureSettings(**FAST_MEASURE, runtime="ONNXRuntime-INT8").runtime == "onnxruntime-int8"
+    assert MeasureSettings(**FAST_MEASURE, runtime="onnxruntime-int8").precision == "int8"
 
 
 @pytest.mark.parametrize(
@@ -69,28 +62,28 @@ def test_missing_runtime_package_is_one_line(monkeypatch):
 
 
 def test_runtime_is_part_of_the_cache_key_and_torch_keys_are_unchanged(tiny):
-    torch_key = json.loads(ThroughputCache.key(tiny, MeasureSettings(**FAST)))
+    torch_key = json.loads(ThroughputCache.key(tiny, MeasureSettings(**FAST_MEASURE)))
     assert "runtime" not in torch_key[3] and " / onnxruntime" not in torch_key[2]  # as before runtimes
-    assert MeasureSettings(**FAST, runtime="torch") == MeasureSettings(**FAST)
-    keys = {ThroughputCache.key(tiny, MeasureSettings(**FAST, runtime=r)) for r in RUNTIMES}
+    assert MeasureSettings(**FAST_MEASURE, runtime="torch") == MeasureSettings(**FAST_MEASURE)
+    keys = {ThroughputCache.key(tiny, MeasureSettings(**FAST_MEASURE, runtime=r)) for r in RUNTIMES}
     assert len(keys) == 3
-    int8 = json.loads(ThroughputCache.key(tiny, MeasureSettings(**FAST, runtime="onnxruntime-int8")))
+    int8 = json.loads(ThroughputCache.key(tiny, MeasureSettings(**FAST_MEASURE, runtime="onnxruntime-int8")))
     assert int8[3]["runtime"] == "onnxruntime-int8" and "/ onnxruntime 1." in int8[2]
     # A torch entry written before runtimes existed (settings without the key) still hits.
-    settings = MeasureSettings(**FAST)
+    settings = MeasureSettings(**FAST_MEASURE)
     old = {**settings.resolved().to_dict()}
     assert MeasureSettings.from_dict(old) == settings.resolved()
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "onnxruntime-int8"])
 def test_measure_in_onnxruntime_through_the_same_loop(tiny, runtime, monkeypatch):
-    settings = MeasureSettings(**FAST, runtime=runtime)
+    settings = MeasureSettings(**FAST_MEASURE, runtime=runtime)
     cache = ThroughputCache()
     m = measure_spec(tiny, settings, cache)
     assert m.images_per_s > 0 and m.repeats == 3 and len(m.latencies_ms) == 3
     assert m.env["runtime"] == runtime and m.env["precision"] == ("int8" if "int8" in runtime else "fp32")
     assert m.env["onnxruntime"] and m.peak_memory_bytes is None
-    assert cache.get(tiny, MeasureSettings(**FAST)) is None  # a torch figure is another entry
+    assert cache.get(tiny, MeasureSettings(**FAST_MEASURE)) is None  # a torch figure is another entry
     monkeypatch.setattr(specs_mod, "measure_model", lambda *a, **k: pytest.fail("remeasured"))
     assert measure_spec(tiny, settings, cache).cached
 
@@ -155,7 +148,7 @@ def test_prune_speedup_is_measured_in_the_study_runtime(tiny):
     from repvgg_nas.prune.speedup import measure_pair
 
     half = tiny.replace(widths=tuple(max(1, w // 2) for w in tiny.widths))
-    pair = measure_pair(tiny, half, MeasureSettings(**FAST, runtime="onnxruntime-int8"), None)
+    pair = measure_pair(tiny, half, MeasureSettings(**FAST_MEASURE, runtime="onnxruntime-int8"), None)
     assert {pair.original.env["runtime"], pair.pruned.env["runtime"]} == {"onnxruntime-int8"}
     assert pair.speedup > 0
 
@@ -165,7 +158,7 @@ def test_one_lockstep_run_across_runtimes(tiny):
 
     net = build_model(tiny, deploy=True)
     names = {"torch": "torch", "ort": "onnxruntime", "int8": "onnxruntime-int8"}
-    out = measure_models({n: net for n in names}, MeasureSettings(**FAST), runtimes={"ort": "onnxruntime", "int8": "onnxruntime-int8"})
+    out = measure_models({n: net for n in names}, MeasureSettings(**FAST_MEASURE), runtimes={"ort": "onnxruntime", "int8": "onnxruntime-int8"})
     assert {n: m.env["runtime"] for n, m in out.items()} == names
     assert [m.repeats for m in out.values()] == [3, 3, 3]  # the same rounds for all three
     assert out["int8"].env["settings"]["runtime"] == "onnxruntime-int8" and "runtime" not in out["torch"].env["settings"]

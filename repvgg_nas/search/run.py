@@ -62,6 +62,17 @@ class SearchResult:
     interrupted: bool = False
 
 
+def _fail_dead_trials(study: optuna.Study, heartbeat_interval: int | None) -> None:
+    """Fail (and so re-queue) trials whose worker is gone: Optuna's heartbeat where the
+    storage has one, otherwise :func:`slots.recover_trials` for dead workers on this host."""
+    if heartbeat_interval is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    else:
+        recover_trials(study, running=True, finished=False)
+
+
 def _ignore(event: SearchEvent) -> None:
     pass
 
@@ -217,12 +228,7 @@ def run_linked(
     emit = on_event or _ignore
     interval = study_heartbeat(study)
     for _ in range(rounds):
-        if interval is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-        else:
-            recover_trials(study, running=True, finished=False)
+        _fail_dead_trials(study, interval)
         seeds, longs = _queue_linked(study, cfg)
         waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if repeat_key(t)]
         if not waiting:
@@ -301,12 +307,7 @@ def _work(
     poll = min(5.0, float(interval)) if interval is not None else 2.0
     said_wait = False
     while True:
-        if interval is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-        else:
-            recover_trials(study, running=True, finished=False)
+        _fail_dead_trials(study, interval)
         state = slot_state(study.get_trials(deepcopy=False), target)
         left = None if deadline is None else deadline - time.monotonic()
         if state.finished or (left is not None and left <= 0):
