@@ -17,6 +17,8 @@ __all__ = [
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
     "STUDY_TRUST", "STUDY_LOCKSTEP",
+    "STUDY_NAME", "STUDY_DESCRIPTION", "STUDY_SEED", "STUDY_N_TRIALS", "STUDY_REFERENCES", "STUDY_DATA",
+    "STUDY_TRAIN", "STUDY_MEASURE", "STUDY_OBJECTIVES", "STUDY_SAMPLER", "STUDY_PRUNE",
 ]
 
 # ---- trial user attrs: what the trial is --------------------------------------------
@@ -71,9 +73,22 @@ PRUNE_REASON = "prune_reason"
 INTERRUPTED = "interrupted"  # fail_reason prefix of a trial cut short by Ctrl-C or a dead worker
 DUPLICATE = "duplicate"  # surplus reason prefix: another trial already answers for the same slot
 
-# ---- study user attrs (besides the study config's own keys) --------------------------
+# ---- study user attrs: the study config as stored at creation (StudyConfig.to_dict()) --
+STUDY_NAME = "name"
+STUDY_DESCRIPTION = "description"
 STUDY_SPACE = "space"
 STUDY_SPACE_HASH = "space_hash"
+STUDY_SEED = "seed"
+STUDY_N_TRIALS = "n_trials"
+STUDY_REFERENCES = "references"
+STUDY_DATA = "data"  # DataConfig.to_dict()
+STUDY_TRAIN = "train"  # TrainConfig.to_dict()
+STUDY_MEASURE = "measure"  # MeasureSettings.to_dict()
+STUDY_OBJECTIVES = "objectives"
+STUDY_SAMPLER = "sampler"
+STUDY_PRUNE = "prune"
+
+# ---- study user attrs written after creation -----------------------------------------
 STUDY_TRUST = "trust"  # the [trust] table of the latest run
 STUDY_LOCKSTEP = "lockstep_measurement"  # front + references re-measured together: when, load, figures
 

@@ -243,6 +243,16 @@ class DataBundle:
                 x = augment_batch(x, generator, flip=self.hflip)
             yield self.normalize(x, affine), self.train_y[idx]
 
+    def sample_images(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` normalized, unaugmented training images from a seeded random subset (all when fewer).
+
+        Stored training sets may be sorted by class (ImageFolder's are), so the
+        first ``n`` images can all be one class; anything calibrated on a
+        sample (pruning's recalibration, INT8 activation ranges) uses this.
+        """
+        pick = torch.randperm(self.train_size, generator=torch.Generator().manual_seed(seed))[:n]
+        return self.normalize(self.train_x[pick.to(self.device)])
+
     def steps_per_epoch(self, batch_size: int, drop_last: bool = True) -> int:
         n = self.train_size
         if drop_last and n >= batch_size:

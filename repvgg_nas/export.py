@@ -5,13 +5,29 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from .errors import RepVGGNasError
 from .files import atomic_write
+from .model import FUSION_TOLERANCE
 
-__all__ = ["export_torchscript", "export_onnx", "onnx_max_error"]
+__all__ = [
+    "export_torchscript", "export_onnx", "onnx_max_error", "export_checked_onnx", "OnnxCheck", "ExportMismatchError",
+]
+
+
+class ExportMismatchError(RepVGGNasError):
+    """An exported file does not compute what the torch model computes."""
+
+
+class OnnxCheck(NamedTuple):
+    """How closely an exported ONNX file reproduces the torch model on one input."""
+
+    max_error: float  # max |onnxruntime - torch|
+    relative_error: float  # max_error / max |torch|: what the tolerance bounds, as for fusion
 
 
 def _example(model: nn.Module, resolution: int, batch: int) -> torch.Tensor:
@@ -83,13 +99,58 @@ def _export_torchscript_onnx(
         )
 
 
-def onnx_max_error(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> float:
-    """Max |onnxruntime(x) - model(x)| on CPU: the exported file computes the same function."""
+def _onnx_logits(path: str | os.PathLike, x: torch.Tensor) -> torch.Tensor:
+    """The ONNX file's output for ``x``, run by onnxruntime on CPU."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     (out,) = session.run(None, {name: x.detach().cpu().float().numpy()})
+    return torch.from_numpy(out)
+
+
+def _onnx_check(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> OnnxCheck:
+    out = _onnx_logits(path, x)
     with torch.no_grad():
         ref = model.eval().float().cpu()(x.float().cpu())
-    return float((torch.from_numpy(out) - ref).abs().max())
+    err = float((out - ref).abs().max())
+    return OnnxCheck(err, err / max(float(ref.abs().max()), 1e-12))
+
+
+def onnx_max_error(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> float:
+    """Max |onnxruntime(x) - model(x)| on CPU: the exported file computes the same function."""
+    return _onnx_check(path, model, x).max_error
+
+
+def export_checked_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    resolution: int = 224,
+    *,
+    tolerance: float = FUSION_TOLERANCE,
+    dynamo: bool = True,
+) -> OnnxCheck:
+    """:func:`export_onnx`, checked in onnxruntime before the file is moved into place.
+
+    The file is written to a temp path beside ``path`` and checked on a seeded
+    random batch; above ``tolerance`` (relative, as :func:`~repvgg_nas.model.check_fusion`)
+    an :class:`ExportMismatchError` is raised and nothing is left at ``path``.
+    """
+    spec = getattr(model, "spec", None)
+    channels = spec.in_channels if spec is not None else 3
+    x = torch.randn(2, channels, resolution, resolution, generator=torch.Generator().manual_seed(0))
+    checks: list[OnnxCheck] = []
+
+    def write(tmp: str) -> None:
+        export_onnx(model, tmp, resolution, dynamo=dynamo)
+        check = _onnx_check(tmp, model, x)
+        if not check.relative_error <= tolerance:  # NaN fails too
+            raise ExportMismatchError(
+                f"ONNX export to {str(path)!r} does not match the torch model in onnxruntime (relative error "
+                f"{check.relative_error:.2e} > {tolerance:g}, max |onnxruntime - torch| = {check.max_error:.2e}); "
+                f"nothing was written"
+            )
+        checks.append(check)
+
+    atomic_write(path, write)
+    return checks[0]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_REPORTS_DIR", "StudyPaths", "sqlite_url", "sqlite_file"]
+__all__ = ["DEFAULT_REPORTS_DIR", "StudyPaths", "sqlite_url", "sqlite_file", "pruned_path"]
 
 DEFAULT_REPORTS_DIR = "reports"
 _CHECKPOINT = re.compile(r"^trial_(\d+)\.pt$")
@@ -28,6 +28,15 @@ def sqlite_file(url: str) -> Path | None:
     if not url.startswith("sqlite:///"):
         return None
     return Path(url[len("sqlite:///"):].split("?", 1)[0])
+
+
+def pruned_path(checkpoint: str | os.PathLike) -> Path:
+    """Where ``python -m repvgg_nas.prune CHECKPOINT`` writes by default: ``<stem>_pruned.pt`` beside it.
+
+    A study trial's pruned net goes to :meth:`StudyPaths.pruned_checkpoint` instead.
+    """
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}_pruned.pt")
 
 
 class _Entry:

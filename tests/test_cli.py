@@ -34,6 +34,21 @@ def test_convert_train_checkpoint_to_deploy(tmp_path, tiny_spec, capsys):
         torch.testing.assert_close(deploy(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_convert_onnx_mismatch_fails_before_anything_is_written(tmp_path, tiny_spec, capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from repvgg_nas import export as export_mod
+    from repvgg_nas.model import FUSION_TOLERANCE
+
+    monkeypatch.setattr(export_mod, "_onnx_logits", lambda path, x: torch.full((x.shape[0], 10), 1e3))
+    src = save_checkpoint(tmp_path / "train.pt", randomize_bn(build_model(tiny_spec)))
+    argv = [str(src), str(tmp_path / "deploy.pt"), "--resolution", "32", "--onnx", str(tmp_path / "d.onnx"),
+            "--torchscript", str(tmp_path / "d.ts")]
+    assert run_cli(convert_main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not match the torch model" in err and f"> {FUSION_TOLERANCE:g}" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.pt"]
+
+
 @pytest.mark.parametrize(
     "setup, args, message",
     [

@@ -78,6 +78,24 @@ def test_normalize_standardizes_training_set() -> None:
     assert torch.allclose(z.std((0, 2, 3)), torch.ones(3), atol=1e-2)
 
 
+def _class_sorted_bundle(per_class: int = 40, classes: int = 5) -> DataBundle:
+    """Each image is filled with its class index, stored in class order as ImageFolder does."""
+    y = torch.arange(classes).repeat_interleave(per_class)
+    x = (y * 10).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 8, 8).contiguous()
+    return DataBundle("sorted", x, y, x[:4], y[:4], classes, tuple(map(str, range(classes))),
+                      (0.0,) * 3, (1 / 255,) * 3)  # normalize() then gives back the raw pixel value
+
+
+def test_sample_images_mix_classes_even_when_stored_sorted() -> None:
+    data = _class_sorted_bundle()
+    x = data.sample_images(32)
+    assert x.shape == (32, 3, 8, 8) and x.dtype == torch.float32
+    labels = (x[:, 0, 0, 0] / 10).round().long()
+    assert len(set(labels.tolist())) > 1  # the first 32 stored images are all class 0
+    assert torch.equal(x, data.sample_images(32)) and not torch.equal(x, data.sample_images(32, seed=1))
+    assert data.sample_images(10_000).shape[0] == data.train_size
+
+
 def test_train_batches_cover_epoch_and_are_seeded() -> None:
     data = load_data({"train_size": 100, "val_size": 10, "resolution": 16})
 

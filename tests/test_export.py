@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from repvgg_nas import build_model, reparameterize
-from repvgg_nas.export import export_onnx, export_torchscript, onnx_max_error
+from repvgg_nas import export as export_mod
+from repvgg_nas.export import ExportMismatchError, export_checked_onnx, export_onnx, export_torchscript, onnx_max_error
+from repvgg_nas.model import FUSION_TOLERANCE
 
 from .helpers import randomize_bn
 
@@ -29,3 +31,15 @@ def test_torchscript_matches_torch(tmp_path, deploy_model):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), deploy_model(x))
+
+
+def test_checked_onnx_export_writes_only_a_file_that_matches(tmp_path, deploy_model, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    check = export_checked_onnx(deploy_model, tmp_path / "m.onnx", resolution=32, dynamo=False)
+    assert check.relative_error <= FUSION_TOLERANCE and check.max_error < 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+    monkeypatch.setattr(export_mod, "_onnx_logits", lambda path, x: torch.full((x.shape[0], 10), 1e3))
+    with pytest.raises(ExportMismatchError) as e:
+        export_checked_onnx(deploy_model, tmp_path / "bad.onnx", resolution=32, dynamo=False)
+    assert f"> {FUSION_TOLERANCE:g}" in str(e.value) and "\n" not in str(e.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # nothing at bad.onnx, no temp left

@@ -141,6 +141,21 @@ def test_persisted_cache_reloads(tiny, fast, tmp_path, monkeypatch):
     assert hit.latencies_ms == first.latencies_ms
 
 
+def test_saving_a_contended_entry_never_overwrites_a_clean_one_another_worker_wrote(tiny, fast, tmp_path):
+    path = tmp_path / "throughput.json"
+
+    def m(thr: float, contended: bool) -> Measurement:
+        return Measurement(thr, 1.0, 1.0, 0.1, thr, 0.01, 0.01, 3, 1, (1.0,), None, contended=contended)
+
+    mine, theirs = ThroughputCache(path), ThroughputCache(path)
+    mine.put(tiny, fast, m(10.0, True))  # this worker's figure was taken under load
+    theirs.put(tiny, fast, m(30.0, False))  # another worker's clean figure reaches the disk
+    other = tiny.replace(num_classes=11)
+    mine.put(other, fast, m(20.0, False))  # this worker saves again, merging with the disk
+    for cache in (ThroughputCache(path), mine):
+        assert cache.get(tiny, fast).images_per_s == 30.0 and cache.get(other, fast).images_per_s == 20.0
+
+
 def test_corrupt_cache_file_is_a_clear_error(tmp_path):
     path = tmp_path / "cache.json"
     path.write_text("{not json")

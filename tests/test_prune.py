@@ -11,6 +11,7 @@ from repvgg_nas.prune import channels, deploy, speedup
 from repvgg_nas.checkpoint import load_model, save_checkpoint
 from repvgg_nas.cli import run_cli
 from repvgg_nas.data import load_data
+from repvgg_nas.layout import pruned_path
 from repvgg_nas.measure import Measurement, MeasureSettings
 from repvgg_nas.prune import (
     FINETUNE_MODES,
@@ -161,7 +162,7 @@ def _conv_stats(model, x):
 @ALIGN
 def test_recalibration_gives_kept_channels_their_original_statistics(model, data, align):
     original, pruned, kept = _iteratively_pruned(model, align=align)
-    x = prune_mod.calibration_images(data, 64)
+    x = data.sample_images(64)
     before = _conv_stats(pruned, x)
     prune_mod.recalibrate(pruned, original, kept, data, images=64)
     target, after = _conv_stats(original, x), _conv_stats(pruned, x)
@@ -263,6 +264,31 @@ def test_cli_prunes_a_checkpoint(tmp_path, model, capsys, flags, recorded):
     assert recorded.items() <= ckpt.meta["prune"].items()
 
 
+def test_cli_onnx_mismatch_fails_before_anything_is_written(tmp_path, model, capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from repvgg_nas import export as export_mod
+    from repvgg_nas.model import FUSION_TOLERANCE
+
+    monkeypatch.setattr(export_mod, "_onnx_logits", lambda path, x: torch.full((x.shape[0], 10), 1e3))
+    src = save_checkpoint(tmp_path / "m.pt", model)  # no data: pruned, not fine-tuned
+    out, onnx = tmp_path / "small.pt", tmp_path / "small.onnx"
+    argv = [str(src), "--ratio", "0.5", "--device", "cpu", "--batch-size", "2", "--measure-resolution", "16",
+            "--max-seconds", "0.1", "--out", str(out), "--onnx", str(onnx), "--no-progress"]
+    assert run_cli(prune_main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not match the torch model" in err and f"> {FUSION_TOLERANCE:g}" in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # no checkpoint, no ONNX, no temp file
+
+
+def test_cli_writes_beside_the_input_by_default(tmp_path, model, capsys):
+    src = save_checkpoint(tmp_path / "m.pt", model)
+    assert pruned_path(src) == tmp_path / "m_pruned.pt"
+    argv = [str(src), "--ratio", "0.5", "--device", "cpu", "--batch-size", "2", "--measure-resolution", "16",
+            "--max-seconds", "0.1", "--no-progress"]
+    assert run_cli(prune_main, argv) == 0
+    assert f"wrote {pruned_path(src)}" in capsys.readouterr().out and load_model(pruned_path(src))[1].deploy
+
+
 def test_prune_job_round_trips_through_a_study_table():
     job = PruneJob(target_speedup=1.5, distill=True, settings=PruneSettings(
         align_stages=False, recalibrate=False, max_layer_ratio=0.5, step=0.1, round_to=8, calibration_images=64))
@@ -286,7 +312,7 @@ def test_cli_bad_input(tmp_path, model, capsys, argv, message):
     assert run_cli(prune_main, args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
-    assert not list(tmp_path.glob("*_pruned.pt"))
+    assert not pruned_path(src).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
 
 
 def test_global_stage_pruning_removes_the_ratio_of_layer_channels(model):
@@ -294,17 +320,6 @@ def test_global_stage_pruning_removes_the_ratio_of_layer_channels(model):
     removed = 1 - sum(pruned.spec.widths) / sum(SPEC.widths)
     assert 0.3 <= removed <= 0.45  # exact up to whole in-group positions of a run
     assert len(set(pruned.spec.widths) - set(SPEC.widths)) >= 1 and pruned.spec.groups == SPEC.groups
-
-
-def test_calibration_images_mix_classes_even_when_stored_sorted(data):
-    import dataclasses
-
-    order = torch.argsort(data.train_y, stable=True)  # as an ImageFolder stores them
-    sorted_data = dataclasses.replace(data, train_x=data.train_x[order], train_y=data.train_y[order])
-    x = prune_mod.calibration_images(sorted_data, 32)
-    assert x.shape[0] == 32
-    rows = [int((sorted_data.normalize(sorted_data.train_x) == xi).flatten(1).all(1).nonzero()[0]) for xi in x]
-    assert len(set(sorted_data.train_y[rows].tolist())) > 1
 
 
 @pytest.mark.parametrize("groupwise, g", [("even", 2), ("paper", 4), ("stages:2,3", 4)])

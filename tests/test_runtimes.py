@@ -61,6 +61,23 @@ def test_missing_runtime_package_is_one_line(monkeypatch):
         MeasureSettings.from_dict({"runtime": "onnxruntime"}, where="study.toml: measure")
 
 
+def test_onnxruntime_without_its_cuda_provider_fails_when_settings_resolve(monkeypatch):
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a CUDA host...
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    for runtime in ("onnxruntime", "onnxruntime-int8"):
+        with pytest.raises(ConfigError) as e:
+            MeasureSettings(device="auto", runtime=runtime).resolved()  # ...whose onnxruntime lacks CUDA
+        msg = str(e.value)
+        assert msg.startswith(f"measure.runtime = {runtime!r} on device 'cuda:0' needs onnxruntime's "
+                              "CUDAExecutionProvider") and "\n" not in msg
+    assert MeasureSettings(device="auto").resolved().device == "cuda:0"  # torch needs no provider
+    assert MeasureSettings(device="cpu", runtime="onnxruntime").resolved().device == "cpu"
+
+
 def test_runtime_is_part_of_the_cache_key_and_torch_keys_are_unchanged(tiny):
     torch_key = json.loads(ThroughputCache.key(tiny, MeasureSettings(**FAST_MEASURE)))
     assert "runtime" not in torch_key[3] and " / onnxruntime" not in torch_key[2]  # as before runtimes
@@ -118,6 +135,25 @@ def test_int8_accuracy_of_a_tiny_deploy_net(tiny, block):
     assert 0.5 <= int8 <= 1.0  # quantized: close to, but not necessarily, the float net's labels
     with pytest.raises(ConfigError, match="needs an onnxruntime runtime"):
         runtime_accuracy(deploy, data, "torch")
+
+
+def test_int8_calibration_covers_more_than_one_class_of_a_sorted_set(tiny, monkeypatch):
+    """A class-sorted (ImageFolder-like) training set calibrates on a random subset, not class 0."""
+    per_class = 32
+    y = torch.arange(4).repeat_interleave(per_class)
+    x = (y * 60).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 16, 16).contiguous()
+    data = DataBundle("sorted", x, y, x[:8], y[:8], 10, tuple(map(str, range(10))), (0.0,) * 3, (1 / 255,) * 3)
+    seen: list[np.ndarray] = []
+
+    def record(src, dst, calibration):
+        seen.extend(calibration)
+        return src  # run the float file: only the calibration input matters here
+
+    monkeypatch.setattr(runtimes_mod, "quantize_onnx", record)
+    runtime_accuracy(reparameterize(build_model(tiny)), data, "onnxruntime-int8", calibration_images=per_class)
+    images = np.concatenate(seen)
+    assert images.shape[0] == per_class
+    assert len({round(float(v) / 60) for v in images[:, 0, 0, 0]}) > 1  # the first 32 stored are all class 0
 
 
 def test_int8_study_records_quantized_and_float_accuracy(tmp_path):

@@ -111,6 +111,28 @@ def test_changed_space_is_refused(tiny, tmp_path):
         _run(study_file, tmp_path)
 
 
+def test_resume_with_other_settings_is_refused_and_with_the_same_resumes(tiny, tmp_path):
+    import dataclasses
+
+    url = "sqlite:///" + str(tmp_path / "s.db")
+    cfg = load_study_config(tiny(1))
+    open_study(cfg, url)
+    resized = cfg.replace(data=dataclasses.replace(cfg.data, resolution=24))
+    with pytest.raises(ConfigError) as e:
+        open_study(resized, url)
+    msg = str(e.value)
+    assert "data.resolution = 16" in msg and "data.resolution = 24" in msg and "\n" not in msg
+    assert "another study file name or --storage" in msg
+    with pytest.raises(ConfigError, match="seed = 0, .* seed = 1"):
+        open_study(cfg.replace(seed=1), url)
+    assert open_study(cfg, url).user_attrs["data"]["resolution"] == 16  # the same settings resume
+    # measure.device may be spelled differently; a key the stored study predates is not compared.
+    open_study(cfg.replace(measure=dataclasses.replace(cfg.measure, device="auto")), url)
+    study = optuna.load_study(study_name=cfg.name, storage=url)
+    study.set_user_attr("data", {k: v for k, v in study.user_attrs["data"].items() if k != "resolution"})
+    open_study(resized, url)
+
+
 def test_references_are_enqueued_first_and_tagged(tmp_path):
     (tmp_path / "space.toml").write_text(
         'depths = [1, {low = 1, high = 2}, 4, {low = 13, high = 14}, 1]\na = 0.75\nb = 2.5\n'

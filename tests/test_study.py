@@ -22,6 +22,14 @@ def test_shipped_studies_validate(name):
     assert cfg.to_dict()["space_hash"] == cfg.space.hash
 
 
+def test_every_stored_study_key_is_named_in_attrs():
+    """The report reads the stored study config through repvgg_nas.attrs: every key the config writes is there."""
+    from repvgg_nas import attrs
+
+    named = {v for k, v in vars(attrs).items() if k.startswith("STUDY_")} - {attrs.STUDY_LOCKSTEP}
+    assert set(load_study_config("quick").to_dict()) == named
+
+
 def test_a_family_enqueues_the_paper_a_models():
     assert load_study_config("a_family").references == ("RepVGG-A0", "RepVGG-A1", "RepVGG-A2")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import zoo
 from ..checkpoint import save_checkpoint
 from ..cli import ArgumentParser, check_output_file, run_cli
-from ..export import export_onnx, export_torchscript, onnx_max_error
+from ..export import export_checked_onnx, export_torchscript
 from ..model import check_fusion, reparameterize
 from ..weights import load_any
 
@@ -56,19 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         deploy = reparameterize(loaded.model)
         err = check_fusion(loaded.model, deploy, resolution=min(args.resolution, 64))  # FusionMismatchError
         print(f"fused: relative max error vs train-form {err:.2e}")
+    # ONNX first, checked before it is moved into place: a failing export leaves no half output.
+    onnx = export_checked_onnx(deploy, args.onnx, args.resolution) if args.onnx else None
+    if args.torchscript:
+        export_torchscript(deploy, args.torchscript, args.resolution)
     save_checkpoint(
         args.output, deploy, loaded.spec, meta={"source": str(args.input), "layout": loaded.layout}
     )
     print(f"wrote deploy checkpoint {args.output}")
     if args.torchscript:
-        export_torchscript(deploy, args.torchscript, args.resolution)
         print(f"wrote TorchScript {args.torchscript}")
-    if args.onnx:
-        export_onnx(deploy, args.onnx, args.resolution)
-        import torch
-
-        x = torch.randn(2, loaded.spec.in_channels, args.resolution, args.resolution)
-        print(f"wrote ONNX {args.onnx} (max |onnxruntime - torch| = {onnx_max_error(args.onnx, deploy, x):.2e})")
+    if onnx is not None:
+        print(f"wrote ONNX {args.onnx} (max |onnxruntime - torch| = {onnx.max_error:.2e}, "
+              f"relative {onnx.relative_error:.2e})")
     return 0
 
 

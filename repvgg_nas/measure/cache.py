@@ -108,7 +108,10 @@ class ThroughputCache:
                 merged = self._load(self.path)
             except ConfigError:
                 merged = {}
-            merged.update(self._entries)
+            for key, entry in self._entries.items():  # ours win, except a contended one over a clean one
+                old = merged.get(key)
+                if not (entry.get("contended") and old is not None and not old.get("contended")):
+                    merged[key] = entry
             self._entries = merged
         atomic_write_text(
             self.path, json.dumps({"format_version": CACHE_FORMAT_VERSION, "entries": self._entries})

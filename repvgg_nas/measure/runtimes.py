@@ -46,6 +46,7 @@ __all__ = [
     "RUNTIMES",
     "DEFAULT_RUNTIME",
     "check_runtime",
+    "check_runtime_device",
     "runtime_versions",
     "onnx_providers",
     "onnx_session",
@@ -122,18 +123,31 @@ def runtime_versions(runtime: Runtime) -> dict[str, str]:
     return out
 
 
-def onnx_providers(device: str) -> list[Any]:
-    """onnxruntime execution providers for a resolved device (``cpu``, ``cuda:N``)."""
+def check_runtime_device(name: str, device: str, key: str = "measure.runtime") -> None:
+    """A one-line ConfigError when runtime ``name`` cannot run on resolved ``device`` here.
+
+    Called once the device is known (:meth:`MeasureSettings.resolve_device`), so
+    an onnxruntime build without CUDA fails at load, not inside every trial.
+    """
+    runtime = RUNTIMES.get(name)
+    if not runtime.onnx or device == "cpu":
+        return
     import onnxruntime as ort
 
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise ConfigError(
+            f"{key} = {runtime.name!r} on device {device!r} needs onnxruntime's CUDAExecutionProvider, "
+            f"which this onnxruntime build lacks (pip install onnxruntime-gpu, or measure.device = 'cpu'); "
+            f"available: {', '.join(available)}"
+        )
+
+
+def onnx_providers(device: str) -> list[Any]:
+    """onnxruntime execution providers for a resolved device (``cpu``, ``cuda:N``)."""
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise ConfigError(
-            f"measure.device = {device!r} with an onnxruntime runtime needs onnxruntime's "
-            f"CUDAExecutionProvider, which this build lacks (pip install onnxruntime-gpu); "
-            f"available: {', '.join(ort.get_available_providers())}"
-        )
+    check_runtime_device("onnxruntime", device)
     index = int(device.split(":")[1]) if ":" in device else 0
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
@@ -239,9 +253,10 @@ def runtime_accuracy(
 ) -> float:
     """Top-1 validation accuracy of deploy net ``model`` run in ``runtime``.
 
-    For a quantized runtime the net is calibrated on the first
-    ``calibration_images`` proxy training images (normalized, not augmented):
-    this is the accuracy of what ships. ``model`` is not changed (a CPU copy
+    For a quantized runtime the net is calibrated on ``calibration_images``
+    proxy training images (normalized, not augmented; a seeded random subset,
+    :meth:`~repvgg_nas.data.DataBundle.sample_images`, so a class-sorted
+    ImageFolder set calibrates on every class): this is the accuracy of what ships. ``model`` is not changed (a CPU copy
     is exported).
     """
     import copy
@@ -252,13 +267,9 @@ def runtime_accuracy(
     cpu = data.to("cpu")
 
     def calibration() -> Iterator[np.ndarray]:
-        seen = 0
-        for x, _ in cpu.batches("train", _CALIBRATION_BATCH):
-            if seen >= calibration_images:
-                return
-            x = x[: calibration_images - seen]
-            seen += x.shape[0]
-            yield x.float().numpy()
+        images = cpu.sample_images(calibration_images)
+        for i in range(0, images.shape[0], _CALIBRATION_BATCH):
+            yield images[i : i + _CALIBRATION_BATCH].numpy()
 
     net = copy.deepcopy(model).float().cpu().eval()
     with tempfile.TemporaryDirectory(prefix="repvgg-nas-onnx-") as tmp:

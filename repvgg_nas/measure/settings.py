@@ -21,7 +21,7 @@ import torch
 from ..config import check_bool, check_int, check_number, dataclass_from_dict
 from ..errors import ConfigError
 from ..registry import Registry
-from .runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime
+from .runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime, check_runtime_device
 
 __all__ = ["DTYPES", "DtypeInfo", "COMPILE_MODES", "MeasureSettings", "resolve_device"]
 
@@ -193,6 +193,7 @@ class MeasureSettings:
                     f"CUDA device(s) exist"
                 )
             self._check_for_device("cuda")
+            check_runtime_device(self.runtime, f"cuda:{index}")  # e.g. onnxruntime without its CUDA provider
             return torch.device("cuda", index)
         self._check_for_device("cpu")
         return torch.device("cpu")

@@ -23,7 +23,7 @@ torch-pruning is imported only when a net is actually pruned.
 
 from __future__ import annotations
 
-from .calibration import calibration_images, recalibrate
+from .calibration import recalibrate
 from .channels import prune_channels
 from .deploy import Kept, deploy_spec_of
 from .finetuning import FINETUNE_DEFAULTS, FINETUNE_MODES, finetune, fold_inserted_bn, insert_bn
@@ -39,7 +39,6 @@ __all__ = [
     "Kept",
     "deploy_spec_of",
     "prune_channels",
-    "calibration_images",
     "recalibrate",
     "PruneStep",
     "SpeedupResult",

@@ -22,8 +22,8 @@ from ..cli import ArgumentParser, StepBar, check_output_file, format_table, run_
 from ..config import Override, apply_overrides, blame_override
 from ..data import DATASETS, DataConfig, load_data
 from ..errors import CheckpointError, ConfigError
-from ..export import export_onnx, onnx_max_error
-from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
+from ..export import export_checked_onnx
+from ..layout import DEFAULT_REPORTS_DIR, StudyPaths, pruned_path
 from ..measure import MeasureSettings, ThroughputCache
 from ..model import RepVGG
 from ..search import load_study_config
@@ -94,7 +94,7 @@ def _source(args: argparse.Namespace) -> Source:
         measure = MeasureSettings.from_dict(raw["measure"])
     except ConfigError as e:
         raise blame_override(e, data_ovr + measure_ovr) from None
-    return Source(path, model, ckpt, data, measure, TrainConfig(), path.with_name(f"{path.stem}_pruned.pt"))
+    return Source(path, model, ckpt, data, measure, TrainConfig(), pruned_path(path))
 
 
 def _row(f: StageFigures, original: StageFigures) -> dict[str, Any]:
@@ -236,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=StepBar(enabled=not args.no_progress and sys.stderr.isatty()), log=log, new_head=args.new_head,
     )
     table = stage_rows(out)
+    # ONNX first, checked before it is moved into place: a failing export leaves no half output.
+    onnx = export_checked_onnx(out.model, args.onnx, measure.resolution) if args.onnx is not None else None
     save_checkpoint(dest, out.model, meta={
         **src.ckpt.meta, "parent_checkpoint": str(src.path), "prune": job.to_dict(),
         "accuracy": table[-1]["accuracy"], "throughput": table[-1]["img/s"],
@@ -246,12 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.note:
         print(f"note: {out.note}")
     print(f"wrote {dest}")
-    if args.onnx is not None:
-        import torch
-
-        export_onnx(out.model, args.onnx, measure.resolution)
-        x = torch.randn(2, spec.in_channels, measure.resolution, measure.resolution)
-        print(f"wrote ONNX {args.onnx} (max |onnxruntime - torch| = {onnx_max_error(args.onnx, out.model, x):.2e})")
+    if onnx is not None:
+        print(f"wrote ONNX {args.onnx} (max |onnxruntime - torch| = {onnx.max_error:.2e}, "
+              f"relative {onnx.relative_error:.2e})")
     return 0
 
 

@@ -16,14 +16,7 @@ from ..data import DataBundle
 from ..model import RepVGG
 from .deploy import Kept, block_convs
 
-__all__ = ["calibration_images", "recalibrate"]
-
-
-def calibration_images(data: DataBundle, images: int) -> torch.Tensor:
-    """``images`` normalized, unaugmented training images: a seeded random subset
-    (stored training sets may be sorted by class, as ImageFolder's are)."""
-    pick = torch.randperm(data.train_size, generator=torch.Generator().manual_seed(0))[:images]
-    return data.normalize(data.train_x[pick.to(data.device)])
+__all__ = ["recalibrate"]
 
 
 @torch.no_grad()
@@ -43,7 +36,7 @@ def recalibrate(pruned: RepVGG, original: RepVGG, kept: Kept, data: DataBundle, 
     only shifted. Works in place on ``pruned``; returns it.
     """
     device = next(pruned.parameters()).device
-    x = calibration_images(data.to(device), images)
+    x = data.to(device).sample_images(images)  # seeded random subset: not one class
     target: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def stats(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,13 +59,15 @@ class PruneResult:
 
     ``met`` is False when a target speed-up could not be reached (the fastest
     step was kept); ``note`` then says so in words, as it says what was
-    skipped for want of data.
+    skipped for want of data. ``measurement`` is the pruned net's full
+    measurement (its spread and whether other load contended it).
     """
 
     model: RepVGG
     stages: list[StageFigures]
     met: bool
     note: str
+    measurement: Measurement | None = None
 
     @property
     def original(self) -> StageFigures:
@@ -202,4 +204,4 @@ def run_prune(
         teacher = base_model if job.distill else None
         pruned = finetune(pruned, data, job.finetune_epochs, job.finetune_mode, train_base, device, progress, teacher)
         stages.append(figures("fine-tuned", pruned, evaluate(pruned, data, device), m1))
-    return PruneResult(pruned.eval(), stages, met, "; ".join(notes))
+    return PruneResult(pruned.eval(), stages, met, "; ".join(notes), m1)

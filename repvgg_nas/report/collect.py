@@ -102,7 +102,9 @@ def _trust_rows(study: optuna.Study, trials: pd.DataFrame) -> list[tuple[str, st
          f"beyond its measured spread"),
     ]
     if not stats.empty:
-        rows.append(("trust", "pooled seed std", f"{stats.attrs.get('pooled_seed_std', 0.0):.4f}"))
+        src = " (prior: no architecture has two seeds; [trust] prior_seed_std)" \
+            if stats.attrs.get("seed_std_source") == "prior" else ""
+        rows.append(("trust", "pooled seed std", f"{stats.attrs.get('pooled_seed_std', 0.0):.4f}{src}"))
         flagged = trials[trials["measure_contended"].map(lambda v: isinstance(v, (bool, np.bool_)) and bool(v))] \
             if "measure_contended" in trials else trials.iloc[0:0]
         bad = stats[stats["contended"].astype(bool)]
@@ -153,25 +155,25 @@ def summary_frame(
     space = ua.get(attrs.STUDY_SPACE)
     rows = [
         ("study", "name", study.study_name),
-        ("study", "description", ua.get("description") or ""),
+        ("study", "description", ua.get(attrs.STUDY_DESCRIPTION) or ""),
         ("study", "storage", redact_url(storage) if storage else ""),
         ("study", "trials", ", ".join(f"{r['count']} {str(r['state']).lower()}" for _, r in counts.iterrows()) or "none"),
-        ("study", "target trials", ua.get("n_trials", "")),
+        ("study", "target trials", ua.get(attrs.STUDY_N_TRIALS, "")),
         ("study", "search space", f"{ua.get(attrs.STUDY_SPACE, '?')} (hash {ua.get(attrs.STUDY_SPACE_HASH, '?')})" if space else ""),
-        ("study", "sampler", f"{_kv(ua.get('sampler', {}))}, seed={ua.get('seed', '?')}" if ua.get("sampler") else ""),
+        ("study", "sampler", f"{_kv(ua.get(attrs.STUDY_SAMPLER, {}))}, seed={ua.get(attrs.STUDY_SEED, '?')}" if ua.get(attrs.STUDY_SAMPLER) else ""),
         ("study", "objectives", "maximize accuracy, maximize throughput" + (
-            f"; limits: {_kv(ua['objectives'])}" if ua.get("objectives") else "")),
-        ("study", "references", ", ".join(map(str, ua.get("references") or [])) or "none"),
+            f"; limits: {_kv(ua[attrs.STUDY_OBJECTIVES])}" if ua.get(attrs.STUDY_OBJECTIVES) else "")),
+        ("study", "references", ", ".join(map(str, ua.get(attrs.STUDY_REFERENCES) or [])) or "none"),
         ("measurement", "device", ", ".join(devices) or "unknown"),
-        ("measurement", "runtime", _runtime(ua.get("measure") or {})),
-        ("measurement", "settings", _kv(ua.get("measure", {}))),
-        ("measurement", "deployment resolution", _resolution((ua.get("measure") or {}).get("resolution"),
+        ("measurement", "runtime", _runtime(ua.get(attrs.STUDY_MEASURE) or {})),
+        ("measurement", "settings", _kv(ua.get(attrs.STUDY_MEASURE, {}))),
+        ("measurement", "deployment resolution", _resolution((ua.get(attrs.STUDY_MEASURE) or {}).get("resolution"),
                                                              "throughput, params and MACs are at this input size")),
         ("measurement", "measured with", _measured_with(cache_path) or "not recorded"),
-        ("proxy task", "dataset", _kv(ua.get("data", {}))),
-        ("proxy task", "training resolution", _resolution((ua.get("data") or {}).get("resolution"),
+        ("proxy task", "dataset", _kv(ua.get(attrs.STUDY_DATA, {}))),
+        ("proxy task", "training resolution", _resolution((ua.get(attrs.STUDY_DATA) or {}).get("resolution"),
                                                           "images are resized to it for training and accuracy")),
-        ("proxy task", "training budget", _kv(ua.get("train", {}))),
+        ("proxy task", "training budget", _kv(ua.get(attrs.STUDY_TRAIN, {}))),
         *_trust_rows(study, trials),
         ("report", "software", _versions()),
         ("report", "made at", made_at.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")),

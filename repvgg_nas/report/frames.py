@@ -82,8 +82,15 @@ def study_sigmas(study: optuna.Study) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 2.0
 
 
+def _study_prior_seed_std(study: optuna.Study) -> float | None:
+    """The study's ``[trust] prior_seed_std`` (None: the default, :data:`.trust.PRIOR_SEED_STD`)."""
+    trust = study.user_attrs.get(attrs.STUDY_TRUST) or {}
+    value = trust.get("prior_seed_std") if isinstance(trust, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _study_val_size(study: optuna.Study) -> int | None:
-    data = study.user_attrs.get("data") or {}
+    data = study.user_attrs.get(attrs.STUDY_DATA) or {}
     v = data.get("val_size") if isinstance(data, dict) else None
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
@@ -94,7 +101,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     ``on_front``/``on_long_front`` mark the trial naming an architecture on the
     front of mean proxy accuracy (long-budget accuracy) vs throughput;
     ``lockstep_*`` carry the end-of-study lockstep re-measurement of its
-    architecture, when there is one.
+    architecture, when there is one. ``frame.attrs`` carries the study's
+    ``val_size`` and ``prior_seed_std``, which :func:`.trust.architecture_stats`
+    falls back on.
     """
     lockstep = study.user_attrs.get(attrs.STUDY_LOCKSTEP) or {}
     by_arch = lockstep.get("archs", {}) if isinstance(lockstep, dict) else {}
@@ -129,7 +138,13 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    stats = architecture_stats(frame, val_size=_study_val_size(study))
+    recorded = [int(v) for v in frame[attrs.VAL_SIZE] if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and v == v]
+    frame.attrs["val_size"] = _study_val_size(study) or (max(recorded) if recorded else None)
+    prior = _study_prior_seed_std(study)
+    if prior is not None:
+        frame.attrs["prior_seed_std"] = prior
+    stats = architecture_stats(frame)
     front = set(stats.loc[stats["on_front"].astype(bool), "number"]) if not stats.empty else set()
     long_front = set(stats.loc[stats["on_long_front"].astype(bool), "number"]) if not stats.empty else set()
     frame["on_front"] = frame["number"].isin(front)
@@ -144,7 +159,7 @@ _PARETO_STATS = (
 )
 
 
-def pareto_frame(trials: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame:
+def pareto_frame(trials: pd.DataFrame, sigmas: float = 2.0, val_size: int | None = None) -> pd.DataFrame:
     """Front members and references (one row per architecture), with their claims.
 
     ``accuracy`` is the architecture's mean over seeds (``n``, ``accuracy_std``,
@@ -154,12 +169,14 @@ def pareto_frame(trials: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame:
     (:func:`.trust.claim_text`); ``dominates`` lists the references dominated
     beyond the noise (``sigmas`` combined standard errors and the speed
     spread); ``long_claims``/``long_dominates`` the same at the long budget.
+    ``val_size``: the study's validation size, for trials that did not record
+    theirs (default: the one :func:`trials_frame` noted in ``trials.attrs``).
     """
     empty_cols = dict(dominates=[], claims=[], long_dominates=[], long_claims=[])
     if trials.empty:
         return trials.assign(**empty_cols)
     done = trials[trials["state"] == "COMPLETE"]
-    stats = architecture_stats(trials)
+    stats = architecture_stats(trials, val_size=val_size if val_size is not None else trials.attrs.get("val_size"))
     if done.empty or stats.empty:
         return done.assign(**empty_cols)
     keep = done[done["on_front"] | (done["number"].isin(stats["number"]) & is_reference(done))].copy()
@@ -227,6 +244,7 @@ def report_trials_frame(study: optuna.Study) -> pd.DataFrame:
     # trials_frame may carry some of these already: ours (normalized) win.
     base = base.drop(columns=[c for c in extra_frame.columns if c != "number" and c in base.columns])
     out = base.merge(extra_frame, on="number", how="left")
+    out.attrs.update(base.attrs)  # merge drops them: the study's val_size and prior_seed_std
     out["kind"] = [
         "reference" if isinstance(r, str) and r else ("pruned" if p is not None and not pd.isna(p) else "trial")
         for r, p in zip(out["reference"], out["parent_trial"])

@@ -17,12 +17,21 @@ The standard error of an architecture's mean accuracy ``p`` over ``n`` seeds::
     se = sqrt(s**2 / n + p * (1 - p) / n_val)
 
 ``s`` is the seed-to-seed standard deviation (the architecture's own when
-``n >= 2``, else the study's pooled within-architecture value, else 0) and
+``n >= 2``, else the study's pooled within-architecture value, else -- when
+no architecture has two seeds -- the prior ``[trust] prior_seed_std``) and
 ``p(1-p)/n_val`` the binomial error of counting accuracy on ``n_val``
 validation images, which extra seeds do not shrink (the validation set is the
 same for every run). Two architectures' errors are combined as
 ``sqrt(se_a**2 + se_b**2)``: conservative, since runs on one validation set
 err together.
+
+The prior, :data:`PRIOR_SEED_STD` = 0.012, is the pooled seed standard
+deviation of the a_family front's 3-seed repeats quoted in issue 13 (RepVGG-A0
+0.693/0.699/0.703, trial 11 0.717/0.704/0.706, trial 8 0.726/0.693/0.726:
+``sqrt(sum((n-1) s**2) / sum(n-1))`` = 0.0121). Without it one run per
+architecture would carry no seed term at all, and a single lucky seed (the
+winner's curse) would be claimed as a result; once seeds are measured, the
+measured pooled value replaces it.
 
 The claim rule (:func:`verdict`): a front member *dominates* a reference only
 when its mean accuracy exceeds the reference's by more than ``sigmas``
@@ -46,13 +55,15 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "CLAIM_COLUMNS", "STATS_COLUMNS", "DOMINATES", "TIES",
+    "CLAIM_COLUMNS", "STATS_COLUMNS", "DOMINATES", "PRIOR_SEED_STD", "TIES",
     "Fidelity", "accuracy_floor", "architecture_stats", "claim_text", "claims_frame", "fidelity",
     "pareto_mask", "standard_error", "verdict",
 ]
 
 DOMINATES = "dominates"
 TIES = "ties"
+# Seed-to-seed std of proxy accuracy assumed while no architecture has two seeds (module doc).
+PRIOR_SEED_STD = 0.012
 
 STATS_COLUMNS = (
     "spec_hash", "number", "reference", "kind", "arch", "n", "seeds", "accuracy_mean", "accuracy_std",
@@ -97,7 +108,9 @@ def _col(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame else pd.Series([None] * len(frame), index=frame.index, dtype=object)
 
 
-def architecture_stats(trials: pd.DataFrame, val_size: int | None = None) -> pd.DataFrame:
+def architecture_stats(
+    trials: pd.DataFrame, val_size: int | None = None, prior_seed_std: float | None = None,
+) -> pd.DataFrame:
     """One row per architecture of the completed trials (see the module doc for the formulas).
 
     Proxy-budget samples are completed trials without ``train_epochs``, less
@@ -108,8 +121,17 @@ def architecture_stats(trials: pd.DataFrame, val_size: int | None = None) -> pd.
     ``lockstep_*`` come from the end-of-study re-measurement (the trials
     frame's ``lockstep_throughput``/``lockstep_iqr``/``lockstep_contended``
     columns, filled from the study attr by spec hash). ``val_size`` is the
-    fallback validation size for trials that did not record theirs.
+    fallback validation size for trials that did not record theirs;
+    ``prior_seed_std`` the seed spread assumed while no architecture has two
+    seeds. Both default to what :func:`~repvgg_nas.report.frames.trials_frame`
+    put in ``trials.attrs`` (the study's), then to none / :data:`PRIOR_SEED_STD`.
+    The used spread and its source are ``stats.attrs["pooled_seed_std"]`` and
+    ``["seed_std_source"]`` (``"measured"`` or ``"prior"``).
     """
+    if val_size is None:
+        val_size = trials.attrs.get("val_size")
+    if prior_seed_std is None:
+        prior_seed_std = trials.attrs.get("prior_seed_std", PRIOR_SEED_STD)
     if trials.empty or "state" not in trials:
         return pd.DataFrame(columns=list(STATS_COLUMNS))
     done = trials[(trials["state"] == "COMPLETE") & trials["accuracy"].notna()].copy()
@@ -163,7 +185,9 @@ def architecture_stats(trials: pd.DataFrame, val_size: int | None = None) -> pd.
     stats = pd.DataFrame(rows)
     multi = stats[stats["n"] >= 2]
     dof = float((multi["n"] - 1).sum())
-    pooled = math.sqrt(float(((multi["n"] - 1) * multi["accuracy_std"] ** 2).sum()) / dof) if dof > 0 else 0.0
+    measured = dof > 0
+    pooled = (math.sqrt(float(((multi["n"] - 1) * multi["accuracy_std"] ** 2).sum()) / dof) if measured
+              else float(prior_seed_std if prior_seed_std is not None else PRIOR_SEED_STD))
     stats["accuracy_se"] = [
         standard_error(m, sd if n >= 2 else pooled, n, v)
         for m, sd, n, v in zip(stats["accuracy_mean"], stats["accuracy_std"], stats["n"], stats["val_size"])
@@ -180,6 +204,7 @@ def architecture_stats(trials: pd.DataFrame, val_size: int | None = None) -> pd.
                                                    stats.loc[has_long, "throughput"])
     stats["on_long_front"] = on_long
     stats.attrs["pooled_seed_std"] = pooled
+    stats.attrs["seed_std_source"] = "measured" if measured else "prior"
     return stats[list(STATS_COLUMNS)].sort_values("number").reset_index(drop=True)
 
 

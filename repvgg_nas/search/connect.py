@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from .. import zoo
-from ..attrs import REFERENCE, STUDY_SPACE, STUDY_SPACE_HASH
+from ..attrs import REFERENCE, STUDY_DATA, STUDY_MEASURE, STUDY_SEED, STUDY_SPACE, STUDY_SPACE_HASH, STUDY_TRAIN
 from ..errors import ConfigError
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage, redact_url
@@ -26,11 +28,39 @@ def default_storage(cfg: StudyConfig, reports_dir: str | Path = DEFAULT_REPORTS_
     return StudyPaths.of(cfg.name, reports_dir).default_storage
 
 
+# Stored settings a resumed study must share, besides its space: results under others do not mix.
+# Left out: measure.device (``auto``, ``cuda`` and ``cuda:0`` may name the same device) and
+# data.download (whether torchvision may fetch the data, not which data it is).
+_RESUME_TABLES = (STUDY_DATA, STUDY_TRAIN, STUDY_MEASURE)
+_RESUME_FREE = {STUDY_MEASURE: {"device"}, STUDY_DATA: {"download"}}
+
+
+def _changed_setting(stored: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first ``(table.key, stored, new)`` that differs between two ``StudyConfig.to_dict()`` values.
+
+    Only keys present in both are compared, so a study created before a key
+    existed still resumes; values are compared as stored (JSON).
+    """
+    def plain(v: Any) -> Any:
+        return json.loads(json.dumps(v))
+
+    if STUDY_SEED in stored and plain(stored[STUDY_SEED]) != plain(new[STUDY_SEED]):
+        return STUDY_SEED, stored[STUDY_SEED], new[STUDY_SEED]
+    for table in _RESUME_TABLES:
+        old_t, new_t = stored.get(table), new.get(table)
+        if not isinstance(old_t, dict) or not isinstance(new_t, dict):
+            continue
+        for key in [k for k in new_t if k in old_t and k not in _RESUME_FREE.get(table, set())]:
+            if plain(old_t[key]) != plain(new_t[key]):
+                return f"{table}.{key}", old_t[key], new_t[key]
+    return None
+
+
 def open_study(
     cfg: StudyConfig, storage: str | optuna.storages.BaseStorage, create: bool = True,
     sampler_seed: int | None = None,
 ) -> optuna.Study:
-    """Create or resume the study; refuse to resume one made from a different space.
+    """Create or resume the study; refuse to resume one made from a different space or settings.
 
     ``storage`` is a URL (opened without a heartbeat) or a storage from
     :func:`repvgg_nas.storage.make_storage`. ``sampler_seed`` (default: the
@@ -59,6 +89,14 @@ def open_study(
             f"{study.user_attrs.get(STUDY_SPACE, '?')!r} hashing to {stored}, but "
             f"{cfg.space.name!r} now hashes to {cfg.space.hash}: the space changed. Restore "
             f"it, or start a new study (another study file name or --storage)"
+        )
+    changed = _changed_setting(study.user_attrs, cfg.to_dict()) if stored is not None else None
+    if changed is not None:
+        key, was, now = changed
+        raise ConfigError(
+            f"study {cfg.name!r} in {label} was created with {key} = {was!r}, but the config now has "
+            f"{key} = {now!r}: resuming would mix results under different settings. Restore it, or "
+            f"start a new study (another study file name or --storage)"
         )
     if study.metric_names is None:  # shown by optuna-dashboard and the optuna CLI instead of "Objective 0/1"
         with warnings.catch_warnings():  # experimental in Optuna 5 (stable interface since 3.2)

@@ -24,6 +24,7 @@ from ..attrs import (
     PRUNE_TARGET_MET, PRUNED_RATIO, REFERENCE, SPEC, SPEC_HASH, SPEEDUP, SURPLUS, arch_key,
 )
 from ..attrs import REPEAT_OF, STUDY_LOCKSTEP, STUDY_TRUST, TRAIN_EPOCHS, TRAIN_SEED
+from ..attrs import MEASURE_CONTENDED, OTHER_LOAD, THROUGHPUT_CV, THROUGHPUT_IQR, VAL_SIZE
 from ..checkpoint import load_model, save_checkpoint
 from ..data import DataBundle, load_data
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
@@ -95,8 +96,12 @@ def _keep_checkpoints(study: optuna.Study, paths: StudyPaths) -> None:
     """Keep deploy checkpoints of the front and of the references only (bounded disk use).
 
     Only checkpoints of finished trials are removed: another worker may have
-    just written one for a trial it has not reported yet. A finished trial off
-    the front never rejoins it, so an older view of the study is safe to act on.
+    just written one for a trial it has not reported yet. Without linked
+    re-trainings a finished trial off the front never rejoins it, so an older
+    view of the study is safe to act on. With them it may (the front is on mean
+    accuracy, and a member's repeats can lower its mean), so
+    :func:`run_search` calls this only once they are all finished
+    (:func:`_linked_pending`).
     """
     trials = study.get_trials(deepcopy=False)
     finished = {t.number for t in trials if t.state.is_finished()}
@@ -138,9 +143,9 @@ def prune_front(
         except Exception as e:  # a failed prune must not lose the search results
             on_event(PruneFailed(parent.number, failure_reason(e)))
             continue
-        final, spec = out.final, out.model.spec
-        # Recorded as rounded as the pruning table shows them.
-        accuracy, images_per_s = round(final.accuracy, 4), round(final.images_per_s, 1)
+        final, spec, meas = out.final, out.model.spec, out.measurement
+        # Speed as rounded as the pruning table shows it; accuracy unrounded (its standard error needs it).
+        accuracy, images_per_s = float(final.accuracy), round(final.images_per_s, 1)
         attrs = {
             PARENT_TRIAL: parent.number,
             PRUNED_RATIO: cfg.prune.ratio if cfg.prune.ratio is not None else None,
@@ -150,7 +155,12 @@ def prune_front(
             SPEC: spec.to_dict(), SPEC_HASH: spec.hash, ARCH: spec.summary(),
             PARAMS: final.params, MACS: final.macs,
             LATENCY_MS: round(final.latency_ms, 2), ACCURACY: accuracy,
-            DEVICE: parent.user_attrs.get(DEVICE),
+            DEVICE: parent.user_attrs.get(DEVICE), VAL_SIZE: data.val_size,
+            # The pruned net's own spread and load flag: its claims are only as sure as its measurement.
+            THROUGHPUT_IQR: meas.images_per_s_iqr if meas else None,
+            THROUGHPUT_CV: meas.robust_cv if meas else None,
+            MEASURE_CONTENDED: meas.contended if meas else None,
+            OTHER_LOAD: meas.env.get("other_cpu_load") if meas else None,
         }
         for k in ARCH_DIMENSIONS:
             attrs[arch_key(k)] = parent.user_attrs.get(arch_key(k))
@@ -184,6 +194,15 @@ def linked_wanted(study: optuna.Study, cfg: StudyConfig) -> list[tuple[int, int 
         if trust.long_epochs is not None:
             out.append((n, None, trust.long_epochs))
     return out
+
+
+def _linked_pending(study: optuna.Study, cfg: StudyConfig) -> bool:
+    """True while a wanted linked re-training has not finished (not queued yet, queued, running, or died)."""
+    finished = {
+        repeat_key(t) for t in study.get_trials(deepcopy=False)
+        if repeat_key(t) is not None and t.state.is_finished() and not died(t) and not t.user_attrs.get(SURPLUS)
+    }
+    return any(key not in finished for key in linked_wanted(study, cfg))
 
 
 def _queue_linked(study: optuna.Study, cfg: StudyConfig) -> tuple[int, int]:
@@ -382,16 +401,19 @@ def run_search(
     remaining = max(0, target - done) if role != "finalize" else 0
     emit(StudyStarted(cfg.name, role, done, remaining, target, data.describe(), measure.device, shown))
 
+    # Linked re-trainings can bring a trial back onto the front: delete checkpoints only after them.
+    linked = cfg.trust.seeds > 1 or cfg.trust.long_epochs is not None
+
     def after_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         emit(TrialFinished(t, counts_as_done(t)))
-        _keep_checkpoints(study, paths)
+        if not linked:
+            _keep_checkpoints(study, paths)
         state = slot_state(study.get_trials(deepcopy=False), target)
         if state.finished or not state.runnable:
             study.stop()
 
     def after_linked(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         emit(TrialFinished(t, False))
-        _keep_checkpoints(study, paths)
 
     interrupted = False
     try:
@@ -409,7 +431,8 @@ def run_search(
     if role == "worker":
         return SearchResult(study, paths.root, None, None, interrupted)
     trials, pareto = write_outputs(study, paths.root)
-    _keep_checkpoints(study, paths)
+    if not linked or not (interrupted or _linked_pending(study, cfg)):
+        _keep_checkpoints(study, paths)
     write_report(study, paths.root, storage=shown)
     return SearchResult(study, paths.root, trials, pareto, interrupted)
 
