@@ -29,6 +29,9 @@ class OnnxCheck(NamedTuple):
     max_error: float  # max |onnxruntime - torch|
     relative_error: float  # max_error / max |torch|: what the tolerance bounds, as for fusion
 
+    def describe(self) -> str:
+        return f"max |onnxruntime - torch| = {self.max_error:.2e}, relative {self.relative_error:.2e}"
+
 
 def _example(model: nn.Module, resolution: int, batch: int) -> torch.Tensor:
     spec = getattr(model, "spec", None)

@@ -67,8 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.torchscript:
         print(f"wrote TorchScript {args.torchscript}")
     if onnx is not None:
-        print(f"wrote ONNX {args.onnx} (max |onnxruntime - torch| = {onnx.max_error:.2e}, "
-              f"relative {onnx.relative_error:.2e})")
+        print(f"wrote ONNX {args.onnx} ({onnx.describe()})")
     return 0
 
 

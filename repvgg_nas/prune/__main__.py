@@ -249,8 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: {out.note}")
     print(f"wrote {dest}")
     if onnx is not None:
-        print(f"wrote ONNX {args.onnx} (max |onnxruntime - torch| = {onnx.max_error:.2e}, "
-              f"relative {onnx.relative_error:.2e})")
+        print(f"wrote ONNX {args.onnx} ({onnx.describe()})")
     return 0
 
 
