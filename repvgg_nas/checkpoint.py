@@ -45,6 +45,7 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     deploy: bool
     meta: dict[str, Any] = field(default_factory=dict)
+    train_state: dict[str, Any] | None = None  # a paused training run (TrainState.to_dict()), rung checkpoints only
 
     def build(self) -> RepVGG:
         """Rebuild the model from the stored spec and load the weights (eval mode)."""
@@ -58,8 +59,10 @@ def save_checkpoint(
     model: nn.Module,
     spec: RepVGGSpec | None = None,
     meta: Mapping[str, Any] | None = None,
+    train_state: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``model``'s weights with its spec. ``meta`` holds plain values only."""
+    """Write ``model``'s weights with its spec. ``meta`` holds plain values only; ``train_state``
+    (tensors and plain containers) lets a paused training run continue (:class:`repvgg_nas.train.TrainState`)."""
     spec = spec if spec is not None else getattr(model, "spec", None)
     if not isinstance(spec, RepVGGSpec):
         raise ValueError("save_checkpoint needs a spec (model.spec or the spec argument)")
@@ -71,6 +74,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
+    if train_state is not None:
+        payload["train_state"] = dict(train_state)
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
@@ -151,6 +156,7 @@ def parse_checkpoint(data: object, path: str | os.PathLike) -> Checkpoint:
         state_dict=dict(state_dict),
         deploy=bool(data.get("deploy", False)),
         meta=dict(data.get("meta") or {}),
+        train_state=dict(data["train_state"]) if isinstance(data.get("train_state"), Mapping) else None,
     )
 
 

@@ -27,6 +27,7 @@ vs 39.3 % for A0 without them; tiny net 55.2 %; see
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +48,7 @@ from .spec import RepVGGSpec
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "TrainState",
     "TrainStep",
     "StepCallback",
     "Distillation",
@@ -218,13 +220,49 @@ class TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
+@dataclass
+class TrainState:
+    """Where a training run stands after a whole epoch: enough to continue it exactly.
+
+    Together with the model's weights (and BN statistics) this is the run:
+    :func:`train` with ``resume=state`` continues the same schedule over
+    ``cfg.epochs`` with the same optimizer momentum and the same shuffle and
+    augmentation stream, so stopping after epoch ``k`` and continuing gives
+    the same net as one uninterrupted run. A multi-fidelity search keeps one
+    per candidate between rungs (and on disk, to survive a killed worker).
+    """
+
+    epoch: int  # epochs done
+    step: int  # optimizer steps done
+    optimizer: dict[str, Any]
+    generator: torch.Tensor  # the shuffle/augmentation generator's state
+    scaler: dict[str, Any]
+    history: list[dict[str, float]]
+    seconds: float  # training time so far, summed over the pieces of the run
+    images: int  # training images seen so far
+
+    KEYS = ("epoch", "step", "optimizer", "generator", "scaler", "history", "seconds", "images")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Tensors and plain containers only (``torch.load(weights_only=True)`` reads it back)."""
+        return {k: getattr(self, k) for k in self.KEYS}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainState:
+        missing = [k for k in cls.KEYS if k not in d]
+        if missing:
+            raise ValueError(f"training state lacks {', '.join(missing)}")
+        return cls(**{k: d[k] for k in cls.KEYS})
+
+
 class TrainResult(NamedTuple):
-    """What one proxy training run did.
+    """What one proxy training run did (counted from its very start when it was resumed).
 
     ``final_loss`` is the mean training loss of the last epoch; ``history``
     holds one dict per epoch (``epoch``, ``loss``, ``train_acc``, ``lr``,
     ``seconds``); ``images_per_second`` counts training images over
-    ``seconds`` (the whole loop, augmentation included).
+    ``seconds`` (the whole loop, augmentation included). ``state`` continues
+    the run (:func:`train` ``resume=``) when it stopped before ``cfg.epochs``.
     """
 
     final_loss: float
@@ -233,6 +271,7 @@ class TrainResult(NamedTuple):
     seconds: float
     images_per_second: float
     history: tuple[dict[str, float], ...]
+    state: TrainState | None = None
 
 
 class TrainStep(NamedTuple):
@@ -381,8 +420,17 @@ def train(
     progress: StepCallback | bool | None = None,
     desc: str = "train",
     distill: Distillation | None = None,
+    *,
+    resume: TrainState | None = None,
+    stop_epoch: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train`` for ``cfg.epochs`` epochs.
+
+    ``stop_epoch`` ends the run after that many epochs of the ``cfg.epochs``
+    schedule (the learning rate follows the whole schedule); ``resume``
+    continues a run from the :class:`TrainState` of an earlier result (the
+    model must hold that run's weights). Both serve the rungs of a
+    multi-fidelity search, which continues promoted candidates.
 
     ``data`` is moved to ``device`` when it is not there yet (move it once
     yourself when training many models). ``progress`` is called with a
@@ -419,16 +467,26 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    stop = cfg.epochs if stop_epoch is None else stop_epoch
+    if not 1 <= stop <= cfg.epochs:
+        raise ValueError(f"stop_epoch must be in 1..{cfg.epochs} (train.epochs), got {stop_epoch}")
+    start, step, images, seconds_before = 0, 0, 0, 0.0
+    history: list[dict[str, float]] = []
+    if resume is not None:
+        if not resume.epoch < stop:
+            raise ValueError(f"the run to resume already did {resume.epoch} epoch(s); asked to stop after {stop}")
+        opt.load_state_dict(resume.optimizer)
+        gen.set_state(resume.generator.cpu() if device.type == "cpu" else resume.generator)
+        scaler.load_state_dict(resume.scaler)
+        start, step, images, seconds_before = resume.epoch, resume.step, resume.images, resume.seconds
+        history = [dict(h) for h in resume.history]
     # Checking finiteness forces a host sync; on GPU do it every few steps, on
     # the losses kept on device, and still report the exact first bad step.
     check_every = 1 if device.type == "cpu" else 25
 
-    history: list[dict[str, float]] = []
-    step = 0
-    images = 0
     _sync(device)
     t0 = time.perf_counter()
-    for epoch in range(cfg.epochs):
+    for epoch in range(start, stop):
         t_ep = time.perf_counter()
         losses = torch.zeros(steps_per_epoch, device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -478,7 +536,13 @@ def train(
             }
         )
     _sync(device)
-    seconds = time.perf_counter() - t0
+    seconds = seconds_before + time.perf_counter() - t0
+    state = None
+    if stop < cfg.epochs:
+        state = TrainState(
+            epoch=stop, step=step, optimizer=copy.deepcopy(opt.state_dict()), generator=gen.get_state(),
+            scaler=scaler.state_dict(), history=[dict(h) for h in history], seconds=seconds, images=images,
+        )
     return TrainResult(
         final_loss=history[-1]["loss"],
         epochs=len(history),
@@ -486,6 +550,7 @@ def train(
         seconds=seconds,
         images_per_second=images / seconds if seconds > 0 else float("inf"),
         history=tuple(history),
+        state=state,
     )
 
 

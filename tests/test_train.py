@@ -18,6 +18,7 @@ from repvgg_nas.train import (
     DivergenceError,
     TrainConfig,
     TrainResult,
+    TrainState,
     evaluate,
     identity_init,
     init_model,
@@ -249,6 +250,42 @@ def test_train_is_deterministic_for_a_seed(small_data: DataBundle) -> None:
     assert r1.final_loss == r2.final_loss
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     assert r1.final_loss != r3.final_loss
+
+
+@pytest.mark.parametrize("via_disk", [False, True])
+def test_stopped_and_resumed_run_equals_one_run(small_data: DataBundle, tmp_path, via_disk: bool) -> None:
+    """The rungs of a multi-fidelity search continue a run: pausing after epoch 1 (and 2) changes nothing."""
+    cfg = {"epochs": 3, "batch_size": 32, "seed": 3, "warmup_epochs": 0.5}
+    whole = init_model(SMALL, seed=3)
+    r_whole = train(whole, small_data, cfg, progress=False)
+    assert r_whole.state is None
+    model = init_model(SMALL, seed=3)
+    r = train(model, small_data, cfg, progress=False, stop_epoch=1)
+    assert r.epochs == 1 and r.state is not None and r.state.epoch == 1
+    for stop in (2, 3):
+        state = r.state
+        if via_disk:  # what a rung checkpoint stores, read back as a checkpoint is
+            torch.save({"state": state.to_dict(), "model": model.state_dict()}, tmp_path / "rung.pt")
+            back = torch.load(tmp_path / "rung.pt", weights_only=True)
+            state = TrainState.from_dict(back["state"])
+            model = init_model(SMALL, seed=99)
+            model.load_state_dict(back["model"])
+        r = train(model, small_data, cfg, progress=False, resume=state, stop_epoch=stop)
+    assert r.epochs == 3 and r.steps == r_whole.steps and r.state is None
+    assert r.final_loss == r_whole.final_loss
+    assert [h["loss"] for h in r.history] == [h["loss"] for h in r_whole.history]
+    got, want = model.state_dict(), whole.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_resume_refuses_a_finished_piece(small_data: DataBundle) -> None:
+    cfg = {"epochs": 2, "batch_size": 32}
+    model = init_model(SMALL, seed=0)
+    r = train(model, small_data, cfg, progress=False, stop_epoch=1)
+    with pytest.raises(ValueError, match="already did 1 epoch"):
+        train(model, small_data, cfg, progress=False, resume=r.state, stop_epoch=1)
+    with pytest.raises(ValueError, match="stop_epoch must be in 1..2"):
+        train(model, small_data, cfg, progress=False, stop_epoch=3)
 
 
 def test_huge_lr_raises_divergence_error(small_data: DataBundle) -> None:
