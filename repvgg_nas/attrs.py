@@ -16,7 +16,7 @@ __all__ = [
     "INTERRUPTED", "DUPLICATE", "arch_key",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
-    "STUDY_TRUST", "STUDY_LOCKSTEP",
+    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED",
     "STUDY_NAME", "STUDY_DESCRIPTION", "STUDY_SEED", "STUDY_N_TRIALS", "STUDY_REFERENCES", "STUDY_DATA",
     "STUDY_TRAIN", "STUDY_MEASURE", "STUDY_OBJECTIVES", "STUDY_SAMPLER", "STUDY_PRUNE",
 ]
@@ -36,6 +36,10 @@ SPEEDUP = "speedup"
 REPEAT_OF = "repeat_of"  # the trial whose architecture it re-trains
 TRAIN_SEED = "train_seed"  # init and shuffle seed of an extra-seed repeat (absent: the study seed)
 TRAIN_EPOCHS = "train_epochs"  # epochs of a long re-training (absent: the study's proxy budget)
+# Multi-fidelity search ([fidelity]): a candidate's results at the rungs of the training budget.
+RUNGS = "rungs"  # list of {rung, epochs, accuracy, train_seconds, promoted, dominated_by}, lowest rung first
+RUNG = "rung"  # the highest rung the candidate finished (0-based; the top rung is the full budget)
+RUNG_STOPPED = "stopped"  # prune_reason prefix of a candidate not promoted past a rung
 
 # ---- trial user attrs: what it measured ---------------------------------------------
 ACCURACY = "accuracy"  # the accuracy objective: of the INT8 net under a quantized runtime
@@ -91,6 +95,7 @@ STUDY_PRUNE = "prune"
 # ---- study user attrs written after creation -----------------------------------------
 STUDY_TRUST = "trust"  # the [trust] table of the latest run
 STUDY_LOCKSTEP = "lockstep_measurement"  # front + references re-measured together: when, load, figures
+STUDY_FIDELITY = "fidelity"  # the [fidelity] table (rung budgets, reduction factor, mode); absent: one budget
 
 
 def arch_key(dimension: str) -> str:

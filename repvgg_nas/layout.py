@@ -79,6 +79,15 @@ class StudyPaths:
         """Fused deploy checkpoint of a trial."""
         return self.checkpoints / f"trial_{trial:04d}.pt"
 
+    @property
+    def rung_checkpoints(self) -> Path:
+        """Train-form nets paused between rungs of a multi-fidelity search (deleted when the trial ends)."""
+        return self.checkpoints / "rungs"
+
+    def rung_checkpoint(self, slot: int) -> Path:
+        """A paused candidate, by its slot (the first trial of its retry chain, so a retry finds it)."""
+        return self.rung_checkpoints / f"slot_{slot:04d}.pt"
+
     def pruned_checkpoint(self, trial: int) -> Path:
         """Where ``python -m repvgg_nas.prune --trial N`` writes by default."""
         return self.checkpoints / f"pruned_trial_{trial:04d}.pt"

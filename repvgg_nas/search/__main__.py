@@ -24,8 +24,8 @@ from typing import Any
 import optuna
 
 from ..attrs import (
-    ARCH, DUPLICATE_OF, FAIL_REASON, MEASURE_CONTENDED, PARAMS, PRUNE_REASON, REFERENCE, REPEAT_OF, TRAIN_EPOCHS,
-    TRAIN_SEED,
+    ARCH, DUPLICATE_OF, FAIL_REASON, MEASURE_CONTENDED, PARAMS, PRUNE_REASON, REFERENCE, REPEAT_OF, RUNG_STOPPED,
+    TRAIN_EPOCHS, TRAIN_SEED,
 )
 from ..cli import ArgumentParser, StepBar, format_table, run_cli
 from ..config import Override
@@ -36,7 +36,7 @@ from ..storage import DEFAULT_HEARTBEAT_INTERVAL, redact_url, storage_kind, stud
 from ..train import TrainStep
 from .connect import connect, default_storage, recover_interrupted
 from .events import (
-    Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, SearchEvent, StudyStarted,
+    Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, RungDecided, SearchEvent, StudyStarted,
     TrialFinished, TrialTakenOver, Waiting,
 )
 from .launch import launch_workers, visible_gpus, worker_argv, worker_env
@@ -67,6 +67,8 @@ def trial_line(t: optuna.trial.FrozenTrial) -> str:
         return (f"trial {t.number}{ref}: acc {t.values[0]:.3f}, {t.values[1]:.0f} img/s, "
                 f"{ua.get(PARAMS, 0) / 1e6:.2f}M params | {ua.get(ARCH, '')}")
     reason = ua.get(FAIL_REASON) or ua.get(PRUNE_REASON) or ""
+    if t.state == TrialState.PRUNED and str(reason).startswith(RUNG_STOPPED):  # multi-fidelity: not promoted
+        return f"trial {t.number}{ref}: {reason} | {ua.get(ARCH, '')}"
     return f"trial {t.number}{ref}: {t.state.name.lower()} ({reason}) | {ua.get(ARCH, '')}"
 
 
@@ -122,6 +124,11 @@ class Console:
                 load = "unknown" if e.other_load is None else f"{e.other_load:.0%}"
                 _say(f"re-measured {e.nets} front and reference nets together (lockstep) at {e.at}, other load "
                      f"{load}" + (" - CONTENDED: speed ratios are suspect" if e.contended else ""))
+        elif isinstance(e, RungDecided):
+            if self.progress and e.promoted:  # a stop shows in the trial's own line
+                ref = f" [{e.reference}]" if e.reference else ""
+                self._write(f"trial {e.trial}{ref} rung {e.rung + 1}/{e.rungs} ({e.epochs} epoch{'s' * (e.epochs != 1)}): "
+                            f"acc {e.accuracy:.3f}, {e.throughput:.0f} img/s -> climbs to rung {e.rung + 2}")
         elif isinstance(e, Interrupted):
             _say("interrupted: completed trials are saved; run the same command again to resume")
 
@@ -179,6 +186,16 @@ def pareto_table(pareto: Any) -> str:
     return format_table(rows)
 
 
+def budget_text(cfg: StudyConfig) -> str:
+    """One line on what each candidate's training costs: its rungs, or the one budget."""
+    f, epochs = cfg.fidelity, cfg.train.epochs
+    if not f.multi:
+        return f"{epochs} epochs per candidate (single fidelity)"
+    rungs = ", ".join(str(b) for b in f.budgets(epochs))
+    return (f"rungs of {rungs} epochs (reduction factor {f.reduction_factor}, {f.mode}): a candidate climbs "
+            f"while no result at its rung dominates it; references always reach {epochs}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="python -m repvgg_nas.search",
@@ -210,6 +227,9 @@ def _parser() -> argparse.ArgumentParser:
                       "training (sets [data].hflip; default on for real data; --no-hflip for digits, text, signs)")
     parser.add_argument("--measure-resolution", type=int, metavar="N", help="DEPLOYMENT resolution: throughput, "
                         "params and MACs at NxN input (sets [measure].resolution)")
+    parser.add_argument("--rungs", type=int, metavar="R", help="training budget per candidate: each trains "
+                        "train.epochs/reduction_factor^(R-1) epochs first and climbs toward the full budget only while "
+                        "no result at its rung dominates it (sets [fidelity].rungs; 1: every candidate trains fully)")
     parser.add_argument("--seed", type=int, help="override the study seed (sets seed)")
     parser.add_argument("--reports-dir", default=DEFAULT_REPORTS_DIR, help="where results go (default: reports/)")
     parser.add_argument("--dry-run", action="store_true", help="validate the study and show the plan; write nothing")
@@ -240,6 +260,7 @@ OVERRIDES = (
     ("--measure-resolution", "measure_resolution", "measure.resolution"),
     ("--device", "device", "measure.device"),
     ("--seed", "seed", "seed"),
+    ("--rungs", "rungs", "fidelity.rungs"),
 )
 
 
@@ -278,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"study {cfg.name} ({cfg.path})\n  space {cfg.space.name} (hash {cfg.space.hash}, "
             f"{cfg.space.size()} architectures)\n  references: {refs}\n  data: {cfg.data.to_dict()}\n"
             f"  train: {cfg.train.to_dict()}\n  measure: {cfg.measure.to_dict()}\n"
+            f"  budget: {budget_text(cfg)}\n"
             f"  sampler: {cfg.sampler.name}, seed {cfg.seed}, trials {args.n_trials or cfg.n_trials}\n"
             f"  storage: {redact_url(args.storage or default_storage(cfg, args.reports_dir))}\n"
             f"  workers: {args.workers}\n"

@@ -10,7 +10,9 @@ from typing import Any
 import optuna
 
 from .. import zoo
-from ..attrs import REFERENCE, STUDY_DATA, STUDY_MEASURE, STUDY_SEED, STUDY_SPACE, STUDY_SPACE_HASH, STUDY_TRAIN
+from ..attrs import (
+    REFERENCE, STUDY_DATA, STUDY_FIDELITY, STUDY_MEASURE, STUDY_SEED, STUDY_SPACE, STUDY_SPACE_HASH, STUDY_TRAIN,
+)
 from ..errors import ConfigError
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage, redact_url
@@ -31,7 +33,7 @@ def default_storage(cfg: StudyConfig, reports_dir: str | Path = DEFAULT_REPORTS_
 # Stored settings a resumed study must share, besides its space: results under others do not mix.
 # Left out: measure.device (``auto``, ``cuda`` and ``cuda:0`` may name the same device) and
 # data.download (whether torchvision may fetch the data, not which data it is).
-_RESUME_TABLES = (STUDY_DATA, STUDY_TRAIN, STUDY_MEASURE)
+_RESUME_TABLES = (STUDY_DATA, STUDY_TRAIN, STUDY_MEASURE, STUDY_FIDELITY)  # rung results of other rungs do not mix
 _RESUME_FREE = {STUDY_MEASURE: {"device"}, STUDY_DATA: {"download"}}
 
 

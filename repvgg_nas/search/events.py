@@ -26,6 +26,7 @@ __all__ = [
     "Interrupted",
     "LinkedQueued",
     "Remeasured",
+    "RungDecided",
     "SearchEvent",
     "EventCallback",
 ]
@@ -111,12 +112,29 @@ class Remeasured:
 
 
 @dataclass(frozen=True)
+class RungDecided:
+    """Trial ``trial`` finished rung ``rung`` (0-based) of ``rungs`` (``epochs`` of training) at
+    ``accuracy`` and ``throughput`` img/s; it climbs on when ``promoted``, else ``dominated_by`` names the
+    trial whose result at that rung dominates it. References (``reference``: their zoo name) always climb."""
+
+    trial: int
+    rung: int
+    rungs: int
+    epochs: int
+    accuracy: float
+    throughput: float
+    promoted: bool
+    dominated_by: int | None
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
 class Interrupted:
     """Ctrl-C: completed trials are saved; the same call resumes the study."""
 
 
 SearchEvent = Union[
     StudyStarted, TrialFinished, Waiting, TrialTakenOver, PruningFrontMember, PruneFailed, Interrupted, TrainStep,
-    LinkedQueued, Remeasured,
+    LinkedQueued, Remeasured, RungDecided,
 ]
 EventCallback = Callable[[SearchEvent], None]

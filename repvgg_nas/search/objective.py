@@ -21,7 +21,7 @@ from ..attrs import (
     WORKER_START, arch_key,
 )
 from ..attrs import MEASURE_CONTENDED, OTHER_LOAD, REPEAT_OF, THROUGHPUT_CV, TRAIN_EPOCHS, TRAIN_SEED, VAL_SIZE
-from ..attrs import FLOAT_ACCURACY, PRECISION, RUNTIME
+from ..attrs import FLOAT_ACCURACY, PRECISION, RUNG_STOPPED, RUNTIME
 from ..checkpoint import save_checkpoint
 from ..counting import complexity
 from ..data import DataBundle
@@ -30,8 +30,10 @@ from ..measure import RUNTIMES, ThroughputCache, measure_spec, runtime_accuracy
 from ..model import FusionMismatchError, check_fusion, fusion_error, reparameterize
 from ..storage import FIXED_PARAMS
 from ..train import DivergenceError, StepCallback, evaluate, init_model, train
+from .events import EventCallback
 from .launch import current_worker
 from .locks import DeviceLock
+from .rungs import climb, discard_paused, record_top
 from .slots import admission, repeat_taken
 from .study import StudyConfig
 
@@ -51,34 +53,43 @@ class _Objective:
     claims a slot (:func:`slots.admission`) and, when other workers have
     filled them all, is pruned untrained as surplus. ``lock`` serializes
     throughput measurement against other local workers' training on the device.
-    ``on_step`` receives the training progress of each trial.
+    ``on_step`` receives the training progress of each trial, ``on_event``
+    the rung decisions of a multi-fidelity search (:mod:`.rungs`).
     """
 
     def __init__(
         self, cfg: StudyConfig, data: DataBundle, device: torch.device, cache: ThroughputCache,
         paths: StudyPaths, on_step: StepCallback | None = None, target: int | None = None,
-        lock: DeviceLock | None = None,
+        lock: DeviceLock | None = None, on_event: EventCallback | None = None,
     ) -> None:
         self.cfg, self.data, self.device, self.cache = cfg, data, device, cache
-        self.paths, self.on_step = paths, on_step
+        self.paths, self.on_step, self.on_event = paths, on_step, on_event
         self.target = target if target is not None else cfg.n_trials
         self.lock = lock if lock is not None else DeviceLock(device)
         self.worker = current_worker()
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         try:
-            return self._run(trial)
+            out = self._run(trial)
         except optuna.TrialPruned:
+            self._discard_paused(trial)
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a paused rung net stays on disk: the retry continues it
             trial.set_user_attr(FAIL_REASON, f"{INTERRUPTED}: Ctrl-C")
             raise
         except Exception as e:
+            self._discard_paused(trial)
             trial.set_user_attr(FAIL_REASON, failure_reason(e))
             if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
             raise
+        self._discard_paused(trial)
+        return out
+
+    def _discard_paused(self, trial: optuna.Trial) -> None:
+        if self.cfg.fidelity.multi and self.cfg.fidelity.mode == "continue" and not trial.user_attrs.get(SURPLUS):
+            discard_paused(self.paths, trial)  # a surplus retry shares its slot's paused net with the live one
 
     def _claim_slot(self, trial: optuna.Trial) -> None:
         """Record who runs the trial, then take a slot or prune it as surplus (untrained)."""
@@ -127,13 +138,18 @@ class _Objective:
         trial.set_user_attr(SPEC_HASH, spec.hash)
         trial.set_user_attr(ARCH, spec.summary())
         linked = trial.user_attrs.get(REPEAT_OF) is not None
-        twin = None if linked else _completed_twin(trial, spec.hash)
+        twin = None if linked else _finished_twin(trial, spec.hash)
+        if twin is not None and twin.state == TrialState.PRUNED and (
+                trial.user_attrs.get(REFERENCE) or trial.user_attrs.get(RETRY_OF) is not None):
+            twin = None  # a reference always climbs; a retry carries on its own climb
         if twin is not None:
             # Same architecture, same seed, same budget: training it again would only cost time.
             for k, v in twin.user_attrs.items():
                 if k not in _OWN_ATTRS and k not in trial.user_attrs:
                     trial.set_user_attr(k, v)
             trial.set_user_attr(DUPLICATE_OF, twin.number)
+            if twin.state == TrialState.PRUNED:  # stopped at a rung: so is its duplicate
+                raise optuna.TrialPruned(str(twin.user_attrs.get(PRUNE_REASON)))
             return twin.values[0], twin.values[1]
         cx = complexity(spec, resolution=cfg.measure.resolution)
         trial.set_user_attr(PARAMS, cx.params)
@@ -170,9 +186,17 @@ class _Objective:
                 train_cfg = dataclasses.replace(train_cfg, seed=int(seed))
             if budget is not None:  # a long re-training
                 train_cfg = dataclasses.replace(train_cfg, epochs=int(budget))
-            model = init_model(spec, seed=cfg.seed if seed is None else int(seed), device=self.device)
+            init_seed = cfg.seed if seed is None else int(seed)
             lap("build")
-            result = train(model, data, train_cfg, self.device, progress=self.on_step, desc=f"trial {trial.number}")
+            climbing = cfg.fidelity.multi and not linked  # linked re-trainings take their whole budget at once
+            if climbing:
+                model, result = climb(
+                    trial, spec, meas.images_per_s, fidelity=cfg.fidelity, train_cfg=train_cfg, init_seed=init_seed,
+                    data=data, device=self.device, paths=self.paths, on_step=self.on_step, on_event=self.on_event,
+                )
+            else:
+                model = init_model(spec, seed=init_seed, device=self.device)
+                result = train(model, data, train_cfg, self.device, progress=self.on_step, desc=f"trial {trial.number}")
             trial.set_user_attr(TRAIN_SECONDS, result.seconds)
             trial.set_user_attr(TRAIN_IMAGES_PER_S, result.images_per_second)
             trial.set_user_attr(FINAL_LOSS, result.final_loss)
@@ -186,6 +210,8 @@ class _Objective:
             trial.set_user_attr(FUSION_ERROR, err)
             lap("fuse")
             acc = evaluate(deploy, data, self.device)
+            if climbing:  # the top rung, in float like the rungs below it
+                record_top(trial, cfg.fidelity, train_cfg.epochs, acc, meas.images_per_s, result.seconds)
             if RUNTIMES.get(cfg.measure.runtime).quantized:  # the front of what ships: the INT8 net's accuracy
                 trial.set_user_attr(FLOAT_ACCURACY, acc)
                 acc = runtime_accuracy(deploy, data, cfg.measure.runtime, threads=cfg.measure.threads)
@@ -207,9 +233,12 @@ class _Objective:
         return acc, meas.images_per_s
 
 
-def _completed_twin(trial: optuna.Trial, spec_hash: str) -> optuna.trial.FrozenTrial | None:
-    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get(SPEC_HASH) == spec_hash and t.user_attrs.get(REPEAT_OF) is None:
+def _finished_twin(trial: optuna.Trial, spec_hash: str) -> optuna.trial.FrozenTrial | None:
+    """An earlier search trial of the same architecture that completed, or was stopped at a rung."""
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.user_attrs.get(SPEC_HASH) != spec_hash or t.user_attrs.get(REPEAT_OF) is not None:
+            continue
+        if t.state == TrialState.COMPLETE or str(t.user_attrs.get(PRUNE_REASON, "")).startswith(RUNG_STOPPED):
             return t
     return None
 

@@ -395,7 +395,7 @@ def run_search(
     cache = ThroughputCache(paths.throughput_cache)
     paths.checkpoints.mkdir(exist_ok=True)
     on_step = emit if (progress and on_event is not None) else None
-    objective = _Objective(cfg, data, train_device, cache, paths, on_step=on_step, target=target)
+    objective = _Objective(cfg, data, train_device, cache, paths, on_step=on_step, target=target, on_event=emit)
 
     done = slot_state(study.get_trials(deepcopy=False), target).done
     remaining = max(0, target - done) if role != "finalize" else 0

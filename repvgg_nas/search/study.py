@@ -33,7 +33,7 @@ __all__ = ["Objectives", "SamplerConfig", "StudyConfig", "SAMPLERS", "TrustConfi
 
 STUDY_KEYS = (
     "description", "space", "seed", "n_trials", "references",
-    "data", "train", "measure", "objectives", "sampler", "prune", "trust",
+    "data", "train", "measure", "objectives", "sampler", "prune", "trust", "fidelity",
 )
 
 
@@ -127,6 +127,63 @@ class SamplerConfig:
         return SAMPLERS.get(self.name)(self, seed)
 
 
+# ---- [fidelity]: rungs of the training budget (issue 14) ------------------------------------
+FIDELITY_MODES = ("continue", "retrain")
+
+
+@dataclass(frozen=True)
+class FidelityConfig:
+    """Multi-fidelity search: the rungs of the training budget and how candidates climb them.
+
+    Rung ``k`` of ``rungs`` trains ``train.epochs / reduction_factor ** (rungs - 1 - k)``
+    epochs (rounded, at least 1), so the top rung is the full proxy budget.
+    Every candidate is trained to the lowest rung; it goes on to the next only
+    while no result at the same rung dominates it (rung accuracy and measured
+    throughput, :mod:`repvgg_nas.search.rungs`). References always climb to the top.
+    ``mode``: ``continue`` trains a promoted candidate on from where its rung
+    stopped, within the full budget's schedule; ``retrain`` trains it afresh
+    at each rung's budget (benchmarks/multifidelity_cpu.md compares them).
+    ``rungs = 1`` is the single-fidelity search: every candidate gets the full budget.
+    """
+
+    rungs: int = 3
+    reduction_factor: int = 3
+    mode: str = "continue"
+
+    KEYS = ("rungs", "reduction_factor", "mode")
+
+    @classmethod
+    def from_table(cls, t: Table, train_epochs: int) -> FidelityConfig:
+        kw = dict(
+            rungs=t.get("rungs", int, 3, min=1, max=10),
+            reduction_factor=t.get("reduction_factor", int, 3, min=2, max=100),
+            mode=t.get("mode", str, "continue", choices=FIDELITY_MODES),
+        )
+        t.finish(cls.KEYS)
+        out = cls(**kw)
+        budgets = [_rung_epochs(train_epochs, out.reduction_factor, out.rungs, k) for k in range(out.rungs)]
+        if len(set(budgets)) < len(budgets):
+            raise t.error("rungs", f"{out.rungs} rungs with reduction_factor {out.reduction_factor} need more than "
+                          f"train.epochs = {train_epochs} (rung budgets would be {budgets} epochs): use fewer rungs, "
+                          f"a smaller reduction_factor or more epochs")
+        return out
+
+    def budgets(self, train_epochs: int) -> tuple[int, ...]:
+        """Epochs of each rung, lowest first; the last is ``train_epochs``."""
+        return tuple(_rung_epochs(train_epochs, self.reduction_factor, self.rungs, k) for k in range(self.rungs))
+
+    @property
+    def multi(self) -> bool:
+        return self.rungs > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.KEYS}
+
+
+def _rung_epochs(epochs: int, eta: int, rungs: int, k: int) -> int:
+    return max(1, round(epochs / eta ** (rungs - 1 - k)))
+
+
 # ---- [trust]: how far the front's claims can be trusted (issue 13) -------------------------
 @dataclass(frozen=True)
 class TrustConfig:
@@ -190,6 +247,7 @@ class StudyConfig:
     description: str = ""
     prune: PruneJob | None = None
     trust: TrustConfig = field(default_factory=TrustConfig)
+    fidelity: FidelityConfig = field(default_factory=lambda: FidelityConfig(rungs=1))
 
     def to_dict(self) -> dict[str, Any]:
         """What is stored with the study (for reports and for resuming)."""
@@ -209,6 +267,7 @@ class StudyConfig:
                         "n_startup_trials": self.sampler.n_startup_trials},
             A.STUDY_PRUNE: self.prune.to_dict() if self.prune is not None else None,
             A.STUDY_TRUST: self.trust.to_dict(),
+            A.STUDY_FIDELITY: {**self.fidelity.to_dict(), "budgets": list(self.fidelity.budgets(self.train.epochs))},
         }
 
     def replace(self, **changes: Any) -> StudyConfig:
@@ -279,6 +338,8 @@ def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override
     raw_prune = t.get("prune", dict, None)
     prune = _sub(source, "prune", PruneJob.from_dict, raw_prune) if raw_prune is not None else None
     trust = TrustConfig.from_table(t.table("trust"), train.epochs)
+    # No [fidelity] table: the single-fidelity search (every candidate gets the full budget).
+    fidelity = FidelityConfig.from_table(t.table("fidelity"), train.epochs) if t.has("fidelity") else FidelityConfig(rungs=1)
     t.finish(STUDY_KEYS)
     return StudyConfig(
         name=path.stem,
@@ -295,4 +356,5 @@ def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override
         description=description,
         prune=prune,
         trust=trust,
+        fidelity=fidelity,
     )

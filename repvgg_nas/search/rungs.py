@@ -1,0 +1,230 @@
+"""Multi-fidelity search: a candidate climbs the rungs of the training budget while nothing dominates it.
+
+ASHA (Li et al., 2020) promotes a result as soon as it arrives, without
+waiting for its rung to fill, so workers never idle; MOASHA (Schmucker et
+al., Syne Tune) ranks a rung by non-dominated sorting when there are several
+objectives. Here the rule is the plainest multi-objective one: a candidate
+that has trained to rung ``k`` goes on to rung ``k + 1`` when no result at
+rung ``k`` dominates it (rung accuracy and measured throughput, which is
+exact and cheap). References always climb to the top, and their rung results
+are the first yardsticks of every rung.
+
+Optuna's pruners do not support multi-objective studies, so this layer sits
+beside the sampler: the climb happens inside one trial (the model stays in
+memory between rungs), and every rung result is written to the trial
+(``rungs`` attr) before the decision is taken, so concurrent workers see
+each other's results, a resumed study redoes nothing, and a retry of a
+killed trial takes over the decided rungs and, in ``continue`` mode, the
+paused net from its rung checkpoint. A candidate stopped at a rung ends
+PRUNED (``prune_reason`` names the result that dominates it); only the top
+rung's result is an objective value, so the sampler and the front see the
+full budget only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial
+from torch import nn
+
+from ..attrs import PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, RUNG, RUNG_STOPPED, RUNGS, SURPLUS
+from ..checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
+from ..data import DataBundle
+from ..layout import StudyPaths
+from ..model import reparameterize
+from ..report.frames import dominates
+from ..spec import RepVGGSpec
+from ..train import StepCallback, TrainConfig, TrainResult, TrainState, evaluate, init_model, train
+from .events import EventCallback, RungDecided
+from .slots import trial_key
+from .study import FidelityConfig
+
+__all__ = [
+    "RungResult", "rung_records", "rung_results", "dominating", "climb", "record_top", "stopped_at", "discard_paused",
+    "rung_train_config",
+]
+
+
+@dataclass(frozen=True)
+class RungResult:
+    """One candidate's result at one rung: the point a promotion is decided on."""
+
+    trial: int
+    accuracy: float
+    throughput: float
+
+    def as_point(self) -> dict[str, float]:
+        return {"accuracy": self.accuracy, "throughput": self.throughput}
+
+
+def rung_records(t: FrozenTrial | optuna.Trial) -> list[dict[str, Any]]:
+    """The ``rungs`` attr of a trial (lowest rung first; empty for a single-fidelity trial)."""
+    return [dict(r) for r in (t.user_attrs.get(RUNGS) or [])]
+
+
+def rung_results(trials: Iterable[FrozenTrial], rung: int, exclude: Iterable[int] = ()) -> list[RungResult]:
+    """Every result recorded at ``rung`` by a candidate of the study (any state, surplus trials left out)."""
+    skip = set(exclude)
+    out = []
+    for t in trials:
+        if t.number in skip or t.user_attrs.get(SURPLUS) or t.user_attrs.get(REPEAT_OF) is not None:
+            continue
+        for r in rung_records(t):
+            if r.get("rung") == rung and r.get("accuracy") is not None:
+                out.append(RungResult(t.number, float(r["accuracy"]), float(r["images_per_s"])))
+    return out
+
+
+def dominating(me: RungResult, pool: Iterable[RungResult]) -> RungResult | None:
+    """The result in ``pool`` that dominates ``me`` with the largest accuracy (None: ``me`` may climb)."""
+    better = [p for p in pool if dominates(p.as_point(), me.as_point())]
+    return max(better, key=lambda p: (p.accuracy, p.throughput)) if better else None
+
+
+def rung_train_config(train_cfg: TrainConfig, epochs: int) -> TrainConfig:
+    """The proxy budget cut to ``epochs`` for a re-trained rung: a whole schedule of its own, its warmup
+    scaled by the same factor (a 1-epoch run with the full budget's 1-epoch warmup would never anneal)."""
+    scale = epochs / train_cfg.epochs
+    return dataclasses.replace(train_cfg, epochs=epochs, warmup_epochs=train_cfg.warmup_epochs * scale)
+
+
+def _inherited(trial: optuna.Trial, by_number: dict[int, FrozenTrial]) -> list[dict[str, Any]]:
+    """The decided rung records of the killed trial this one retries (undecided ones are redone)."""
+    origin = trial.user_attrs.get(RETRY_OF)
+    if origin is None or int(origin) not in by_number:
+        return []
+    out = []
+    for r in rung_records(by_number[int(origin)]):
+        if r.get("promoted") is None:
+            break
+        out.append(r)
+    return out
+
+
+def discard_paused(paths: StudyPaths, trial: optuna.Trial) -> None:
+    """Delete the candidate's rung checkpoint (its trial ended: completed, stopped or failed).
+
+    Only while the trial is still RUNNING in the storage: a trial failed from
+    outside (missed heartbeats) has a retry that may be using the checkpoint.
+    """
+    trials = trial.study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    me = by_number.get(trial.number)
+    if me is not None and me.state == optuna.trial.TrialState.RUNNING:
+        paths.rung_checkpoint(trial_key(me, by_number)).unlink(missing_ok=True)
+
+
+def _stop_reason(rung: int, rungs: int, epochs: int, me: RungResult, by: RungResult) -> str:
+    return (f"{RUNG_STOPPED} at rung {rung + 1}/{rungs} ({epochs} epoch{'s' * (epochs != 1)}): trial {by.trial} "
+            f"dominates it ({by.accuracy:.3f} vs {me.accuracy:.3f} accuracy, "
+            f"{by.throughput:.1f} vs {me.throughput:.1f} img/s)")
+
+
+def climb(
+    trial: optuna.Trial, spec: RepVGGSpec, throughput: float, *, fidelity: FidelityConfig, train_cfg: TrainConfig,
+    init_seed: int, data: DataBundle, device: torch.device, paths: StudyPaths,
+    on_step: StepCallback | None = None, on_event: EventCallback | None = None,
+) -> tuple[nn.Module, TrainResult]:
+    """Train a candidate rung by rung; return the net trained at the full budget and its result.
+
+    Raises :class:`optuna.TrialPruned` when a result at a lower rung dominates
+    it (the ``rungs`` attr holds every rung it finished, ``prune_reason`` says
+    which trial stopped it). The caller fuses, evaluates and records the top
+    rung as for a single-fidelity trial, then calls :func:`record_top`.
+    """
+    budgets = fidelity.budgets(train_cfg.epochs)
+    top = len(budgets) - 1
+    emit: Callable[[Any], None] = on_event or (lambda e: None)
+    trials = trial.study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    me_frozen = by_number.get(trial.number)
+    slot = trial_key(me_frozen, by_number) if me_frozen is not None else trial.number
+    paused = paths.rung_checkpoint(slot)
+    records = _inherited(trial, by_number)
+    if records:
+        trial.set_user_attr(RUNGS, records)
+        trial.set_user_attr(RUNG, records[-1]["rung"])
+        last = records[-1]
+        if not last["promoted"]:  # the killed trial was stopped but died before it said so
+            reason = str(by_number[int(trial.user_attrs[RETRY_OF])].user_attrs.get(PRUNE_REASON) or
+                         f"{RUNG_STOPPED} at rung {last['rung'] + 1}/{len(budgets)}: trial {last['dominated_by']} dominates it")
+            trial.set_user_attr(PRUNE_REASON, reason)
+            raise optuna.TrialPruned(reason)
+
+    model = init_model(spec, seed=init_seed, device=device)
+    state: TrainState | None = None
+    spent = float(records[-1].get("train_seconds", 0.0)) if records else 0.0
+    if fidelity.mode == "continue" and paused.is_file():
+        # Where the killed run paused: at the last decided rung, or one rung on if it died before recording it.
+        usable = {budgets[i] for i in (len(records) - 1, len(records)) if 0 <= i < top}
+        ckpt = load_checkpoint(paused)
+        saved = TrainState.from_dict(ckpt.train_state) if ckpt.train_state is not None else None
+        if saved is not None and saved.epoch in usable:
+            load_state_dict_checked(model, ckpt.state_dict, source=str(paused))
+            state = saved
+    result: TrainResult | None = None
+    for k in range(len(records), len(budgets)):
+        epochs = budgets[k]
+        desc = f"trial {trial.number} rung {k + 1}/{len(budgets)}"
+        if fidelity.mode == "retrain":  # each rung a run of its own, from the same initial weights
+            model = init_model(spec, seed=init_seed, device=device)
+            result = train(model, data, rung_train_config(train_cfg, epochs), device, progress=on_step, desc=desc)
+            spent += result.seconds
+        elif state is not None and state.epoch == epochs:  # paused right here: nothing to train for this rung
+            spent = max(spent, state.seconds)
+        else:
+            result = train(model, data, train_cfg, device, progress=on_step, desc=desc, resume=state, stop_epoch=epochs)
+            spent = max(spent, result.seconds)  # counted from the run's start, paused pieces included
+            state = result.state
+        if k == top:
+            break
+        if fidelity.mode == "continue":
+            assert state is not None
+            save_checkpoint(paused, model, spec, meta={"trial": trial.number, "rung": k},
+                            train_state=state.to_dict())
+        accuracy = evaluate(reparameterize(model), data, device)
+        mine = RungResult(trial.number, accuracy, throughput)
+        record: dict[str, Any] = {"rung": k, "epochs": epochs, "accuracy": accuracy, "images_per_s": throughput,
+                                  "train_seconds": round(spent, 3), "promoted": None, "dominated_by": None}
+        records.append(record)
+        trial.set_user_attr(RUNGS, records)  # visible to other workers before this one decides
+        reference = trial.user_attrs.get(REFERENCE)
+        by = None if reference else dominating(mine, rung_results(trial.study.get_trials(deepcopy=False), k,
+                                                                   exclude=(trial.number,)))
+        record["promoted"], record["dominated_by"] = by is None, None if by is None else by.trial
+        trial.set_user_attr(RUNGS, records)
+        trial.set_user_attr(RUNG, k)
+        emit(RungDecided(trial.number, k, len(budgets), epochs, accuracy, throughput, by is None,
+                         None if by is None else by.trial, reference))
+        if by is not None:
+            reason = _stop_reason(k, len(budgets), epochs, mine, by)
+            trial.set_user_attr(PRUNE_REASON, reason)
+            paused.unlink(missing_ok=True)
+            raise optuna.TrialPruned(reason)
+    assert result is not None
+    return model, result._replace(seconds=spent)
+
+
+def record_top(trial: optuna.Trial, fidelity: FidelityConfig, train_epochs: int, accuracy: float,
+               throughput: float, train_seconds: float) -> None:
+    """Add the top rung (the full budget) to a climbed candidate's ``rungs`` attr."""
+    budgets = fidelity.budgets(train_epochs)
+    records = rung_records(trial)
+    records.append({"rung": len(budgets) - 1, "epochs": budgets[-1], "accuracy": accuracy, "images_per_s": throughput,
+                    "train_seconds": round(train_seconds, 3), "promoted": None, "dominated_by": None})
+    trial.set_user_attr(RUNGS, records)
+    trial.set_user_attr(RUNG, len(budgets) - 1)
+
+
+def stopped_at(records: Sequence[dict[str, Any]]) -> int | None:
+    """The rung a candidate was stopped at (None: it was not stopped)."""
+    for r in records:
+        if r.get("promoted") is False:
+            return int(r["rung"])
+    return None

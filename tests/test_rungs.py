@@ -1,0 +1,712 @@
+"""Multi-fidelity search ([fidelity]): who climbs the rungs, what a pause, a resume and a kill keep.
+
+The promotion rule is checked three ways: on hand-built trials (the pure
+functions), on a scripted single-process study whose rung results are set
+by the test (so the expected stops are known exactly, and every decision is
+re-derived from the records of the trials that came before it), and on real
+multi-process studies (PostgreSQL, a journal file with a SIGKILL), where a
+decision can only be checked against what had certainly been recorded
+before it. Every study trains for real: in ``continue`` mode a candidate that
+climbs to the top must end with the very weights of a single-fidelity run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import optuna
+import pytest
+import torch
+
+from repvgg_nas import ConfigError
+from repvgg_nas.checkpoint import load_checkpoint
+from repvgg_nas.data import load_data
+from repvgg_nas.layout import StudyPaths
+from repvgg_nas.measure import Measurement, ThroughputCache
+from repvgg_nas.report.frames import dominates
+from repvgg_nas.search import load_study_config, open_study, run_search
+from repvgg_nas.search import objective as objective_mod
+from repvgg_nas.search import run as run_mod
+from repvgg_nas.search import rungs as rungs_mod
+from repvgg_nas.search.__main__ import main
+from repvgg_nas.search.events import RungDecided
+from repvgg_nas.search.rungs import RungResult, climb, dominating, rung_records, rung_results, stopped_at
+from repvgg_nas.search.slots import died, is_search_trial, slot_state, trial_key
+from repvgg_nas.search.study import FidelityConfig
+from repvgg_nas.spec import RepVGGSpec
+from repvgg_nas.storage import make_storage
+from repvgg_nas.train import TrainConfig
+
+from .helpers import write_tiny_study
+from .test_scale import HEARTBEAT, child_env, load, postgres, search_cmd  # noqa: F401  (postgres: fixture)
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+TS = optuna.trial.TrialState
+
+FIDELITY = '[fidelity]\nrungs = 3\nreduction_factor = 2\n[sampler]\nname = "random"\n'
+EPOCHS = 4
+BUDGETS = (1, 2, 4)  # rungs of 4 epochs with reduction factor 2
+
+# A scripted study: each architecture's measured speed and its accuracy at rungs 0 and 1 (the top
+# rung is evaluated for real). Single process, so trials decide in number order; what each should do:
+SCENARIO = [
+    (dict(depth2=1, depth3=1, a=0.125, b=0.25), 100.0, (0.5, 0.5)),   # 0 reference: always climbs
+    (dict(depth2=1, depth3=1, a=0.25, b=0.25), 50.0, (0.6, 0.4)),     # 1 climbs (more accurate), stopped at 1 by 0
+    (dict(depth2=1, depth3=1, a=0.125, b=0.5), 100.0, (0.5, 0.5)),    # 2 equal to 0 at both rungs: climbs to the top
+    (dict(depth2=1, depth3=1, a=0.25, b=0.5), 40.0, (0.55,)),         # 3 stopped at 0 by 1 (0 is less accurate)
+    (dict(depth2=2, depth3=1, a=0.125, b=0.25), 200.0, (0.1, 0.9)),   # 4 fastest, then best: climbs to the top
+    (dict(depth2=1, depth3=2, a=0.125, b=0.25), 30.0, (0.05,)),       # 5 stopped at 0: 1 is its most accurate dominator
+]
+EXPECTED = {  # trial -> (state, rung it was stopped at, the trial that stopped it)
+    0: (TS.COMPLETE, None, None), 1: (TS.PRUNED, 1, 0), 2: (TS.COMPLETE, None, None), 3: (TS.PRUNED, 0, 1),
+    4: (TS.COMPLETE, None, None), 5: (TS.PRUNED, 0, 1),
+    6: (TS.PRUNED, 1, 0),  # the architecture of 1 again: stopped like its twin, untrained
+    7: (TS.COMPLETE, None, None),  # the architecture of 2 again
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One training thread: on 2 shared cores a second one spins against the other load (4x slower here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _measurement(images_per_s: float) -> Measurement:
+    return Measurement(images_per_s, 1.0, 1.0, 0.1, images_per_s, 0.01, 0.01, 3, 1, (1.0,), None)
+
+
+class Script:
+    """Measured speed and rung accuracies of architectures by order of first measurement.
+
+    The rung evaluation still runs the real one (on the fused copy) first, so a
+    side effect of evaluating between rungs would still show in the weights.
+    """
+
+    def __init__(self, entries: list[tuple[dict, float, tuple[float, ...]]]) -> None:
+        self.entries, self.seen, self.calls = entries, [], {}
+        self.real_evaluate = rungs_mod.evaluate
+
+    def measure(self, spec, settings, cache):
+        if spec.hash not in self.seen:
+            self.seen.append(spec.hash)
+        return _measurement(self.entries[self.seen.index(spec.hash)][1])
+
+    def rung_evaluate(self, net, data, device):
+        self.real_evaluate(net, data, device)
+        k = self.calls.get(net.spec.hash, 0)
+        self.calls[net.spec.hash] = k + 1
+        return self.entries[self.seen.index(net.spec.hash)][2][k]
+
+    def install(self, mp: pytest.MonkeyPatch) -> None:
+        mp.setattr(objective_mod, "measure_spec", self.measure)
+        mp.setattr(rungs_mod, "evaluate", self.rung_evaluate)
+        mp.setattr(run_mod, "measure_specs", lambda specs, m: {h: _measurement(1.0) for h in specs})
+
+
+def _prepare(folder: Path, n: int, queued: list[dict], tail: str = FIDELITY) -> tuple[Path, Path]:
+    """A tiny study file and its storage with ``queued`` trials enqueued, the first as a reference."""
+    path = write_tiny_study(folder, n=n, epochs=EPOCHS, tail=tail)
+    reports = folder / "reports"
+    (reports / "tiny").mkdir(parents=True)
+    pre = optuna.create_study(study_name="tiny", storage=f"sqlite:///{reports / 'tiny' / 'study.db'}",
+                              directions=["maximize", "maximize"])
+    for i, params in enumerate(queued):
+        pre.enqueue_trial(params, user_attrs={"reference": "tiny-ref"} if i == 0 else {})
+    return path, reports
+
+
+def _capture_deploy(mp: pytest.MonkeyPatch, into: dict[int, dict[str, torch.Tensor]]) -> None:
+    """Keep the fused weights each trial saves (checkpoints off the front are deleted later)."""
+    real = objective_mod.save_checkpoint
+
+    def save(path, model, spec=None, meta=None, **kw):
+        into[int(meta["trial"])] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return real(path, model, spec, meta=meta, **kw)
+
+    mp.setattr(objective_mod, "save_checkpoint", save)
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory):
+    """The scripted study in ``continue`` mode, and the climbers again as a single-fidelity study (--rungs 1)."""
+    root = tmp_path_factory.mktemp("scripted")
+    queued = [p for p, _, _ in SCENARIO] + [SCENARIO[1][0], SCENARIO[2][0]]
+    path, reports = _prepare(root / "multi", n=len(queued), queued=queued)
+    events: list[Any] = []
+    weights: dict[int, dict[str, torch.Tensor]] = {}
+    paused: list[Path] = []
+    with pytest.MonkeyPatch.context() as mp:
+        Script(SCENARIO).install(mp)
+        _capture_deploy(mp, weights)
+        real_save = rungs_mod.save_checkpoint
+        mp.setattr(rungs_mod, "save_checkpoint",
+                   lambda p, *a, **kw: (paused.append(Path(p)), real_save(p, *a, **kw))[1])
+        res = run_search(load_study_config(path), reports_dir=reports, progress=False, on_event=events.append)
+
+    climbers = [0, 2, 4]
+    single_path, single_reports = _prepare(root / "single", n=len(climbers), queued=[SCENARIO[i][0] for i in climbers])
+    single_weights: dict[int, dict[str, torch.Tensor]] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        Script([SCENARIO[i] for i in climbers]).install(mp)
+        _capture_deploy(mp, single_weights)
+        single_cfg = load_study_config(single_path, {"fidelity.rungs": 1})
+        single = run_search(single_cfg, reports_dir=single_reports, progress=False)
+    return SimpleNamespace(
+        study=res.study, events=events, weights=weights, paused=paused, paths=StudyPaths.of("tiny", reports),
+        single=single.study, single_cfg=single_cfg, single_weights=single_weights, climbers=climbers,
+    )
+
+
+# ---------------------------------------------------------------------------
+# the rule, on hand-built trials
+# ---------------------------------------------------------------------------
+
+
+def _rec(rung: int, acc: float | None, ips: float, promoted: bool | None = True) -> dict:
+    return {"rung": rung, "epochs": BUDGETS[rung], "accuracy": acc, "images_per_s": ips, "train_seconds": 0.1,
+            "promoted": promoted, "dominated_by": None}
+
+
+def test_dominating_needs_both_objectives_and_names_the_most_accurate():
+    me = RungResult(9, 0.5, 100.0)
+    assert dominating(me, []) is None
+    assert dominating(me, [RungResult(1, 0.5, 100.0)]) is None  # an equal point does not dominate
+    assert dominating(me, [RungResult(1, 0.9, 99.9), RungResult(2, 0.49, 1000.0)]) is None  # trade-offs
+    assert dominating(me, [RungResult(1, 0.5, 100.1)]).trial == 1  # as accurate, faster
+    assert dominating(me, [RungResult(1, 0.51, 100.0)]).trial == 1  # as fast, more accurate
+    pool = [RungResult(1, 0.6, 100.0), RungResult(2, 0.7, 100.0), RungResult(3, 0.7, 150.0), RungResult(4, 0.8, 50.0)]
+    assert dominating(me, pool).trial == 3  # largest accuracy, then throughput; 4 is slower
+    assert stopped_at([_rec(0, 0.5, 1.0), _rec(1, 0.4, 1.0, False)]) == 1
+    assert stopped_at([_rec(0, 0.5, 1.0), _rec(1, 0.4, 1.0), _rec(2, 0.4, 1.0, None)]) is None
+
+
+def test_rung_results_pool_every_candidate_but_surplus_and_linked_trials():
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    rows: list[tuple[TS, dict]] = [
+        (TS.COMPLETE, {"rungs": [_rec(0, 0.5, 100.0), _rec(1, 0.6, 100.0), _rec(2, 0.7, 100.0, None)]}),  # 0
+        (TS.PRUNED, {"rungs": [_rec(0, 0.6, 50.0, False)]}),                                              # 1 stopped
+        (TS.RUNNING, {"rungs": [_rec(0, 0.7, 20.0, None)]}),                      # 2 not decided yet: still a result
+        (TS.FAIL, {"rungs": [_rec(0, 0.8, 10.0)], "fail_reason": "interrupted: Ctrl-C"}),  # 3 died: its result stands
+        (TS.PRUNED, {"rungs": [_rec(0, 0.99, 999.0)], "surplus": "full"}),                  # 4 surplus: never counts
+        (TS.COMPLETE, {"rungs": [_rec(0, 0.99, 999.0)], "repeat_of": 0}),                   # 5 linked: never counts
+        (TS.COMPLETE, {}),                                                                   # 6 single fidelity
+        (TS.RUNNING, {"rungs": [_rec(0, None, 5.0, None)]}),                                 # 7 no accuracy yet
+    ]
+    for state, attrs in rows:
+        values = [0.5, 100.0] if state == TS.COMPLETE else None
+        study.add_trial(optuna.trial.create_trial(state=state, values=values, user_attrs=attrs))
+    trials = study.get_trials(deepcopy=False)
+    got = rung_results(trials, 0)
+    assert [(r.trial, r.accuracy, r.throughput) for r in got] == [
+        (0, 0.5, 100.0), (1, 0.6, 50.0), (2, 0.7, 20.0), (3, 0.8, 10.0)]
+    assert [r.trial for r in rung_results(trials, 0, exclude=(2, 3))] == [0, 1]
+    assert [r.trial for r in rung_results(trials, 1)] == [0] and [r.trial for r in rung_results(trials, 2)] == [0]
+    assert rung_records(trials[6]) == [] and rung_records(trials[0])[2]["promoted"] is None
+    # A newcomer with 0.65 at 30 img/s: 0 and 1 are faster but less accurate, 2 and 3 more accurate but slower
+    # (trade-offs, not dominance); 4 and 5 would dominate it but do not count.
+    assert dominating(RungResult(8, 0.65, 30.0), rung_results(trials, 0)) is None
+    assert dominating(RungResult(8, 0.55, 40.0), rung_results(trials, 0)).trial == 1  # 0.6 at 50 img/s
+    assert dominating(RungResult(8, 0.05, 5.0), rung_results(trials, 0)).trial == 3  # the most accurate dominator
+
+
+# ---------------------------------------------------------------------------
+# [fidelity]: budgets, validation, the --rungs override, resuming
+# ---------------------------------------------------------------------------
+
+
+def test_rung_budgets():
+    assert FidelityConfig(rungs=3, reduction_factor=3).budgets(6) == (1, 2, 6)
+    assert FidelityConfig(rungs=3, reduction_factor=3).budgets(24) == (3, 8, 24)
+    assert FidelityConfig(rungs=3, reduction_factor=2).budgets(EPOCHS) == BUDGETS
+    assert FidelityConfig(rungs=1).budgets(7) == (7,) and not FidelityConfig(rungs=1).multi
+    assert FidelityConfig().multi and FidelityConfig().mode == "continue"
+
+
+def test_fidelity_table_is_validated(tmp_path):
+    cfg = load_study_config(write_tiny_study(tmp_path / "ok", epochs=9, tail="[fidelity]\n"))
+    assert (cfg.fidelity.rungs, cfg.fidelity.reduction_factor, cfg.fidelity.mode) == (3, 3, "continue")
+    assert cfg.fidelity.budgets(9) == (1, 3, 9)
+    assert cfg.to_dict()["fidelity"] == {"rungs": 3, "reduction_factor": 3, "mode": "continue", "budgets": [1, 3, 9]}
+    retrain = load_study_config(write_tiny_study(tmp_path / "rt", epochs=9, tail='[fidelity]\nmode = "retrain"\n'))
+    assert retrain.fidelity.mode == "retrain"
+    absent = load_study_config(write_tiny_study(tmp_path / "none", epochs=9))
+    assert absent.fidelity == FidelityConfig(rungs=1) and not absent.fidelity.multi
+    for name, epochs, tail, message in [
+        ("few", 2, "[fidelity]\nrungs = 3\nreduction_factor = 3\n",
+         r"fidelity\.rungs: 3 rungs with reduction_factor 3 need more than train\.epochs = 2 "
+         r"\(rung budgets would be \[1, 1, 2\] epochs\)"),
+        ("key", 9, "[fidelity]\nrung = 3\n", r"fidelity\.rung: unknown key; allowed keys in fidelity: "
+         r"mode, reduction_factor, rungs"),
+        ("mode", 9, '[fidelity]\nmode = "restart"\n', r"fidelity\.mode: "),
+        ("eta", 9, "[fidelity]\nreduction_factor = 1\n", r"fidelity\.reduction_factor: 1 is out of range"),
+        ("zero", 9, "[fidelity]\nrungs = 0\n", r"fidelity\.rungs: 0 is out of range"),
+    ]:
+        with pytest.raises(ConfigError, match=message) as e:
+            load_study_config(write_tiny_study(tmp_path / name, epochs=epochs, tail=tail))
+        assert str(tmp_path / name / "tiny.toml") in str(e.value)  # the file is named
+    with pytest.raises(ConfigError, match="restart"):
+        load_study_config(write_tiny_study(tmp_path / "mode", epochs=9, tail='[fidelity]\nmode = "restart"\n'))
+
+
+def test_rungs_flag_overrides_the_table(tmp_path, capsys):
+    multi = write_tiny_study(tmp_path / "m", epochs=9, tail="[fidelity]\nrungs = 3\n")
+    plain = write_tiny_study(tmp_path / "p", epochs=9)
+    assert not load_study_config(multi, {"fidelity.rungs": 1}).fidelity.multi
+    assert load_study_config(plain, {"fidelity.rungs": 2}).fidelity.budgets(9) == (3, 9)
+
+    def dry(study: Path, *extra: str) -> str:
+        assert main(["--study", str(study), "--reports-dir", str(tmp_path), "--dry-run", *extra]) == 0
+        return capsys.readouterr().out
+
+    assert "rungs of 1, 3, 9 epochs (reduction factor 3, continue)" in dry(multi)
+    assert "9 epochs per candidate (single fidelity)" in dry(multi, "--rungs", "1")
+    assert "rungs of 1, 3, 9 epochs" in dry(plain, "--rungs", "3")
+    with pytest.raises(ConfigError, match="--rungs"):  # the error names the flag that caused it
+        main(["--study", str(plain), "--reports-dir", str(tmp_path), "--dry-run", "--rungs", "4"])
+
+
+def test_resuming_with_another_fidelity_is_refused(tmp_path):
+    path = write_tiny_study(tmp_path, epochs=9, tail="[fidelity]\nrungs = 3\n")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = load_study_config(path)
+    open_study(cfg, url)
+    open_study(load_study_config(path), url)  # the same settings resume
+    for overrides, key in [({"fidelity.rungs": 2}, "fidelity.rungs"), ({"fidelity.mode": "retrain"}, "fidelity.mode"),
+                           ({"fidelity.reduction_factor": 2}, "fidelity.reduction_factor"),
+                           ({"fidelity.rungs": 1}, "fidelity.rungs")]:
+        with pytest.raises(ConfigError, match=rf"created with {key} = .*resuming would mix results"):
+            open_study(load_study_config(path, overrides), url)
+    single = tmp_path / "single.db"
+    open_study(load_study_config(write_tiny_study(tmp_path / "p", epochs=9)), f"sqlite:///{single}")
+    with pytest.raises(ConfigError, match="fidelity.rungs = 1"):  # a single-fidelity study stays one
+        open_study(load_study_config(tmp_path / "p" / "tiny.toml", {"fidelity.rungs": 3}), f"sqlite:///{single}")
+
+
+# ---------------------------------------------------------------------------
+# checking a study's rung records
+# ---------------------------------------------------------------------------
+
+
+def _search(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if is_search_trial(t)]
+
+
+def _point(r: dict) -> dict[str, float]:
+    return {"accuracy": r["accuracy"], "throughput": r["images_per_s"]}
+
+
+def _at(trial: optuna.trial.FrozenTrial, rung: int) -> dict | None:
+    return next((r for r in rung_records(trial) if r["rung"] == rung), None)
+
+
+def check_records(study: optuna.Study, budgets: tuple[int, ...]) -> None:
+    """What holds for any multi-fidelity study, however many workers ran it."""
+    top = len(budgets) - 1
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for t in _search(study):
+        recs = rung_records(t)
+        ua = t.user_attrs
+        assert [r["rung"] for r in recs] == list(range(len(recs))), (t.number, recs)
+        assert all(r["epochs"] == budgets[r["rung"]] for r in recs)
+        if ua.get("duplicate_of") is not None:  # an architecture seen before: the twin's records and fate
+            twin = by_number[ua["duplicate_of"]]
+            assert recs == rung_records(twin) and t.state == twin.state and t.values == twin.values
+            continue
+        if ua.get("reference"):
+            assert all(r["promoted"] is not False for r in recs), t.number  # references always climb
+        if t.state == TS.COMPLETE:  # climbed every rung; the top one is the trial's result
+            assert [r["rung"] for r in recs] == list(range(len(budgets))), (t.number, recs)
+            assert all(r["promoted"] is True and r["dominated_by"] is None for r in recs[:-1])
+            assert recs[-1]["promoted"] is None and recs[-1]["rung"] == top
+            assert t.values == [recs[-1]["accuracy"], recs[-1]["images_per_s"]] and ua["rung"] == top
+        elif t.state == TS.PRUNED:  # stopped at the last rung it recorded, by a result that dominates it
+            assert t.values is None and not ua.get("reference")
+            last = recs[-1]
+            assert all(r["promoted"] is True for r in recs[:-1]) and last["promoted"] is False, (t.number, recs)
+            by = last["dominated_by"]
+            assert ua["prune_reason"].startswith(f"stopped at rung {last['rung'] + 1}/{len(budgets)} "
+                                                 f"({budgets[last['rung']]} epoch")
+            assert f"trial {by} dominates it" in ua["prune_reason"]
+            theirs = _at(by_number[by], last["rung"])
+            assert theirs is not None and dominates(_point(theirs), _point(last))
+        if t.state.is_finished() and not died(t):
+            assert ua.get("rung") == (recs[-1]["rung"] if recs else None)
+
+
+def check_in_order(study: optuna.Study) -> None:
+    """Single process: each decision re-derived from the results of the trials numbered before it."""
+    trials = study.get_trials(deepcopy=False)
+    for t in _search(study):
+        if t.user_attrs.get("duplicate_of") is not None:
+            continue
+        for r in rung_records(t):
+            if r["promoted"] is None:
+                continue
+            mine = RungResult(t.number, r["accuracy"], r["images_per_s"])
+            want = dominating(mine, rung_results([u for u in trials if u.number < t.number], r["rung"]))
+            if t.user_attrs.get("reference"):
+                want = None
+            assert (r["promoted"], r["dominated_by"]) == (want is None, None if want is None else want.trial), (
+                t.number, r)
+
+
+def check_no_known_dominator(study: optuna.Study) -> None:
+    """Several workers: a promoted result is dominated by no result that was recorded before it for sure
+    (that of a trial finished before this one started)."""
+    trials = study.get_trials(deepcopy=False)
+    for t in _search(study):
+        if t.user_attrs.get("reference") or t.user_attrs.get("duplicate_of") is not None:
+            continue
+        before = [u for u in trials if u.datetime_complete is not None and t.datetime_start is not None
+                  and u.datetime_complete < t.datetime_start]
+        for r in rung_records(t):
+            if r["promoted"] is True:
+                pool = rung_results(before, r["rung"], exclude=(t.number,))
+                assert dominating(RungResult(t.number, r["accuracy"], r["images_per_s"]), pool) is None, (t.number, r)
+
+
+def check_slots(study: optuna.Study, n: int) -> dict[int, list[optuna.trial.FrozenTrial]]:
+    """Exactly ``n`` search slots answered (a stopped candidate is an answer), none twice, nothing running;
+    no rung decided twice within a slot's retry chain (a retry takes its original's decisions over as they are)."""
+    trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
+    search = [t for t in trials if is_search_trial(t)]
+    assert not [t.number for t in search if t.state in (TS.RUNNING, TS.WAITING)]
+    state = slot_state(trials, n)
+    assert state.done == n and state.finished, state
+    chains: dict[int, list[optuna.trial.FrozenTrial]] = {}
+    for t in search:
+        chains.setdefault(trial_key(t, by_number), []).append(t)
+    answers = {k: [t for t in ts if t.state.is_finished() and not died(t)] for k, ts in chains.items()}
+    assert sorted(len(a) for a in answers.values()) == [1] * n, {k: [t.number for t in a] for k, a in answers.items()}
+    for t in search:
+        if t.state == TS.FAIL:
+            assert died(t), t.user_attrs.get("fail_reason")  # nothing failed but what was killed
+        if t.state == TS.PRUNED:
+            assert t.user_attrs["prune_reason"].startswith("stopped"), t.user_attrs["prune_reason"]
+    for k, ts in chains.items():
+        decided: dict[int, set[str]] = {}
+        for t in ts:
+            for r in rung_records(t):
+                if r["promoted"] is not None:
+                    decided.setdefault(r["rung"], set()).add(repr(sorted(r.items())))
+        assert all(len(v) == 1 for v in decided.values()), (k, decided)
+    return chains
+
+
+# ---------------------------------------------------------------------------
+# a scripted study: the expected stops, every decision, the pause that changes nothing
+# ---------------------------------------------------------------------------
+
+
+def test_promotion_picks_exactly_the_non_dominated(scripted):
+    study = scripted.study
+    got = {t.number: (t.state, stopped_at(rung_records(t)),
+                      (rung_records(t)[-1]["dominated_by"] if t.state == TS.PRUNED else None))
+           for t in study.trials}
+    assert got == EXPECTED
+    assert [len(rung_records(t)) for t in study.trials] == [3, 2, 3, 1, 3, 1, 2, 3]
+    assert study.trials[6].user_attrs["duplicate_of"] == 1 and study.trials[7].user_attrs["duplicate_of"] == 2
+    assert study.trials[6].user_attrs["prune_reason"] == study.trials[1].user_attrs["prune_reason"]
+    assert study.trials[1].user_attrs["prune_reason"] == (
+        "stopped at rung 2/3 (2 epochs): trial 0 dominates it (0.500 vs 0.400 accuracy, 100.0 vs 50.0 img/s)")
+    assert study.trials[3].user_attrs["prune_reason"].startswith("stopped at rung 1/3 (1 epoch): trial 1 dominates")
+    check_records(study, BUDGETS)
+    check_in_order(study)
+    check_slots(study, len(EXPECTED))
+    # One event per decision, as recorded (duplicates decide nothing).
+    decided = [(e.trial, e.rung, e.promoted, e.dominated_by) for e in scripted.events if isinstance(e, RungDecided)]
+    recorded = [(t.number, r["rung"], r["promoted"], r["dominated_by"]) for t in study.trials[:6]
+                for r in rung_records(t) if r["promoted"] is not None]
+    assert sorted(decided) == sorted(recorded)
+    assert all(e.rungs == 3 and e.epochs == BUDGETS[e.rung] for e in scripted.events if isinstance(e, RungDecided))
+    assert [e.reference for e in scripted.events if isinstance(e, RungDecided) and e.trial == 0] == ["tiny-ref"] * 2
+    # Stopped candidates are no results: not on the front, not in the sampler's view of the objectives.
+    assert {t.number for t in study.get_trials(states=(TS.COMPLETE,))} == {0, 2, 4, 7}
+
+
+def test_continue_mode_ends_with_the_weights_of_a_single_fidelity_run(scripted):
+    assert not scripted.single_cfg.fidelity.multi
+    single = scripted.single.trials
+    assert [t.state for t in single] == [TS.COMPLETE] * 3 and all("rungs" not in t.user_attrs for t in single)
+    for mine, theirs in zip(scripted.climbers, range(len(scripted.climbers))):
+        a, b = scripted.weights[mine], scripted.single_weights[theirs]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), mine
+        t, s = scripted.study.trials[mine], single[theirs]
+        assert t.params == s.params and t.values[0] == s.values[0]  # the real top-rung accuracy
+        assert t.user_attrs["train_images_per_s"] > 0 and t.user_attrs["final_loss"] == s.user_attrs["final_loss"]
+    # The paused nets went through disk between rungs, one slot each, and none is left behind.
+    written = {p.name for p in scripted.paused}
+    assert written == {f"slot_{n:04d}.pt" for n in range(6)}  # saved before the decision; not by duplicates
+    assert all(p.parent == scripted.paths.rung_checkpoints for p in scripted.paused)
+    assert list(scripted.paths.rung_checkpoints.glob("*")) == []
+
+
+# ---------------------------------------------------------------------------
+# resume mid-rung, retrain mode, a retry of a stopped trial
+# ---------------------------------------------------------------------------
+
+
+def test_resume_mid_rung_redoes_nothing_decided(tmp_path, monkeypatch, scripted):
+    entries = [SCENARIO[0], SCENARIO[4]]
+    path, reports = _prepare(tmp_path, n=2, queued=[p for p, _, _ in entries])
+    paths = StudyPaths.of("tiny", reports)
+    Script(entries).install(monkeypatch)
+    weights: dict[int, dict[str, torch.Tensor]] = {}
+    _capture_deploy(monkeypatch, weights)
+    real_train = rungs_mod.train
+    calls: list[tuple[str, int | None, int | None]] = []
+
+    def train(model, data, cfg, device, *a, desc="", resume=None, stop_epoch=None, **kw):
+        calls.append((desc, None if resume is None else resume.epoch, stop_epoch))
+        if desc == "trial 1 rung 2/3" and stop_after_rung_0:
+            raise KeyboardInterrupt  # Ctrl-C while trial 1 trains its second rung
+        return real_train(model, data, cfg, device, *a, desc=desc, resume=resume, stop_epoch=stop_epoch, **kw)
+
+    monkeypatch.setattr(rungs_mod, "train", train)
+    whole: list[int] = []
+    monkeypatch.setattr(objective_mod, "train", lambda *a, **kw: whole.append(1))  # never: every trial climbs
+    stop_after_rung_0 = True
+    first = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    assert first.interrupted
+    assert calls == [("trial 0 rung 1/3", None, 1), ("trial 0 rung 2/3", 1, 2), ("trial 0 rung 3/3", 2, 4),
+                     ("trial 1 rung 1/3", None, 1), ("trial 1 rung 2/3", 1, 2)]
+    t0, t1 = first.study.trials
+    assert t0.state == TS.COMPLETE and t1.state == TS.FAIL and t1.user_attrs["fail_reason"] == "interrupted: Ctrl-C"
+    assert [r["promoted"] for r in rung_records(t1)] == [True]
+    kept = load_checkpoint(paths.rung_checkpoint(1))  # the paused net stays for the retry
+    assert kept.train_state["epoch"] == 1 and kept.meta == {"trial": 1, "rung": 0}
+    before = {t.number: rung_records(t) for t in first.study.trials}
+
+    calls.clear()
+    stop_after_rung_0 = False
+    second = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    assert not second.interrupted
+    trials = second.study.trials
+    assert len(trials) == 3 and [t.user_attrs.get("retry_of") for t in trials] == [None, None, 1]
+    retry = trials[2]
+    assert retry.state == TS.COMPLETE and retry.params == t1.params
+    # Rung 0 is taken over as decided; training continues from the paused net at epoch 1.
+    assert calls == [("trial 2 rung 2/3", 1, 2), ("trial 2 rung 3/3", 2, 4)] and whole == []
+    assert rung_records(trials[0]) == before[0] and rung_records(trials[1]) == before[1]
+    assert rung_records(retry)[0] == before[1][0] and [r["rung"] for r in rung_records(retry)] == [0, 1, 2]
+    # The same net as the uninterrupted scripted study's (same architecture, seed and data).
+    w = weights[2]
+    assert all(torch.equal(w[k], scripted.weights[4][k]) for k in w)
+    assert retry.values[0] == scripted.study.trials[4].values[0]
+    check_records(second.study, BUDGETS)
+    check_in_order(second.study)
+    check_slots(second.study, 2)
+    assert list(paths.rung_checkpoints.glob("*")) == []
+    calls.clear()
+    third = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    assert calls == [] and len(third.study.trials) == 3
+
+
+def test_retrain_mode_trains_each_rung_afresh(tmp_path, monkeypatch):
+    entries = [SCENARIO[0], SCENARIO[1]]
+    path, reports = _prepare(tmp_path, n=2, queued=[p for p, _, _ in entries],
+                             tail=FIDELITY.replace("[sampler]", 'mode = "retrain"\n[sampler]'))
+    Script(entries).install(monkeypatch)
+    real_train = rungs_mod.train
+    calls: list[tuple[int, Any, Any]] = []
+
+    def train(model, data, cfg, device, *a, resume=None, stop_epoch=None, **kw):
+        calls.append((cfg.epochs, resume, stop_epoch))
+        return real_train(model, data, cfg, device, *a, resume=resume, stop_epoch=stop_epoch, **kw)
+
+    monkeypatch.setattr(rungs_mod, "train", train)
+    res = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    assert calls == [(1, None, None), (2, None, None), (4, None, None), (1, None, None), (2, None, None)]
+    assert [t.state for t in res.study.trials] == [TS.COMPLETE, TS.PRUNED]
+    check_records(res.study, BUDGETS)
+    assert not StudyPaths.of("tiny", reports).rung_checkpoints.exists() or \
+        list(StudyPaths.of("tiny", reports).rung_checkpoints.glob("*")) == []
+
+
+class Trained(Exception):
+    pass
+
+
+def _no_training(*a, **kw):
+    raise Trained
+
+
+def test_retry_of_a_trial_stopped_before_it_said_so_is_stopped_untrained(tmp_path, monkeypatch):
+    """Killed between recording its stop and raising it: the retry ends stopped, and trains nothing."""
+    cfg = load_study_config(write_tiny_study(tmp_path, epochs=EPOCHS, tail=FIDELITY))
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    dist = {"a": optuna.distributions.CategoricalDistribution([0.125, 0.25])}
+    study.add_trial(optuna.trial.create_trial(state=TS.FAIL, params={"a": 0.25}, distributions=dist, user_attrs={
+        "rungs": [_rec(0, 0.6, 50.0), {**_rec(1, 0.4, 50.0, False), "dominated_by": 7}],
+        "fail_reason": "interrupted: worker h:1 died"}))
+    study.add_trial(optuna.trial.create_trial(state=TS.FAIL, params={"a": 0.25}, distributions=dist, user_attrs={
+        "rungs": [_rec(0, 0.6, 50.0), _rec(1, 0.4, 50.0, None)]}))  # died before deciding rung 1
+    monkeypatch.setattr(rungs_mod, "train", _no_training)
+    spec = RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=10)
+    kw = dict(fidelity=cfg.fidelity, train_cfg=TrainConfig(epochs=EPOCHS), init_seed=0, data=None,
+              device=torch.device("cpu"), paths=StudyPaths(tmp_path / "r"))
+    study.enqueue_trial({"a": 0.25}, user_attrs={"retry_of": 0})
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match="trial 7 dominates it"):
+        climb(trial, spec, 50.0, **kw)
+    assert [r["rung"] for r in trial.user_attrs["rungs"]] == [0, 1] and trial.user_attrs["rung"] == 1
+    assert trial.user_attrs["prune_reason"].startswith("stopped")
+    # An undecided record is redone, not taken over: the retry trains again from rung 1.
+    study.enqueue_trial({"a": 0.25}, user_attrs={"retry_of": 1})
+    trial = study.ask()
+    with pytest.raises(Trained):
+        climb(trial, spec, 50.0, **kw)
+    assert [r["promoted"] for r in trial.user_attrs["rungs"]] == [True]
+
+
+def test_a_surplus_retry_leaves_the_paused_net_of_the_live_retry(tmp_path):
+    """Two retries of one killed trial (Optuna's heartbeat and a recovery both queued one): the second is
+    surplus and must not delete the rung checkpoint the first is climbing from."""
+    from repvgg_nas.search.objective import _Objective
+
+    cfg = load_study_config(write_tiny_study(tmp_path, epochs=EPOCHS, tail=FIDELITY))
+    paths = StudyPaths.of("tiny", tmp_path / "r")
+    paths.rung_checkpoints.mkdir(parents=True)
+    paused = paths.rung_checkpoint(0)
+    paused.write_bytes(b"paused net")
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    died_attrs = {"fail_reason": "interrupted: worker h:1 died"}
+    study.add_trial(optuna.trial.create_trial(state=TS.FAIL, user_attrs=died_attrs))
+    study.add_trial(optuna.trial.create_trial(state=TS.RUNNING, user_attrs={"retry_of": 0, "admitted": True}))
+    study.enqueue_trial({}, user_attrs={"retry_of": 0})
+    objective = _Objective(cfg, SimpleNamespace(), torch.device("cpu"), ThroughputCache(tmp_path / "c.json"), paths,
+                           target=3)
+    study.optimize(objective, n_trials=1)
+    t = study.trials[2]
+    assert t.state == TS.PRUNED and t.user_attrs["surplus"].startswith("duplicate")
+    assert paused.read_bytes() == b"paused net"
+
+
+def test_a_killed_references_retry_climbs_though_its_architecture_was_stopped_meanwhile(tmp_path, monkeypatch):
+    """Seen with 2 workers: the reference's worker died; meanwhile the sampler drew the reference's architecture
+    again, and that trial was stopped at rung 0. The reference's retry must still climb (references always do)
+    and keep the rung its original decided, not turn into a stopped duplicate."""
+    path, reports = _prepare(tmp_path, n=2, queued=[SCENARIO[0][0], SCENARIO[0][0]])
+    cfg = load_study_config(path)
+    data = load_data(cfg.data)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{reports / 'tiny' / 'study.db'}")
+    decided = [_rec(0, 0.5, 100.0)]
+    for state, attrs in [
+        (TS.FAIL, {"rungs": decided, "rung": 0, "fail_reason": "interrupted: Ctrl-C"}),  # the reference, killed
+        (TS.PRUNED, {"rungs": [{**_rec(0, 0.5, 100.0, False), "dominated_by": 9}], "rung": 0,  # its twin, stopped
+                     "prune_reason": "stopped at rung 1/3 (1 epoch): trial 9 dominates it"}),
+    ]:
+        t = study.ask()
+        spec = cfg.space.sample(t, data.num_classes, data.in_channels)
+        for k, v in {**attrs, "spec_hash": spec.hash, "arch": spec.summary()}.items():
+            t.set_user_attr(k, v)
+        study.tell(t, state=state)
+    Script([SCENARIO[0]]).install(monkeypatch)
+    res = run_search(cfg, reports_dir=reports, progress=False)
+    retry = res.study.trials[2]
+    assert retry.user_attrs["retry_of"] == 0 and retry.user_attrs["reference"] == "tiny-ref"
+    assert retry.state == TS.COMPLETE and retry.user_attrs.get("duplicate_of") is None
+    assert rung_records(retry)[0] == decided[0] and len(rung_records(retry)) == 3
+
+
+# ---------------------------------------------------------------------------
+# several workers: PostgreSQL, and a journal file with a worker killed mid-climb
+# ---------------------------------------------------------------------------
+
+
+def _multi_study(folder: Path, n: int, train_size: int) -> Path:
+    return write_tiny_study(folder, n=n, epochs=EPOCHS, train_size=train_size, tail=FIDELITY)
+
+
+def test_postgres_three_workers_climb_to_exactly_n(postgres, tmp_path):
+    url = postgres("rungs")
+    study_file = _multi_study(tmp_path, n=6, train_size=64)
+    r = subprocess.run(search_cmd(study_file, tmp_path / "r", "--storage", url, "--workers", "3", *HEARTBEAT),
+                       env=child_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(url, "tiny")
+    assert study.user_attrs["fidelity"]["budgets"] == list(BUDGETS)
+    check_slots(study, 6)
+    check_records(study, BUDGETS)
+    check_no_known_dominator(study)
+    assert all(rung_records(t) for t in _search(study) if t.state.is_finished())  # every candidate met rung 0
+    assert list(StudyPaths.of("tiny", tmp_path / "r").rung_checkpoints.glob("*")) == []
+
+
+def _kill_a_promoted_climber(url: str, name: str, alive, timeout: float = 240) -> dict:
+    """SIGKILL the worker of a RUNNING trial that was promoted at a rung and trains the next one."""
+    deadline = time.monotonic() + timeout
+    study = None  # one storage, read incrementally: replaying the whole journal each poll would load the cores
+    while time.monotonic() < deadline:
+        assert alive(), "the search ended before a climber could be killed"
+        with contextlib.suppress(Exception):  # the study may not be readable yet
+            study = study or load(url, name)
+            trials = study.get_trials(deepcopy=False)
+            for t in trials:
+                recs = rung_records(t)
+                if (t.state == TS.RUNNING and recs and recs[-1]["promoted"] is True and "train_seconds" not in
+                        t.user_attrs and t.user_attrs.get("duplicate_of") is None):
+                    pid = int(str(t.user_attrs["worker"]).rsplit(":", 1)[1])
+                    os.kill(pid, signal.SIGKILL)
+                    return {"trial": t.number, "worker": t.user_attrs["worker"], "records": recs,
+                            "before": {u.number: (u.state, u.values, rung_records(u)) for u in trials
+                                       if u.state.is_finished()}}
+        time.sleep(0.1)
+    raise AssertionError("no climber was caught training a rung above the first")
+
+
+def test_killed_climber_loses_no_decided_rung(tmp_path):
+    name, n = "tiny", 4
+    study_file = _multi_study(tmp_path, n=n, train_size=512)
+    reports = tmp_path / "r"
+    url = f"journal:{reports / name / 'journal.log'}"
+    pre = optuna.create_study(study_name=name, storage=make_storage(url, heartbeat_interval=None),
+                              directions=["maximize", "maximize"])
+    # Distinct architectures, queued (no sampled twin of a killed trial: see the test above); the
+    # first is a reference, so one candidate surely climbs.
+    for i, (params, _, _) in enumerate(SCENARIO[:n]):
+        pre.enqueue_trial(params, user_attrs={"reference": "tiny-ref"} if i == 0 else {})
+    log = (tmp_path / "workers.log").open("w+")
+    proc = subprocess.Popen(search_cmd(study_file, reports, "--storage", url, "--workers", "2"),
+                            env=child_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        kill = _kill_a_promoted_climber(url, name, lambda: proc.poll() is None)
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log.seek(0)
+    out = log.read()
+    assert code == 1 and "killed by SIGKILL" in out, out[-3000:]
+    study = load(url, name)
+    chains = check_slots(study, n)
+    check_records(study, BUDGETS)
+    check_no_known_dominator(study)
+    killed = study.trials[kill["trial"]]
+    assert killed.state == TS.FAIL and killed.user_attrs["fail_reason"] == f"interrupted: worker {kill['worker']} died"
+    final = rung_records(killed)
+    assert final[:len(kill["records"])] == kill["records"]  # what it had decided when killed is still there
+    decided = [r for r in final if r["promoted"] is not None]
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == killed.number]
+    assert len(retries) == 1, [t.number for t in retries]
+    retry = retries[0]
+    assert retry in chains[kill["trial"]] and retry.params == killed.params
+    assert rung_records(retry)[:len(decided)] == decided  # taken over unchanged
+    assert retry.state == TS.COMPLETE or retry.user_attrs["prune_reason"].startswith("stopped")
+    if killed.user_attrs.get("reference"):
+        assert retry.user_attrs["reference"] == "tiny-ref" and retry.state == TS.COMPLETE
+    for number, (state, values, recs) in kill["before"].items():  # earlier results intact
+        t = study.trials[number]
+        assert (t.state, t.values, rung_records(t)) == (state, values, recs)
+    assert list(StudyPaths.of(name, reports).rung_checkpoints.glob("*")) == []
