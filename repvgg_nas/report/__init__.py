@@ -29,15 +29,18 @@ from .frames import (
 from .hypervolume import (
     REFERENCE_HV,
     SEARCH_HV,
+    elapsed_seconds,
     hypervolume_2d,
     hypervolume_figure,
     hypervolume_frame,
     hypervolume_reference,
+    hypervolume_time_frame,
     plot_hypervolume,
 )
 from .importance import IMPORTANCE_EVALUATORS, ImportanceResult, importance_figure, importance_frame, plot_importance
 from .load import load_report_study
 from .page import render_html, write_report
+from .rungs import CLIMBED, RUNG_LINKS, plot_rungs, rung_counts, rungs_caption, rungs_figure, rungs_frame, study_budgets
 from .scatter import (
     DOMINATED,
     FRONT,
@@ -62,6 +65,16 @@ from .trust import (
 )
 
 __all__ = [
+    "CLIMBED",
+    "RUNG_LINKS",
+    "elapsed_seconds",
+    "hypervolume_time_frame",
+    "plot_rungs",
+    "rung_counts",
+    "rungs_caption",
+    "rungs_figure",
+    "rungs_frame",
+    "study_budgets",
     "Fidelity",
     "LONG_FRONT",
     "accuracy_floor",

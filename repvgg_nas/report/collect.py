@@ -27,8 +27,9 @@ from .fidelity import fidelity_frame
 from .frames import (
     completed, empty_message, front_table_frame, is_reference, report_trials_frame, status_frame, study_sigmas,
 )
-from .hypervolume import hypervolume_frame, hypervolume_reference
+from .hypervolume import hypervolume_frame, hypervolume_reference, hypervolume_time_frame
 from .importance import empty_importance, importance_frame
+from .rungs import rungs_frame, study_budgets
 from .scatter import pruned_links_frame
 from .trust import CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, fidelity
 
@@ -130,6 +131,17 @@ def _trust_rows(study: optuna.Study, trials: pd.DataFrame) -> list[tuple[str, st
     return rows
 
 
+def _fidelity_rows(study: optuna.Study) -> list[tuple[str, str, Any]]:
+    """The header's multi-fidelity row (none for a single-fidelity study)."""
+    budgets = study_budgets(study)
+    if not budgets:
+        return []
+    fid = study.user_attrs.get(attrs.STUDY_FIDELITY) or {}
+    how = ", ".join(f"{k} {fid[k]}" for k in ("reduction_factor", "mode") if fid.get(k) is not None)
+    return [("proxy task", "multi-fidelity", f"{len(budgets)} rungs of {', '.join(map(str, budgets))} epochs"
+             + (f" ({how})" if how else "") + "; a candidate climbs while no result at its rung dominates it")]
+
+
 def _resolution(side: Any, meaning: str) -> str:
     return f"{side}x{side} px ({meaning})" if side else "not recorded"
 
@@ -174,6 +186,7 @@ def summary_frame(
         ("proxy task", "training resolution", _resolution((ua.get(attrs.STUDY_DATA) or {}).get("resolution"),
                                                           "images are resized to it for training and accuracy")),
         ("proxy task", "training budget", _kv(ua.get(attrs.STUDY_TRAIN, {}))),
+        *_fidelity_rows(study),
         *_trust_rows(study, trials),
         ("report", "software", _versions()),
         ("report", "made at", made_at.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")),
@@ -182,7 +195,10 @@ def summary_frame(
 
 
 class ReportData(NamedTuple):
-    """Every frame the report draws; ``message`` is set when there is nothing to plot."""
+    """Every frame the report draws; ``message`` is set when there is nothing to plot.
+
+    ``budgets``: epochs of each rung of a multi-fidelity study (empty: single-fidelity, no rung figure).
+    """
 
     summary: pd.DataFrame
     status: pd.DataFrame
@@ -190,10 +206,13 @@ class ReportData(NamedTuple):
     front: pd.DataFrame
     links: pd.DataFrame
     hypervolume: pd.DataFrame
+    hypervolume_time: pd.DataFrame
     importance: pd.DataFrame
     architecture: pd.DataFrame
     claims: pd.DataFrame
     fidelity: pd.DataFrame
+    rungs: pd.DataFrame
+    budgets: tuple[int, ...]
     notes: list[str]
     message: str | None
 
@@ -201,8 +220,9 @@ class ReportData(NamedTuple):
         """The frames by CSV name (``report_<name>.csv``)."""
         return {
             "summary": self.summary, "status": self.status, "trials": self.trials, "front": self.front,
-            "pruned_links": self.links, "hypervolume": self.hypervolume, "importance": self.importance,
-            "architecture": self.architecture, "claims": self.claims, "fidelity": self.fidelity,
+            "pruned_links": self.links, "hypervolume": self.hypervolume, "hypervolume_time": self.hypervolume_time,
+            "importance": self.importance, "architecture": self.architecture, "claims": self.claims,
+            "fidelity": self.fidelity, **({"rungs": self.rungs} if self.budgets else {}),
         }
 
 
@@ -223,12 +243,17 @@ def collect_report_data(
     claims = pd.concat([claims_frame(stats, sigmas, b) for b in ("proxy", "long")], ignore_index=True) \
         if not stats.empty else pd.DataFrame(columns=list(CLAIM_COLUMNS))
     notes: list[str] = []
+    budgets = study_budgets(study)
+    rungs = rungs_frame(study, budgets)
+    point = hypervolume_reference(trials, sigmas, trust.get("accuracy_floor"))[0]
     if message is None:
         imp = importance_frame(study, importance)
         notes += imp.notes
         imp_frame = imp.frame
         if not is_reference(completed(trials)).any():
             notes.append("no paper reference trial has completed: the hypervolume plot has no baseline")
+        if budgets and rungs.empty:
+            notes.append("no candidate has finished a rung yet: the rung figure is empty")
     else:
         imp_frame = empty_importance()
     return ReportData(
@@ -237,11 +262,14 @@ def collect_report_data(
         trials=trials,
         front=front_table_frame(trials, sigmas),
         links=pruned_links_frame(trials),
-        hypervolume=hypervolume_frame(trials, hypervolume_reference(trials, sigmas, trust.get("accuracy_floor"))[0]),
+        hypervolume=hypervolume_frame(trials, point),
+        hypervolume_time=hypervolume_time_frame(trials, point),
         importance=imp_frame,
         architecture=architecture_frame(trials),
         claims=claims,
         fidelity=fidelity_frame(trials),
+        rungs=rungs,
+        budgets=budgets,
         notes=notes,
         message=message,
     )

@@ -46,7 +46,7 @@ _ATTR_COLUMNS = (
     attrs.TRAIN_SECONDS, attrs.TRAIN_IMAGES_PER_S, attrs.MEASURE_CACHED, attrs.DEVICE, attrs.FAIL_REASON,
     attrs.PRUNE_REASON, attrs.RETRY_OF, attrs.DUPLICATE_OF, attrs.PARENT_TRIAL, attrs.PRUNED_RATIO, attrs.SPEEDUP,
     attrs.REPEAT_OF, attrs.TRAIN_SEED, attrs.TRAIN_EPOCHS, attrs.VAL_SIZE, attrs.THROUGHPUT_IQR, attrs.THROUGHPUT_CV,
-    attrs.MEASURE_CONTENDED, attrs.OTHER_LOAD,
+    attrs.MEASURE_CONTENDED, attrs.OTHER_LOAD, attrs.RUNG,
 )
 STATUS_COLUMNS = ("state", "count", "reasons")
 
@@ -222,8 +222,9 @@ def report_trials_frame(study: optuna.Study) -> pd.DataFrame:
 
     Adds ``groupwise_layers`` (layer indices with groups > 1, from the stored
     spec), ``parent_trial``/``pruned_ratio`` (a channel-pruned variant points at
-    the trial it was pruned from), ``feasible`` (all constraints <= 0) and
-    ``kind`` (``reference``, ``pruned`` or ``trial``).
+    the trial it was pruned from), ``feasible`` (all constraints <= 0),
+    ``datetime_start``/``datetime_complete`` (for the hypervolume over wall
+    time) and ``kind`` (``reference``, ``pruned`` or ``trial``).
     """
     base = trials_frame(study)
     if base.empty:
@@ -239,8 +240,12 @@ def report_trials_frame(study: optuna.Study) -> pd.DataFrame:
             "parent_trial": int(parent) if isinstance(parent, (int, float)) and not isinstance(parent, bool) else None,
             "pruned_ratio": ua.get(attrs.PRUNED_RATIO),
             "feasible": all(v <= 0 for v in _constraint_values(t)),
+            "datetime_start": t.datetime_start,
+            "datetime_complete": t.datetime_complete,
         })
     extra_frame = pd.DataFrame(extra)
+    for c in ("datetime_start", "datetime_complete"):  # NaT, not None, where a trial has none
+        extra_frame[c] = pd.to_datetime(extra_frame[c])
     # trials_frame may carry some of these already: ours (normalized) win.
     base = base.drop(columns=[c for c in extra_frame.columns if c != "number" and c in base.columns])
     out = base.merge(extra_frame, on="number", how="left")
@@ -287,6 +292,11 @@ def front_table_frame(trials: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame
     return table.assign(role=roles, dominated_by=beaten_by)
 
 
+def _reason_kind(reason: str) -> str:
+    """A reason as counted in the status table: a rung stop without the trial that dominated it."""
+    return reason.split(":", 1)[0] if reason.startswith(attrs.RUNG_STOPPED) else reason
+
+
 def status_frame(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials per state, with the distinct failure or prune reasons and their counts."""
     if trials.empty:
@@ -296,7 +306,7 @@ def status_frame(trials: pd.DataFrame) -> pd.DataFrame:
         reasons: Counter[str] = Counter()
         for col in (attrs.FAIL_REASON, attrs.PRUNE_REASON):
             if col in group:
-                reasons.update(str(v) for v in group[col] if isinstance(v, str) and v)
+                reasons.update(_reason_kind(v) for v in group[col] if isinstance(v, str) and v)
         text = "; ".join(f"{r} (x{n})" if n > 1 else r for r, n in reasons.most_common())
         rows.append({"state": state, "count": len(group), "reasons": text})
     return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))

@@ -27,6 +27,7 @@ from .fidelity import fidelity_figure
 from .frames import write_csv
 from .hypervolume import hypervolume_figure
 from .importance import importance_figure
+from .rungs import rungs_caption, rungs_figure
 from .scatter import scatter_figure
 from .style import num, present
 
@@ -138,6 +139,12 @@ def _figures(data: ReportData, device: str | None) -> list[tuple[str, str, str, 
          "Each point is a front member or reference trained at the proxy budget (mean over seeds, ± one "
          "standard error) and once at the long budget. Kendall tau near 1: the proxy ranks nets as a longer "
          "training does.", fidelity_figure(data.fidelity))]
+    rungs = [] if not data.budgets else [
+        ("rungs", "Candidates stopped at each rung",
+         rungs_caption(data.rungs, data.budgets) + " Each point is one candidate's accuracy after a rung's "
+         "budget, coloured by rung and joined to its other rungs; crosses mark where a result at the same rung "
+         "dominated it (hover: by which trial).",
+         rungs_figure(data.rungs, data.budgets) if not data.rungs.empty else None)]
     return [
         ("scatter", "Accuracy vs throughput",
          "Each point is one trained and measured architecture (mean accuracy over its seeds, bars: one "
@@ -148,8 +155,11 @@ def _figures(data: ReportData, device: str | None) -> list[tuple[str, str, str, 
          scatter_figure(data.trials, data.links, device)),
         ("hypervolume", "Hypervolume over trials",
          f"Area dominated by the front after each search trial (reference point: {point}). "
-         "Above the dashed line, the searched front beats the references-only front.",
-         hypervolume_figure(data.hypervolume)),
+         "Above the dashed line, the searched front beats the references-only front. "
+         "The buttons switch the x axis to wall time since the first trial started, to compare runs "
+         "(e.g. multi- and single-fidelity) at equal time.",
+         hypervolume_figure(data.hypervolume, data.hypervolume_time)),
+        *rungs,
         *fidelity,
         ("importance", "Parameter importance per objective",
          "Which search dimensions explain accuracy and throughput (Optuna importance evaluator, "
