@@ -37,7 +37,8 @@ REPEAT_OF = "repeat_of"  # the trial whose architecture it re-trains
 TRAIN_SEED = "train_seed"  # init and shuffle seed of an extra-seed repeat (absent: the study seed)
 TRAIN_EPOCHS = "train_epochs"  # epochs of a long re-training (absent: the study's proxy budget)
 # Multi-fidelity search ([fidelity]): a candidate's results at the rungs of the training budget.
-RUNGS = "rungs"  # list of {rung, epochs, accuracy, train_seconds, promoted, dominated_by}, lowest rung first
+RUNGS = "rungs"  # list of {rung, epochs, accuracy, float_accuracy, images_per_s, train_seconds, promoted,
+#                  dominated_by}, lowest rung first (accuracy: the objective's, e.g. the INT8 net's)
 RUNG = "rung"  # the highest rung the candidate finished (0-based; the top rung is the full budget)
 RUNG_STOPPED = "stopped"  # prune_reason prefix of a candidate not promoted past a rung
 

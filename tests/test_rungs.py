@@ -94,22 +94,26 @@ class Script:
 
     def __init__(self, entries: list[tuple[dict, float, tuple[float, ...]]]) -> None:
         self.entries, self.seen, self.calls = entries, [], {}
-        self.real_evaluate = rungs_mod.evaluate
+        self.real_climb = objective_mod.climb
 
     def measure(self, spec, settings, cache):
         if spec.hash not in self.seen:
             self.seen.append(spec.hash)
         return _measurement(self.entries[self.seen.index(spec.hash)][1])
 
-    def rung_evaluate(self, net, data, device):
-        self.real_evaluate(net, data, device)
-        k = self.calls.get(net.spec.hash, 0)
-        self.calls[net.spec.hash] = k + 1
-        return self.entries[self.seen.index(net.spec.hash)][2][k]
+    def climb(self, *args, score, **kwargs):
+        """The real climb, its rungs scored by the script (the top rung keeps the real evaluation)."""
+        def scripted(net):
+            real = score(net)
+            k = self.calls.get(net.spec.hash, 0)
+            self.calls[net.spec.hash] = k + 1
+            return self.entries[self.seen.index(net.spec.hash)][2][k], real[1]
+
+        return self.real_climb(*args, score=scripted, **kwargs)
 
     def install(self, mp: pytest.MonkeyPatch) -> None:
         mp.setattr(objective_mod, "measure_spec", self.measure)
-        mp.setattr(rungs_mod, "evaluate", self.rung_evaluate)
+        mp.setattr(objective_mod, "climb", self.climb)
         mp.setattr(run_mod, "measure_specs", lambda specs, m: {h: _measurement(1.0) for h in specs})
 
 
@@ -555,7 +559,7 @@ def test_retry_of_a_trial_stopped_before_it_said_so_is_stopped_untrained(tmp_pat
     monkeypatch.setattr(rungs_mod, "train", _no_training)
     spec = RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=10)
     kw = dict(fidelity=cfg.fidelity, train_cfg=TrainConfig(epochs=EPOCHS), init_seed=0, data=None,
-              device=torch.device("cpu"), paths=StudyPaths(tmp_path / "r"))
+              device=torch.device("cpu"), paths=StudyPaths(tmp_path / "r"), score=lambda net: (0.0, None))
     study.enqueue_trial({"a": 0.25}, user_attrs={"retry_of": 0})
     trial = study.ask()
     with pytest.raises(optuna.TrialPruned, match="trial 7 dominates it"):
@@ -710,3 +714,51 @@ def test_killed_climber_loses_no_decided_rung(tmp_path):
         t = study.trials[number]
         assert (t.state, t.values, rung_records(t)) == (state, values, recs)
     assert list(StudyPaths.of(name, reports).rung_checkpoints.glob("*")) == []
+
+
+def test_a_retry_of_a_retry_takes_over_the_chain_and_is_not_judged_by_its_own_earlier_runs(tmp_path):
+    """Trial 0 climbed rung 0 and recorded (undecided) rung 1 at 0.9; its retry 1 died before climbing.
+    Retry 2 must inherit rung 0 from trial 0, and its own rung 1 (0.5) must not be stopped by trial 0's 0.9."""
+    cfg = load_study_config(write_tiny_study(tmp_path, epochs=EPOCHS, tail=FIDELITY))
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    dist = {"a": optuna.distributions.CategoricalDistribution([0.125, 0.25])}
+    study.add_trial(optuna.trial.create_trial(state=TS.FAIL, params={"a": 0.25}, distributions=dist, user_attrs={
+        "rungs": [_rec(0, 0.6, 50.0), _rec(1, 0.9, 50.0, None)], "fail_reason": "interrupted: Ctrl-C"}))
+    study.add_trial(optuna.trial.create_trial(state=TS.FAIL, params={"a": 0.25}, distributions=dist, user_attrs={
+        "retry_of": 0, "fail_reason": "interrupted: Ctrl-C"}))
+    study.enqueue_trial({"a": 0.25}, user_attrs={"retry_of": 1})
+    trial = study.ask()
+    spec = RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=10)
+    data = load_data({"train_size": 64, "val_size": 32, "resolution": 16, "seed": 0})
+    model, result = climb(trial, spec, 50.0, fidelity=cfg.fidelity, train_cfg=TrainConfig(epochs=EPOCHS, batch_size=32),
+                          init_seed=0, data=data, device=torch.device("cpu"), paths=StudyPaths(tmp_path / "r"),
+                          score=lambda net: (0.5, None))
+    records = trial.user_attrs["rungs"]
+    assert [(r["rung"], r["accuracy"], r["promoted"]) for r in records] == [(0, 0.6, True), (1, 0.5, True)]
+    assert result.epochs == EPOCHS  # climbed to the top
+
+
+def test_quantized_runtime_promotes_on_the_quantized_accuracy(tmp_path, monkeypatch):
+    """Under onnxruntime-int8 a rung is judged on the INT8 net's accuracy; the float one is kept beside it."""
+    path = write_tiny_study(tmp_path, n=2, epochs=EPOCHS, tail=FIDELITY)
+    text = path.read_text().replace('[measure]\n', '[measure]\nruntime = "onnxruntime-int8"\n', 1)
+    path.write_text(text)
+    monkeypatch.setattr(objective_mod, "runtime_accuracy", lambda net, data, runtime, threads=None: 0.123)
+    res = run_search(load_study_config(path), reports_dir=tmp_path / "r", progress=False)
+    climbed = [t for t in res.study.trials if t.user_attrs.get("rungs")]
+    assert climbed
+    for t in climbed:
+        for r in t.user_attrs["rungs"]:
+            assert r["accuracy"] == 0.123 and r["float_accuracy"] is not None and r["float_accuracy"] != 0.123
+
+
+def test_a_study_made_before_rungs_existed_resumes_only_with_one_rung(tmp_path):
+    cfg = load_study_config(write_tiny_study(tmp_path, n=1, epochs=EPOCHS, tail=FIDELITY))
+    storage = f"sqlite:///{tmp_path / 'old.db'}"
+    old = optuna.create_study(study_name=cfg.name, storage=storage, directions=["maximize", "maximize"])
+    for k, v in cfg.to_dict().items():
+        if k != "fidelity":  # what an older version stored
+            old.set_user_attr(k, v)
+    with pytest.raises(ConfigError, match=r"fidelity\.rungs = 1.*--rungs"):
+        open_study(cfg, storage)
+    open_study(cfg.replace(fidelity=FidelityConfig(rungs=1)), storage)

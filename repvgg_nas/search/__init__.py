@@ -6,6 +6,7 @@
 - :mod:`.space`: declarative search spaces (``search_spaces/*.toml``) -> specs;
 - :mod:`.study`: study configs (``studies/*.toml``), validated up front;
 - :mod:`.objective`: one trial (sample, train, fuse, check, evaluate, measure);
+- :mod:`.rungs`: multi-fidelity search: a candidate climbs the rungs of the training budget;
 - :mod:`.slots`: exact trial counts with several workers, crash recovery;
 - :mod:`.locks`: the per-device measurement lock shared by local workers;
 - :mod:`.launch`: worker identity and the ``--workers N`` launcher;
@@ -24,6 +25,7 @@ from .events import (
     PruneFailed,
     PruningFrontMember,
     Remeasured,
+    RungDecided,
     SearchEvent,
     StudyStarted,
     TrialFinished,
@@ -48,8 +50,9 @@ from .run import (
 from .slots import (
     SlotState, admission, died, is_search_trial, recover_trials, repeat_key, repeat_taken, slot_state, trial_key,
 )
+from .rungs import RungResult, climb, dominating, rung_records, rung_results, rung_train_config
 from .space import Dim, SearchSpace, load_space
-from .study import SAMPLERS, Objectives, SamplerConfig, StudyConfig, TrustConfig, load_study_config
+from .study import SAMPLERS, FidelityConfig, Objectives, SamplerConfig, StudyConfig, TrustConfig, load_study_config
 
 __all__ = [
     # space and study config
@@ -61,7 +64,15 @@ __all__ = [
     "SAMPLERS",
     "StudyConfig",
     "TrustConfig",
+    "FidelityConfig",
     "load_study_config",
+    # multi-fidelity rungs
+    "RungResult",
+    "climb",
+    "dominating",
+    "rung_records",
+    "rung_results",
+    "rung_train_config",
     # running a study
     "ROLES",
     "SearchResult",
@@ -81,6 +92,7 @@ __all__ = [
     "Interrupted",
     "LinkedQueued",
     "Remeasured",
+    "RungDecided",
     "PruneFailed",
     "PruningFrontMember",
     "SearchEvent",

@@ -46,6 +46,8 @@ def _changed_setting(stored: dict[str, Any], new: dict[str, Any]) -> tuple[str, 
     def plain(v: Any) -> Any:
         return json.loads(json.dumps(v))
 
+    if STUDY_FIDELITY not in stored:  # made before multi-fidelity search: every candidate got the full budget
+        stored = {**stored, STUDY_FIDELITY: {"rungs": 1}}
     if STUDY_SEED in stored and plain(stored[STUDY_SEED]) != plain(new[STUDY_SEED]):
         return STUDY_SEED, stored[STUDY_SEED], new[STUDY_SEED]
     for table in _RESUME_TABLES:
@@ -97,7 +99,8 @@ def open_study(
         key, was, now = changed
         raise ConfigError(
             f"study {cfg.name!r} in {label} was created with {key} = {was!r}, but the config now has "
-            f"{key} = {now!r}: resuming would mix results under different settings. Restore it, or "
+            f"{key} = {now!r}: resuming would mix results under different settings. Restore it"
+            f"{' (--rungs sets fidelity.rungs)' if key.startswith(STUDY_FIDELITY) else ''}, or "
             f"start a new study (another study file name or --storage)"
         )
     if study.metric_names is None:  # shown by optuna-dashboard and the optuna CLI instead of "Objective 0/1"

@@ -87,6 +87,14 @@ class _Objective:
         self._discard_paused(trial)
         return out
 
+    def _score(self, deploy: torch.nn.Module) -> tuple[float, float | None]:
+        """(the accuracy objective, the float accuracy when they differ): under a quantized runtime the
+        objective is the quantized net's accuracy in that runtime."""
+        acc = evaluate(deploy, self.data, self.device)
+        if not RUNTIMES.get(self.cfg.measure.runtime).quantized:
+            return acc, None
+        return runtime_accuracy(deploy, self.data, self.cfg.measure.runtime, threads=self.cfg.measure.threads), acc
+
     def _discard_paused(self, trial: optuna.Trial) -> None:
         if self.cfg.fidelity.multi and self.cfg.fidelity.mode == "continue" and not trial.user_attrs.get(SURPLUS):
             discard_paused(self.paths, trial)  # a surplus retry shares its slot's paused net with the live one
@@ -138,10 +146,9 @@ class _Objective:
         trial.set_user_attr(SPEC_HASH, spec.hash)
         trial.set_user_attr(ARCH, spec.summary())
         linked = trial.user_attrs.get(REPEAT_OF) is not None
-        twin = None if linked else _finished_twin(trial, spec.hash)
-        if twin is not None and twin.state == TrialState.PRUNED and (
-                trial.user_attrs.get(REFERENCE) or trial.user_attrs.get(RETRY_OF) is not None):
-            twin = None  # a reference always climbs; a retry carries on its own climb
+        # A reference always climbs, and a retry carries on its own climb: neither copies a stopped twin's fate.
+        may_stop = not (trial.user_attrs.get(REFERENCE) or trial.user_attrs.get(RETRY_OF) is not None)
+        twin = None if linked else _finished_twin(trial, spec.hash, stopped=may_stop)
         if twin is not None:
             # Same architecture, same seed, same budget: training it again would only cost time.
             for k, v in twin.user_attrs.items():
@@ -192,7 +199,8 @@ class _Objective:
             if climbing:
                 model, result = climb(
                     trial, spec, meas.images_per_s, fidelity=cfg.fidelity, train_cfg=train_cfg, init_seed=init_seed,
-                    data=data, device=self.device, paths=self.paths, on_step=self.on_step, on_event=self.on_event,
+                    data=data, device=self.device, paths=self.paths, score=self._score, on_step=self.on_step,
+                    on_event=self.on_event,
                 )
             else:
                 model = init_model(spec, seed=init_seed, device=self.device)
@@ -209,12 +217,11 @@ class _Objective:
                 raise
             trial.set_user_attr(FUSION_ERROR, err)
             lap("fuse")
-            acc = evaluate(deploy, data, self.device)
-            if climbing:  # the top rung, in float like the rungs below it
-                record_top(trial, cfg.fidelity, train_cfg.epochs, acc, meas.images_per_s, result.seconds)
-            if RUNTIMES.get(cfg.measure.runtime).quantized:  # the front of what ships: the INT8 net's accuracy
-                trial.set_user_attr(FLOAT_ACCURACY, acc)
-                acc = runtime_accuracy(deploy, data, cfg.measure.runtime, threads=cfg.measure.threads)
+            acc, float_acc = self._score(deploy)
+            if float_acc is not None:  # the front of what ships: the INT8 net's accuracy, the float one kept
+                trial.set_user_attr(FLOAT_ACCURACY, float_acc)
+            if climbing:
+                record_top(trial, cfg.fidelity, train_cfg.epochs, acc, float_acc, meas.images_per_s, result.seconds)
         trial.set_user_attr(ACCURACY, acc)
         trial.set_user_attr(VAL_SIZE, data.val_size)
         lap("evaluate")
@@ -233,13 +240,16 @@ class _Objective:
         return acc, meas.images_per_s
 
 
-def _finished_twin(trial: optuna.Trial, spec_hash: str) -> optuna.trial.FrozenTrial | None:
-    """An earlier search trial of the same architecture that completed, or was stopped at a rung."""
-    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if t.user_attrs.get(SPEC_HASH) != spec_hash or t.user_attrs.get(REPEAT_OF) is not None:
-            continue
-        if t.state == TrialState.COMPLETE or str(t.user_attrs.get(PRUNE_REASON, "")).startswith(RUNG_STOPPED):
-            return t
+def _finished_twin(trial: optuna.Trial, spec_hash: str, stopped: bool = True) -> optuna.trial.FrozenTrial | None:
+    """An earlier search trial of the same architecture that completed or else (``stopped``) was stopped
+    at a rung; a completed one is preferred."""
+    twins = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+             if t.user_attrs.get(SPEC_HASH) == spec_hash and t.user_attrs.get(REPEAT_OF) is None]
+    done = [t for t in twins if t.state == TrialState.COMPLETE]
+    if done:
+        return done[0]
+    if stopped:
+        return next((t for t in twins if str(t.user_attrs.get(PRUNE_REASON, "")).startswith(RUNG_STOPPED)), None)
     return None
 
 

@@ -40,7 +40,7 @@ from ..layout import StudyPaths
 from ..model import reparameterize
 from ..report.frames import dominates
 from ..spec import RepVGGSpec
-from ..train import StepCallback, TrainConfig, TrainResult, TrainState, evaluate, init_model, train
+from ..train import StepCallback, TrainConfig, TrainResult, TrainState, init_model, train
 from .events import EventCallback, RungDecided
 from .slots import trial_key
 from .study import FidelityConfig
@@ -94,17 +94,30 @@ def rung_train_config(train_cfg: TrainConfig, epochs: int) -> TrainConfig:
     return dataclasses.replace(train_cfg, epochs=epochs, warmup_epochs=train_cfg.warmup_epochs * scale)
 
 
-def _inherited(trial: optuna.Trial, by_number: dict[int, FrozenTrial]) -> list[dict[str, Any]]:
-    """The decided rung records of the killed trial this one retries (undecided ones are redone)."""
+def _ancestors(trial: optuna.Trial, by_number: dict[int, FrozenTrial]) -> list[FrozenTrial]:
+    """The killed trials this one retries, nearest first (a retry of a retry walks the whole chain)."""
+    out: list[FrozenTrial] = []
     origin = trial.user_attrs.get(RETRY_OF)
-    if origin is None or int(origin) not in by_number:
-        return []
-    out = []
-    for r in rung_records(by_number[int(origin)]):
-        if r.get("promoted") is None:
-            break
-        out.append(r)
+    while origin is not None and int(origin) in by_number and all(t.number != int(origin) for t in out):
+        t = by_number[int(origin)]
+        out.append(t)
+        origin = t.user_attrs.get(RETRY_OF)
     return out
+
+
+def _inherited(ancestors: Sequence[FrozenTrial]) -> tuple[list[dict[str, Any]], FrozenTrial | None]:
+    """The decided rung records of the nearest killed ancestor that climbed (undecided ones are redone),
+    and that ancestor."""
+    for t in ancestors:
+        records = rung_records(t)
+        if records:
+            out = []
+            for r in records:
+                if r.get("promoted") is None:
+                    break
+                out.append(r)
+            return out, t
+    return [], None
 
 
 def discard_paused(paths: StudyPaths, trial: optuna.Trial) -> None:
@@ -129,14 +142,19 @@ def _stop_reason(rung: int, rungs: int, epochs: int, me: RungResult, by: RungRes
 def climb(
     trial: optuna.Trial, spec: RepVGGSpec, throughput: float, *, fidelity: FidelityConfig, train_cfg: TrainConfig,
     init_seed: int, data: DataBundle, device: torch.device, paths: StudyPaths,
+    score: Callable[[nn.Module], tuple[float, float | None]],
     on_step: StepCallback | None = None, on_event: EventCallback | None = None,
 ) -> tuple[nn.Module, TrainResult]:
     """Train a candidate rung by rung; return the net trained at the full budget and its result.
 
-    Raises :class:`optuna.TrialPruned` when a result at a lower rung dominates
-    it (the ``rungs`` attr holds every rung it finished, ``prune_reason`` says
-    which trial stopped it). The caller fuses, evaluates and records the top
-    rung as for a single-fidelity trial, then calls :func:`record_top`.
+    ``score(deploy_net)`` gives the accuracy a rung is judged on (the
+    objective's: the INT8 net's under a quantized runtime) and the float
+    accuracy (None when they are the same). Raises
+    :class:`optuna.TrialPruned` when another candidate's result at the same
+    rung dominates it (the ``rungs`` attr holds every rung it finished,
+    ``prune_reason`` says which trial stopped it). The caller fuses,
+    evaluates and records the top rung as for a single-fidelity trial, then
+    calls :func:`record_top`.
     """
     budgets = fidelity.budgets(train_cfg.epochs)
     top = len(budgets) - 1
@@ -146,13 +164,15 @@ def climb(
     me_frozen = by_number.get(trial.number)
     slot = trial_key(me_frozen, by_number) if me_frozen is not None else trial.number
     paused = paths.rung_checkpoint(slot)
-    records = _inherited(trial, by_number)
+    ancestors = _ancestors(trial, by_number)
+    own = {trial.number} | {t.number for t in ancestors}  # one candidate: never judged by its own earlier runs
+    records, source = _inherited(ancestors)
     if records:
         trial.set_user_attr(RUNGS, records)
         trial.set_user_attr(RUNG, records[-1]["rung"])
         last = records[-1]
         if not last["promoted"]:  # the killed trial was stopped but died before it said so
-            reason = str(by_number[int(trial.user_attrs[RETRY_OF])].user_attrs.get(PRUNE_REASON) or
+            reason = str((source.user_attrs.get(PRUNE_REASON) if source is not None else None) or
                          f"{RUNG_STOPPED} at rung {last['rung'] + 1}/{len(budgets)}: trial {last['dominated_by']} dominates it")
             trial.set_user_attr(PRUNE_REASON, reason)
             raise optuna.TrialPruned(reason)
@@ -160,12 +180,14 @@ def climb(
     model = init_model(spec, seed=init_seed, device=device)
     state: TrainState | None = None
     spent = float(records[-1].get("train_seconds", 0.0)) if records else 0.0
-    if fidelity.mode == "continue" and paused.is_file():
-        # Where the killed run paused: at the last decided rung, or one rung on if it died before recording it.
+    if fidelity.mode == "continue" and ancestors and paused.is_file():
+        # Where a killed run of this candidate paused: at its last decided rung, or one rung on if it died
+        # before recording that rung. Only its own file: same net, written by a trial of its retry chain.
         usable = {budgets[i] for i in (len(records) - 1, len(records)) if 0 <= i < top}
         ckpt = load_checkpoint(paused)
         saved = TrainState.from_dict(ckpt.train_state) if ckpt.train_state is not None else None
-        if saved is not None and saved.epoch in usable:
+        mine = ckpt.spec.hash == spec.hash and ckpt.meta.get("trial") in own
+        if mine and saved is not None and saved.epoch in usable:
             load_state_dict_checked(model, ckpt.state_dict, source=str(paused))
             state = saved
     result: TrainResult | None = None
@@ -188,15 +210,14 @@ def climb(
             assert state is not None
             save_checkpoint(paused, model, spec, meta={"trial": trial.number, "rung": k},
                             train_state=state.to_dict())
-        accuracy = evaluate(reparameterize(model), data, device)
+        accuracy, float_accuracy = score(reparameterize(model))
         mine = RungResult(trial.number, accuracy, throughput)
-        record: dict[str, Any] = {"rung": k, "epochs": epochs, "accuracy": accuracy, "images_per_s": throughput,
-                                  "train_seconds": round(spent, 3), "promoted": None, "dominated_by": None}
+        record = _record(k, epochs, accuracy, float_accuracy, throughput, spent)
         records.append(record)
         trial.set_user_attr(RUNGS, records)  # visible to other workers before this one decides
         reference = trial.user_attrs.get(REFERENCE)
         by = None if reference else dominating(mine, rung_results(trial.study.get_trials(deepcopy=False), k,
-                                                                   exclude=(trial.number,)))
+                                                                   exclude=own))
         record["promoted"], record["dominated_by"] = by is None, None if by is None else by.trial
         trial.set_user_attr(RUNGS, records)
         trial.set_user_attr(RUNG, k)
@@ -211,13 +232,19 @@ def climb(
     return model, result._replace(seconds=spent)
 
 
+def _record(rung: int, epochs: int, accuracy: float, float_accuracy: float | None, throughput: float,
+            train_seconds: float) -> dict[str, Any]:
+    return {"rung": rung, "epochs": epochs, "accuracy": accuracy, "float_accuracy": float_accuracy,
+            "images_per_s": throughput, "train_seconds": round(train_seconds, 3), "promoted": None,
+            "dominated_by": None}
+
+
 def record_top(trial: optuna.Trial, fidelity: FidelityConfig, train_epochs: int, accuracy: float,
-               throughput: float, train_seconds: float) -> None:
-    """Add the top rung (the full budget) to a climbed candidate's ``rungs`` attr."""
+               float_accuracy: float | None, throughput: float, train_seconds: float) -> None:
+    """Add the top rung (the full budget: the trial's objective values) to a climbed candidate's ``rungs`` attr."""
     budgets = fidelity.budgets(train_epochs)
     records = rung_records(trial)
-    records.append({"rung": len(budgets) - 1, "epochs": budgets[-1], "accuracy": accuracy, "images_per_s": throughput,
-                    "train_seconds": round(train_seconds, 3), "promoted": None, "dominated_by": None})
+    records.append(_record(len(budgets) - 1, budgets[-1], accuracy, float_accuracy, throughput, train_seconds))
     trial.set_user_attr(RUNGS, records)
     trial.set_user_attr(RUNG, len(budgets) - 1)
 

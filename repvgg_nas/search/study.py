@@ -29,7 +29,10 @@ from ..train import TrainConfig
 from .. import zoo
 from .space import SearchSpace, load_space
 
-__all__ = ["Objectives", "SamplerConfig", "StudyConfig", "SAMPLERS", "TrustConfig", "load_study_config"]
+__all__ = [
+    "Objectives", "SamplerConfig", "StudyConfig", "SAMPLERS", "TrustConfig", "FidelityConfig", "FIDELITY_MODES",
+    "load_study_config",
+]
 
 STUDY_KEYS = (
     "description", "space", "seed", "n_trials", "references",
