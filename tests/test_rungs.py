@@ -368,11 +368,15 @@ def check_no_known_dominator(study: optuna.Study) -> None:
     """Several workers: a promoted result is dominated by no result that was recorded before it for sure
     (that of a trial finished before this one started)."""
     trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
     for t in _search(study):
         if t.user_attrs.get("reference") or t.user_attrs.get("duplicate_of") is not None:
             continue
-        before = [u for u in trials if u.datetime_complete is not None and t.datetime_start is not None
-                  and u.datetime_complete < t.datetime_start]
+        # A retry takes over the rungs its killed predecessors decided: those were decided when the
+        # first trial of the chain ran, so only trials finished before that start are sure to be seen.
+        first = by_number[trial_key(t, by_number)]
+        before = [u for u in trials if u.datetime_complete is not None and first.datetime_start is not None
+                  and u.datetime_complete < first.datetime_start]
         for r in rung_records(t):
             if r["promoted"] is True:
                 pool = rung_results(before, r["rung"], exclude=(t.number,))
