@@ -45,7 +45,7 @@ from repvgg_nas.storage import make_storage
 from repvgg_nas.train import TrainConfig
 
 from .helpers import write_tiny_study
-from .test_scale import HEARTBEAT, child_env, load, postgres, search_cmd  # noqa: F401  (postgres: fixture)
+from .test_scale import HEARTBEAT, child_env, load, postgres, run_workers_and_kill, search_cmd  # noqa: F401  (postgres: fixture)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TS = optuna.trial.TrialState
@@ -685,17 +685,8 @@ def test_killed_climber_loses_no_decided_rung(tmp_path):
     # first is a reference, so one candidate surely climbs.
     for i, (params, _, _) in enumerate(SCENARIO[:n]):
         pre.enqueue_trial(params, user_attrs={"reference": "tiny-ref"} if i == 0 else {})
-    log = (tmp_path / "workers.log").open("w+")
-    proc = subprocess.Popen(search_cmd(study_file, reports, "--storage", url, "--workers", "2"),
-                            env=child_env(tmp_path), stdout=log, stderr=subprocess.STDOUT, text=True)
-    try:
-        kill = _kill_a_promoted_climber(url, name, lambda: proc.poll() is None)
-        code = proc.wait(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log.seek(0)
-    out = log.read()
+    kill, code, out = run_workers_and_kill(search_cmd(study_file, reports, "--storage", url, "--workers", "2"),
+                                           child_env(tmp_path), url, name, tmp_path, killer=_kill_a_promoted_climber)
     assert code == 1 and "killed by SIGKILL" in out, out[-3000:]
     study = load(url, name)
     chains = check_slots(study, n)

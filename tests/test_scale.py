@@ -208,11 +208,13 @@ def check_exact(study: optuna.Study, n: int, kill: dict | None = None) -> None:
         assert (by_number[number].values, by_number[number].params) == (values, params)
 
 
-def run_workers_and_kill(cmd: list[str], env: dict, url: str, name: str, tmp: Path) -> tuple[dict, int, str]:
+def run_workers_and_kill(cmd: list[str], env: dict, url: str, name: str, tmp: Path,
+                         killer: Callable[..., dict] | None = None) -> tuple[dict, int, str]:
+    """Run ``cmd``, let ``killer`` (default :func:`kill_a_training_worker`) SIGKILL one worker, wait for the end."""
     log = (tmp / "workers.log").open("w+")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
-        kill = kill_a_training_worker(url, name, lambda: proc.poll() is None)
+        kill = (killer or kill_a_training_worker)(url, name, lambda: proc.poll() is None)
         code = proc.wait(timeout=300)
     finally:
         if proc.poll() is None:

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial
 from plotly.colors import sample_colorscale
 
 from .. import attrs
-from .style import GREY, TEMPLATE, esc, num, present
+from .style import GREY, TEMPLATE, esc, num, present, throughput_axis
 
 __all__ = [
     "CLIMBED", "RUNG_COLUMNS", "RUNG_COUNT_COLUMNS", "RUNG_LINKS",
@@ -232,12 +232,9 @@ def rungs_figure(frame: pd.DataFrame, budgets: Sequence[int] = ()) -> go.Figure:
                 customdata=part["number"].tolist(),
                 hovertext=[_hover(r, n_rungs) for _, r in part.iterrows()], hoverinfo="text",
             ))
-    thr = frame["throughput"].astype(float) if len(frame) else pd.Series(dtype=float)
-    log_x = len(thr) > 1 and thr.min() > 0 and thr.max() / thr.min() > 10
     fig.update_layout(
         template=TEMPLATE, height=480, margin=dict(l=60, r=20, t=40, b=60),
-        xaxis=dict(title=dict(text=f"throughput (images/s){' · log scale' if log_x else ''}"),
-                   type="log" if log_x else "linear"),
+        xaxis=throughput_axis(frame["throughput"]),
         yaxis=dict(title=dict(text="accuracy at the rung's budget")),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
         hoverlabel=dict(align="left"),

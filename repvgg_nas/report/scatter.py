@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .frames import completed, is_reference, report_trials_frame
-from .style import BLUE, GREEN, GREY, ORANGE, TEMPLATE, esc, num, present
+from .style import BLUE, GREEN, GREY, ORANGE, TEMPLATE, esc, num, present, throughput_axis
 from .trust import architecture_stats
 
 __all__ = [
@@ -164,13 +164,10 @@ def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None
             customdata=long["number"].tolist(),
             hovertemplate="trial %{customdata}: long-budget accuracy %{y:.4f}<extra></extra>",
         ))
-    thr = done["throughput"].astype(float)
-    log_x = len(thr) > 1 and thr.min() > 0 and thr.max() / thr.min() > 10
     where = f", {esc(device)}" if device else ""
     fig.update_layout(
         template=TEMPLATE, height=560, margin=dict(l=60, r=20, t=40, b=60),
-        xaxis=dict(title=dict(text=f"throughput (images/s{where}){' · log scale' if log_x else ''}"),
-                   type="log" if log_x else "linear"),
+        xaxis=throughput_axis(done["throughput"], where),
         yaxis=dict(title=dict(text="accuracy (proxy task)")),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
         hoverlabel=dict(align="left"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["BLUE", "GREEN", "GREY", "ORANGE", "TEMPLATE", "esc", "num", "present"]
+__all__ = ["BLUE", "GREEN", "GREY", "ORANGE", "TEMPLATE", "esc", "num", "present", "throughput_axis"]
 
 TEMPLATE = "plotly_white"
 BLUE, ORANGE, GREY, GREEN = "#1f6feb", "#e8590c", "#8c959f", "#2f9e44"
@@ -41,3 +41,11 @@ def present(v: Any) -> bool:
     if v is None or (isinstance(v, str) and not v):
         return False
     return not (pd.api.types.is_scalar(v) and pd.isna(v))
+
+
+def throughput_axis(throughput: Any, where: str = "") -> dict[str, Any]:
+    """The x axis of an accuracy-vs-throughput figure: log scale when the speeds span more than 10x."""
+    thr = pd.Series(throughput, dtype=float)
+    log_x = len(thr) > 1 and thr.min() > 0 and thr.max() / thr.min() > 10
+    return dict(title=dict(text=f"throughput (images/s{where}){' · log scale' if log_x else ''}"),
+                type="log" if log_x else "linear")
