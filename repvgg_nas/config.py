@@ -226,6 +226,8 @@ class Table:
             value, ok = float(value), True
         if not ok:
             raise self.error(name, f"must be {_type_name(types)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.error(name, f"must be a finite number, got {value!r}")
         if choices is not None:
             allowed = list(choices)
             if value not in allowed:

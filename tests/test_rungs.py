@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -36,7 +37,8 @@ from repvgg_nas.search import objective as objective_mod
 from repvgg_nas.search import run as run_mod
 from repvgg_nas.search import rungs as rungs_mod
 from repvgg_nas.search.__main__ import main
-from repvgg_nas.search.events import RungDecided
+from repvgg_nas.report.rungs import rungs_frame
+from repvgg_nas.search.events import RungDecided, TimeUp
 from repvgg_nas.search.rungs import RungResult, climb, dominating, rung_records, rung_results, stopped_at
 from repvgg_nas.search.slots import died, is_search_trial, slot_state, trial_key
 from repvgg_nas.search.study import FidelityConfig
@@ -340,9 +342,12 @@ def check_records(study: optuna.Study, budgets: tuple[int, ...]) -> None:
             by = last["dominated_by"]
             assert ua["prune_reason"].startswith(f"stopped at rung {last['rung'] + 1}/{len(budgets)} "
                                                  f"({budgets[last['rung']]} epoch")
-            assert f"trial {by} dominates it" in ua["prune_reason"]
-            theirs = _at(by_number[by], last["rung"])
-            assert theirs is not None and dominates(_point(theirs), _point(last))
+            if by is None:  # or by the time budget, when nothing dominated it
+                assert last["out_of_time"] is True and "the time budget ends in" in ua["prune_reason"]
+            else:
+                assert f"trial {by} dominates it" in ua["prune_reason"]
+                theirs = _at(by_number[by], last["rung"])
+                assert theirs is not None and dominates(_point(theirs), _point(last))
         if t.state.is_finished() and not died(t):
             assert ua.get("rung") == (recs[-1]["rung"] if recs else None)
 
@@ -360,8 +365,8 @@ def check_in_order(study: optuna.Study) -> None:
             want = dominating(mine, rung_results([u for u in trials if u.number < t.number], r["rung"]))
             if t.user_attrs.get("reference"):
                 want = None
-            assert (r["promoted"], r["dominated_by"]) == (want is None, None if want is None else want.trial), (
-                t.number, r)
+            climbs = want is None and not r.get("out_of_time")  # a time stop is taken only when nothing dominates
+            assert (r["promoted"], r["dominated_by"]) == (climbs, None if want is None else want.trial), (t.number, r)
 
 
 def check_no_known_dominator(study: optuna.Study) -> None:
@@ -757,3 +762,79 @@ def test_a_study_made_before_rungs_existed_resumes_only_with_one_rung(tmp_path):
     with pytest.raises(ConfigError, match=r"fidelity\.rungs = 1.*--rungs"):
         open_study(cfg, storage)
     open_study(cfg.replace(fidelity=FidelityConfig(rungs=1)), storage)
+
+
+# ---------------------------------------------------------------------------
+# the time budget: no rung started that cannot end in time, no trial after it
+# ---------------------------------------------------------------------------
+
+
+def test_next_rung_seconds_prices_the_next_rung_at_the_rate_paid_so_far():
+    budgets = (1, 2, 6)
+    assert rungs_mod.next_rung_seconds(budgets, 0, 10.0, "continue") == 10.0  # 1 more epoch at 10 s
+    assert rungs_mod.next_rung_seconds(budgets, 1, 20.0, "continue") == 40.0  # 4 more epochs
+    assert rungs_mod.next_rung_seconds(budgets, 0, 10.0, "retrain") == 20.0  # a fresh run of 2 epochs
+    assert rungs_mod.next_rung_seconds(budgets, 1, 30.0, "retrain") == 60.0  # 3 epochs paid, 6 to train
+
+
+def test_timeout_key_is_validated_and_shown_in_the_plan(tmp_path, capsys):
+    cfg = load_study_config(write_tiny_study(tmp_path / "ok", epochs=9, head="timeout = 90\n", tail=FIDELITY))
+    assert cfg.timeout == 90.0
+    assert load_study_config(write_tiny_study(tmp_path / "none", epochs=9)).timeout is None
+    for name, value, message in [("zero", "0", r"timeout: 0\.0 is out of range; must be >= 1\.0"),
+                                 ("text", '"20m"', r"timeout: must be a number"),
+                                 ("nan", "nan", r"timeout: must be a finite number")]:
+        with pytest.raises(ConfigError, match=message) as e:
+            load_study_config(write_tiny_study(tmp_path / name, epochs=9, head=f"timeout = {value}\n"))
+        assert str(tmp_path / name / "tiny.toml") in str(e.value)
+    study = tmp_path / "ok" / "tiny.toml"
+    assert main(["--study", str(study), "--reports-dir", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "time budget 90 s: no trial starts after it, and a candidate climbs only to a rung it can finish" in out
+    assert main(["--study", str(study), "--reports-dir", str(tmp_path), "--dry-run", "--timeout", "600"]) == 0
+    assert "time budget 10 min" in capsys.readouterr().out
+
+
+def test_a_candidate_whose_next_rung_would_end_late_is_stopped_but_a_reference_climbs(tmp_path, monkeypatch):
+    entries = [SCENARIO[0], SCENARIO[2]]  # a reference, and a candidate nothing dominates (it ties the reference)
+    path, reports = _prepare(tmp_path, n=2, queued=[p for p, _, _ in entries])
+    Script(entries).install(monkeypatch)
+    asked: list[tuple[int, str]] = []
+
+    def slow(budgets, rung, spent, mode):
+        asked.append((rung, mode))
+        return 1e6  # every next rung would take far longer than the budget left
+
+    monkeypatch.setattr(rungs_mod, "next_rung_seconds", slow)
+    events: list[Any] = []
+    res = run_search(load_study_config(path), reports_dir=reports, progress=False, timeout=3600,
+                     on_event=events.append)
+    ref, cand = res.study.trials
+    assert ref.state == TS.COMPLETE and len(rung_records(ref)) == 3  # never asked: references always climb
+    assert asked == [(0, "continue")]
+    assert cand.state == TS.PRUNED and stopped_at(rung_records(cand)) == 0
+    record = rung_records(cand)[0]
+    assert record["out_of_time"] is True and record["dominated_by"] is None and record["promoted"] is False
+    assert re.fullmatch(r"stopped at rung 1/3 \(1 epoch\): the time budget ends in \d+ s and rung 2 needs about "
+                        r"1000000 s more", cand.user_attrs["prune_reason"]), cand.user_attrs["prune_reason"]
+    assert [(e.trial, e.rung, e.promoted) for e in events if isinstance(e, RungDecided)] == [
+        (0, 0, True), (0, 1, True), (1, 0, False)]
+    assert not any(isinstance(e, TimeUp) for e in events)  # both trials ran: the budget did not end the search
+    frame = rungs_frame(res.study)
+    stop = frame[frame["number"] == 1].iloc[0]
+    assert bool(stop["out_of_time"]) and stop["final_state"] == "stopped at rung 1/3 (1 epoch, out of time)"
+    assert not frame[frame["number"] == 0]["out_of_time"].any()
+    check_records(res.study, BUDGETS)
+    check_in_order(res.study)
+
+
+def test_a_spent_time_budget_starts_no_trial_and_says_so(tmp_path, capsys):
+    path = write_tiny_study(tmp_path, n=2, epochs=EPOCHS, tail=FIDELITY)
+    events: list[Any] = []
+    res = run_search(load_study_config(path), reports_dir=tmp_path, progress=False, timeout=1e-9,
+                     on_event=events.append)
+    assert res.study.trials == []
+    assert [e for e in events if isinstance(e, TimeUp)] == [TimeUp(1e-9, 0, 2)]
+    assert main(["--study", str(path), "--reports-dir", str(tmp_path), "--timeout", "0.000001", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "time budget of 0 s spent: 0 of 2 trials finished; run the same command again" in err

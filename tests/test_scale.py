@@ -379,6 +379,31 @@ def test_measurement_waits_for_another_process_training(tmp_path):
             pass
 
 
+def test_a_long_training_lets_a_queued_measurement_run_at_its_pauses(tmp_path):
+    code = (
+        "import sys, time; from repvgg_nas.search import DeviceLock\n"
+        "print('queued', flush=True)\n"
+        "with DeviceLock('cpu', sys.argv[1]).exclusive() as alone:\n"
+        "    print('measuring', alone, flush=True); time.sleep(0.5)\n"
+        "print('measured', flush=True)\n"
+    )
+    lock = DeviceLock("cpu", tmp_path)
+    with lock.shared(), lock.shared():  # nested holds (a trial inside the objective's hold) are all yielded
+        t0 = time.monotonic()
+        lock.yield_turn()  # nobody waits: back at once
+        assert time.monotonic() - t0 < 0.5
+        meter = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        assert meter.stdout.readline().strip() == "queued"
+        time.sleep(1.0)  # the measurement waits for this training: it holds the device
+        assert meter.poll() is None
+        t0 = time.monotonic()
+        lock.yield_turn()  # a pause between rungs: the measurement runs now, alone, and this training waits
+        assert time.monotonic() - t0 >= 0.4
+        assert meter.stdout.readline().strip() == "measuring True"
+        assert meter.stdout.readline().strip() == "measured" and meter.wait(10) == 0
+    lock.yield_turn()  # outside shared(): nothing to yield
+
+
 def test_workers_are_pinned_one_gpu_each():
     assert [worker_env(i, ["0", "1"], {})["CUDA_VISIBLE_DEVICES"] for i in range(3)] == ["0", "1", "0"]
     assert "CUDA_VISIBLE_DEVICES" not in worker_env(0, ["0"], {})

@@ -35,7 +35,7 @@ RUNG_LINKS = "one candidate's climb"
 
 RUNG_COLUMNS = (
     "number", "reference", "rung", "epochs", "accuracy", "throughput", "train_seconds", "promoted",
-    "dominated_by", "stopped", "final_state", "state", "arch",
+    "dominated_by", "out_of_time", "stopped", "final_state", "state", "arch",
 )
 RUNG_COUNT_COLUMNS = ("rung", "epochs", "reached", "stopped")
 
@@ -85,7 +85,8 @@ def _final_state(t: FrozenTrial, records: Sequence[dict[str, Any]], n_rungs: int
     """``climbed to top``, ``stopped at rung k/n (e epochs)``, or the state after the last finished rung."""
     for r in records:
         if r.get("promoted") is False:
-            return f"stopped at rung {int(r['rung']) + 1}/{n_rungs} ({_epochs_text(r.get('epochs'))})"
+            late = ", out of time" if r.get("out_of_time") else ""
+            return f"stopped at rung {int(r['rung']) + 1}/{n_rungs} ({_epochs_text(r.get('epochs'))}{late})"
     last = int(records[-1]["rung"])
     if t.state == optuna.trial.TrialState.COMPLETE and last >= n_rungs - 1:
         return CLIMBED
@@ -99,7 +100,8 @@ def rungs_frame(source: optuna.Study | Iterable[FrozenTrial], budgets: Sequence[
     at every rung); ``train_seconds`` its training time up to that rung;
     ``promoted`` True/False once decided (None at the top rung);
     ``stopped`` marks the rung a candidate was stopped at, ``dominated_by``
-    the trial whose result there dominated it; ``final_state`` is where its
+    the trial whose result there dominated it, ``out_of_time`` a stop by the
+    study's time budget (its next rung would have ended after it); ``final_state`` is where its
     climb ended (:data:`CLIMBED`, ``stopped at rung k/n (e epochs)`` with
     ``k`` counted from 1 as in ``prune_reason``, or ``running``/``fail``
     ``after rung k/n``). ``rung`` itself is 0-based, as in the attr.
@@ -131,12 +133,14 @@ def rungs_frame(source: optuna.Study | Iterable[FrozenTrial], budgets: Sequence[
                 "throughput": r.get("images_per_s"), "train_seconds": r.get("train_seconds"),
                 "promoted": r.get("promoted"),
                 "dominated_by": int(by) if isinstance(by, (int, float)) and not isinstance(by, bool) else None,
+                "out_of_time": bool(r.get("out_of_time")),
                 "stopped": r.get("promoted") is False, "final_state": final, "state": t.state.name,
                 "arch": t.user_attrs.get(attrs.ARCH),
             })
     frame = pd.DataFrame(rows, columns=list(RUNG_COLUMNS))
     frame["dominated_by"] = frame["dominated_by"].astype("Int64")
     frame["stopped"] = frame["stopped"].astype(bool)
+    frame["out_of_time"] = frame["out_of_time"].astype(bool)
     for c in ("accuracy", "throughput", "train_seconds"):
         frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
     frame.attrs["n_rungs"] = n_rungs
@@ -190,7 +194,8 @@ def _hover(r: pd.Series, n_rungs: int) -> str:
     ]
     if r["stopped"]:
         by = r.get("dominated_by")
-        lines.append(f"<b>stopped</b>: trial {int(by)} dominates it" if present(by) else "<b>stopped</b>")
+        lines.append(f"<b>stopped</b>: trial {int(by)} dominates it" if present(by) else
+                     "<b>stopped</b>: the time budget ran out" if r.get("out_of_time") else "<b>stopped</b>")
     elif r.get("promoted") is True:
         lines.append("promoted")
     lines.append(esc(r["final_state"]))

@@ -37,7 +37,7 @@ from ..train import TrainStep
 from .connect import connect, default_storage, recover_interrupted
 from .events import (
     Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, RungDecided, SearchEvent, StudyStarted,
-    TrialFinished, TrialTakenOver, Waiting,
+    TimeUp, TrialFinished, TrialTakenOver, Waiting,
 )
 from .launch import launch_workers, visible_gpus, worker_argv, worker_env
 from .run import run_search
@@ -129,6 +129,9 @@ class Console:
                 ref = f" [{e.reference}]" if e.reference else ""
                 self._write(f"trial {e.trial}{ref} rung {e.rung + 1}/{e.rungs} ({e.epochs} epoch{'s' * (e.epochs != 1)}): "
                             f"acc {e.accuracy:.3f}, {e.throughput:.0f} img/s -> climbs to rung {e.rung + 2}")
+        elif isinstance(e, TimeUp):
+            _say(f"time budget of {_duration(e.timeout)} spent: {e.done} of {e.target} trials finished; run the same "
+                 f"command again to search for another {_duration(e.timeout)} (--timeout SECONDS sets the budget)")
         elif isinstance(e, Interrupted):
             _say("interrupted: completed trials are saved; run the same command again to resume")
 
@@ -186,14 +189,24 @@ def pareto_table(pareto: Any) -> str:
     return format_table(rows)
 
 
-def budget_text(cfg: StudyConfig) -> str:
-    """One line on what each candidate's training costs: its rungs, or the one budget."""
+def budget_text(cfg: StudyConfig, timeout: float | None = None) -> str:
+    """One line on what each candidate's training costs (its rungs, or the one budget) and the time budget."""
     f, epochs = cfg.fidelity, cfg.train.epochs
+    timeout = timeout if timeout is not None else cfg.timeout
     if not f.multi:
-        return f"{epochs} epochs per candidate (single fidelity)"
-    rungs = ", ".join(str(b) for b in f.budgets(epochs))
-    return (f"rungs of {rungs} epochs (reduction factor {f.reduction_factor}, {f.mode}): a candidate climbs "
-            f"while no result at its rung dominates it; references always reach {epochs}")
+        text = f"{epochs} epochs per candidate (single fidelity)"
+    else:
+        rungs = ", ".join(str(b) for b in f.budgets(epochs))
+        text = (f"rungs of {rungs} epochs (reduction factor {f.reduction_factor}, {f.mode}): a candidate climbs "
+                f"while no result at its rung dominates it; references always reach {epochs}")
+    if timeout is None:
+        return text
+    return (f"{text}; time budget {_duration(timeout)}: no trial starts after it"
+            + (", and a candidate climbs only to a rung it can finish within it" if f.multi else ""))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -206,7 +219,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--study", required=True, help="study name in studies/ (a_family, b_family, quick) or a .toml path")
     parser.add_argument("--n-trials", type=int, help="total finished trials wanted (default: the study's n_trials)")
-    parser.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time budget of this run (default: the "
+                        "study's timeout): no trial starts after it, and no candidate climbs to a rung it cannot "
+                        "finish within it; the same command again searches for another budget")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train and measure on this device (sets [measure].device)")
     parser.add_argument("--storage", help="Optuna storage URL: sqlite:///PATH, postgresql://USER@HOST/DB or "
                         "journal:PATH; several processes may share one (default sqlite:///reports/<study>/study.db)")
@@ -299,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"study {cfg.name} ({cfg.path})\n  space {cfg.space.name} (hash {cfg.space.hash}, "
             f"{cfg.space.size()} architectures)\n  references: {refs}\n  data: {cfg.data.to_dict()}\n"
             f"  train: {cfg.train.to_dict()}\n  measure: {cfg.measure.to_dict()}\n"
-            f"  budget: {budget_text(cfg)}\n"
+            f"  budget: {budget_text(cfg, args.timeout)}\n"
             f"  sampler: {cfg.sampler.name}, seed {cfg.seed}, trials {args.n_trials or cfg.n_trials}\n"
             f"  storage: {redact_url(args.storage or default_storage(cfg, args.reports_dir))}\n"
             f"  workers: {args.workers}\n"

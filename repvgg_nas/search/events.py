@@ -27,6 +27,7 @@ __all__ = [
     "LinkedQueued",
     "Remeasured",
     "RungDecided",
+    "TimeUp",
     "SearchEvent",
     "EventCallback",
 ]
@@ -129,12 +130,22 @@ class RungDecided:
 
 
 @dataclass(frozen=True)
+class TimeUp:
+    """The time budget (``timeout`` seconds) ended the search with ``done`` of ``target`` search trials
+    finished; the same call searches on for another budget."""
+
+    timeout: float
+    done: int
+    target: int
+
+
+@dataclass(frozen=True)
 class Interrupted:
     """Ctrl-C: completed trials are saved; the same call resumes the study."""
 
 
 SearchEvent = Union[
     StudyStarted, TrialFinished, Waiting, TrialTakenOver, PruningFrontMember, PruneFailed, Interrupted, TrainStep,
-    LinkedQueued, Remeasured, RungDecided,
+    LinkedQueued, Remeasured, RungDecided, TimeUp,
 ]
 EventCallback = Callable[[SearchEvent], None]

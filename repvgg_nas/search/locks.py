@@ -65,7 +65,7 @@ class DeviceLock:
         self.path = self.dir / f"{self.key}.lock"
         self.gate = self.dir / f"{self.key}.gate"
         self.available = True
-        self._shared_depth = 0
+        self._shared_fds: list[int | None] = []
 
     def _open(self, path: Path) -> int | None:
         try:
@@ -86,28 +86,49 @@ class DeviceLock:
         except OSError:
             self.available = False
 
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
+    def _pass_gate(self) -> None:
+        """Pass the turnstile: wait while a measurement is queued or running."""
         gate = self._open(self.gate)
-        self._flock(gate, fcntl.LOCK_EX)  # pass the turnstile: wait for a queued measurement
+        self._flock(gate, fcntl.LOCK_EX)
         self._flock(gate, fcntl.LOCK_UN)
         if gate is not None:
             os.close(gate)
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        self._pass_gate()
         fd = self._open(self.path)
         self._flock(fd, fcntl.LOCK_SH)
-        self._shared_depth += 1
+        self._shared_fds.append(fd)
         try:
             yield
         finally:
-            self._shared_depth -= 1
+            self._shared_fds.pop()
             if fd is not None:
                 self._flock(fd, fcntl.LOCK_UN)
                 os.close(fd)
 
+    def yield_turn(self) -> None:
+        """Inside :meth:`shared`: let a measurement queued by another process run now, then go on.
+
+        A long training (a candidate climbing several rungs) calls this at its
+        pauses, so another worker's measurement waits for one piece of training,
+        not the whole trial. Without a queued measurement it returns at once.
+        Outside :meth:`shared` it does nothing.
+        """
+        held = [fd for fd in self._shared_fds if fd is not None]
+        if not held:
+            return
+        for fd in held:  # every hold of this lock: one left behind would block the measurement while it blocks us
+            self._flock(fd, fcntl.LOCK_UN)
+        self._pass_gate()
+        for fd in held:
+            self._flock(fd, fcntl.LOCK_SH)
+
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[bool]:
         """Yields whether the device really was held exclusively."""
-        if self._shared_depth:
+        if self._shared_fds:
             raise RuntimeError("DeviceLock.exclusive() inside shared() of the same lock would deadlock")
         gate = self._open(self.gate)
         self._flock(gate, fcntl.LOCK_EX)  # hold the turnstile while waiting for trainings to end

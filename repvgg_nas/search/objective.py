@@ -52,21 +52,24 @@ class _Objective:
     ``target`` is the study's wanted number of search trials: a trial first
     claims a slot (:func:`slots.admission`) and, when other workers have
     filled them all, is pruned untrained as surplus. ``lock`` serializes
-    throughput measurement against other local workers' training on the device.
+    throughput measurement against other local workers' training on the device; a
+    climbing candidate yields it between rungs (:meth:`DeviceLock.yield_turn`).
     ``on_step`` receives the training progress of each trial, ``on_event``
-    the rung decisions of a multi-fidelity search (:mod:`.rungs`).
+    the rung decisions of a multi-fidelity search (:mod:`.rungs`); a candidate
+    climbs a rung only if it would end before ``deadline`` (:func:`time.monotonic`).
     """
 
     def __init__(
         self, cfg: StudyConfig, data: DataBundle, device: torch.device, cache: ThroughputCache,
         paths: StudyPaths, on_step: StepCallback | None = None, target: int | None = None,
-        lock: DeviceLock | None = None, on_event: EventCallback | None = None,
+        lock: DeviceLock | None = None, on_event: EventCallback | None = None, deadline: float | None = None,
     ) -> None:
         self.cfg, self.data, self.device, self.cache = cfg, data, device, cache
         self.paths, self.on_step, self.on_event = paths, on_step, on_event
         self.target = target if target is not None else cfg.n_trials
         self.lock = lock if lock is not None else DeviceLock(device)
         self.worker = current_worker()
+        self.deadline = deadline
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         try:
@@ -200,7 +203,7 @@ class _Objective:
                 model, result = climb(
                     trial, spec, meas.images_per_s, fidelity=cfg.fidelity, train_cfg=train_cfg, init_seed=init_seed,
                     data=data, device=self.device, paths=self.paths, score=self._score, on_step=self.on_step,
-                    on_event=self.on_event,
+                    on_event=self.on_event, deadline=self.deadline, pause=self.lock.yield_turn,
                 )
             else:
                 model = init_model(spec, seed=init_seed, device=self.device)

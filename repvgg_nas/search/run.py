@@ -38,7 +38,7 @@ from ..storage import DEFAULT_HEARTBEAT_INTERVAL, FIXED_PARAMS, study_heartbeat
 from .connect import connect, recover_interrupted
 from .events import (
     EventCallback, Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, SearchEvent,
-    StudyStarted, TrialFinished, TrialTakenOver, Waiting,
+    StudyStarted, TimeUp, TrialFinished, TrialTakenOver, Waiting,
 )
 from .objective import ARCH_DIMENSIONS, _Objective, failure_reason
 from .slots import died, recover_trials, repeat_key, slot_state
@@ -309,7 +309,7 @@ def write_outputs(study: optuna.Study, out_dir: str | Path) -> tuple[Any, Any]:
 
 def _work(
     study: optuna.Study, objective: _Objective, after_trial: Callable[..., None], target: int,
-    timeout: float | None, on_event: EventCallback,
+    deadline: float | None, on_event: EventCallback,
 ) -> None:
     """Run trials until the study holds ``target`` finished search trials.
 
@@ -321,7 +321,6 @@ def _work(
     heartbeat, or :func:`slots.recover_trials` for storages without one),
     until the target is reached or nothing is in flight any more.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
     interval = study_heartbeat(study)
     poll = min(5.0, float(interval)) if interval is not None else 2.0
     said_wait = False
@@ -372,10 +371,15 @@ def run_search(
     report), ``"finalize"`` only prunes the front and writes the outputs, and
     ``"all"`` (one process) does both. ``on_event`` receives the search's
     events (:mod:`repvgg_nas.search.events`), and with ``progress`` also every
-    training step; nothing is printed.
+    training step; nothing is printed. ``timeout`` (default: the study's)
+    is this call's time budget in seconds: no trial starts after it, and a
+    candidate climbs a rung only if the rung would end before it; the trial
+    in flight, the linked re-trainings and the final re-measurement still run.
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    timeout = timeout if timeout is not None else cfg.timeout
+    deadline = None if timeout is None else time.monotonic() + timeout  # from this call: a resume gets it afresh
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     emit = on_event or _ignore
     paths = StudyPaths.of(cfg.name, reports_dir)
@@ -395,7 +399,8 @@ def run_search(
     cache = ThroughputCache(paths.throughput_cache)
     paths.checkpoints.mkdir(exist_ok=True)
     on_step = emit if (progress and on_event is not None) else None
-    objective = _Objective(cfg, data, train_device, cache, paths, on_step=on_step, target=target, on_event=emit)
+    objective = _Objective(cfg, data, train_device, cache, paths, on_step=on_step, target=target, on_event=emit,
+                           deadline=deadline)
 
     done = slot_state(study.get_trials(deepcopy=False), target).done
     remaining = max(0, target - done) if role != "finalize" else 0
@@ -418,7 +423,10 @@ def run_search(
     interrupted = False
     try:
         if remaining:
-            _work(study, objective, after_trial, target, timeout, emit)
+            _work(study, objective, after_trial, target, deadline, emit)
+            done = slot_state(study.get_trials(deepcopy=False), target).done
+            if deadline is not None and timeout is not None and done < target and time.monotonic() >= deadline:
+                emit(TimeUp(timeout, done, target))
         if slot_state(study.get_trials(deepcopy=False), target).finished:
             run_linked(study, cfg, objective, after_linked, emit)
         if cfg.prune is not None and role != "worker":

@@ -19,11 +19,17 @@ paused net from its rung checkpoint. A candidate stopped at a rung ends
 PRUNED (``prune_reason`` names the result that dominates it); only the top
 rung's result is an objective value, so the sampler and the front see the
 full budget only.
+
+A study with a time budget (``timeout``) also stops a promoted candidate
+whose next rung, at the seconds per epoch it has trained so far, would end
+after the deadline (``out_of_time`` in its rung record); references are
+never stopped, as every claim is measured against them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,16 +140,31 @@ def discard_paused(paths: StudyPaths, trial: optuna.Trial) -> None:
 
 
 def _stop_reason(rung: int, rungs: int, epochs: int, me: RungResult, by: RungResult) -> str:
-    return (f"{RUNG_STOPPED} at rung {rung + 1}/{rungs} ({epochs} epoch{'s' * (epochs != 1)}): trial {by.trial} "
-            f"dominates it ({by.accuracy:.3f} vs {me.accuracy:.3f} accuracy, "
-            f"{by.throughput:.1f} vs {me.throughput:.1f} img/s)")
+    return (f"{_at_rung(rung, rungs, epochs)}: trial {by.trial} dominates it ({by.accuracy:.3f} vs {me.accuracy:.3f} "
+            f"accuracy, {by.throughput:.1f} vs {me.throughput:.1f} img/s)")
+
+
+def _at_rung(rung: int, rungs: int, epochs: int) -> str:
+    return f"{RUNG_STOPPED} at rung {rung + 1}/{rungs} ({epochs} epoch{'s' * (epochs != 1)})"
+
+
+def next_rung_seconds(budgets: Sequence[int], rung: int, spent: float, mode: str) -> float:
+    """Training seconds rung ``rung + 1`` will take, at the seconds per epoch paid up to rung ``rung``.
+
+    ``spent`` is the candidate's training time so far: in ``continue`` mode one
+    run of ``budgets[rung]`` epochs, in ``retrain`` mode every lower rung's run.
+    """
+    paid = budgets[rung] if mode == "continue" else sum(budgets[: rung + 1])
+    more = budgets[rung + 1] - budgets[rung] if mode == "continue" else budgets[rung + 1]
+    return spent / max(paid, 1) * more
 
 
 def climb(
     trial: optuna.Trial, spec: RepVGGSpec, throughput: float, *, fidelity: FidelityConfig, train_cfg: TrainConfig,
     init_seed: int, data: DataBundle, device: torch.device, paths: StudyPaths,
     score: Callable[[nn.Module], tuple[float, float | None]],
-    on_step: StepCallback | None = None, on_event: EventCallback | None = None,
+    on_step: StepCallback | None = None, on_event: EventCallback | None = None, deadline: float | None = None,
+    pause: Callable[[], None] | None = None,
 ) -> tuple[nn.Module, TrainResult]:
     """Train a candidate rung by rung; return the net trained at the full budget and its result.
 
@@ -154,7 +175,11 @@ def climb(
     rung dominates it (the ``rungs`` attr holds every rung it finished,
     ``prune_reason`` says which trial stopped it). The caller fuses,
     evaluates and records the top rung as for a single-fidelity trial, then
-    calls :func:`record_top`.
+    calls :func:`record_top`. ``deadline`` (a :func:`time.monotonic` time,
+    from the study's ``timeout``) also stops a promoted candidate, not a
+    reference, whose next rung would end after it. ``pause()`` runs between
+    two rungs trained in this call (the objective lets a queued measurement
+    of another local worker take the device there).
     """
     budgets = fidelity.budgets(train_cfg.epochs)
     top = len(budgets) - 1
@@ -172,8 +197,9 @@ def climb(
         trial.set_user_attr(RUNG, records[-1]["rung"])
         last = records[-1]
         if not last["promoted"]:  # the killed trial was stopped but died before it said so
+            why = "the time budget ran out" if last.get("out_of_time") else f"trial {last['dominated_by']} dominates it"
             reason = str((source.user_attrs.get(PRUNE_REASON) if source is not None else None) or
-                         f"{RUNG_STOPPED} at rung {last['rung'] + 1}/{len(budgets)}: trial {last['dominated_by']} dominates it")
+                         f"{_at_rung(int(last['rung']), len(budgets), int(last['epochs']))}: {why}")
             trial.set_user_attr(PRUNE_REASON, reason)
             raise optuna.TrialPruned(reason)
 
@@ -191,9 +217,12 @@ def climb(
             load_state_dict_checked(model, ckpt.state_dict, source=str(paused))
             state = saved
     result: TrainResult | None = None
-    for k in range(len(records), len(budgets)):
+    first = len(records)
+    for k in range(first, len(budgets)):
         epochs = budgets[k]
         desc = f"trial {trial.number} rung {k + 1}/{len(budgets)}"
+        if pause is not None and k > first:  # between two rungs trained here
+            pause()
         if fidelity.mode == "retrain":  # each rung a run of its own, from the same initial weights
             model = init_model(spec, seed=init_seed, device=device)
             result = train(model, data, rung_train_config(train_cfg, epochs), device, progress=on_step, desc=desc)
@@ -218,13 +247,22 @@ def climb(
         reference = trial.user_attrs.get(REFERENCE)
         by = None if reference else dominating(mine, rung_results(trial.study.get_trials(deepcopy=False), k,
                                                                    exclude=own))
-        record["promoted"], record["dominated_by"] = by is None, None if by is None else by.trial
+        late = None
+        if by is None and not reference and deadline is not None:
+            need, left = next_rung_seconds(budgets, k, spent, fidelity.mode), deadline - time.monotonic()
+            if need > left:
+                late = (f"{_at_rung(k, len(budgets), epochs)}: the time budget ends in {max(left, 0):.0f} s and "
+                        f"rung {k + 2} needs about {need:.0f} s more")
+                record["out_of_time"] = True
+        promoted = by is None and late is None
+        record["promoted"], record["dominated_by"] = promoted, None if by is None else by.trial
         trial.set_user_attr(RUNGS, records)
         trial.set_user_attr(RUNG, k)
-        emit(RungDecided(trial.number, k, len(budgets), epochs, accuracy, throughput, by is None,
+        emit(RungDecided(trial.number, k, len(budgets), epochs, accuracy, throughput, promoted,
                          None if by is None else by.trial, reference))
-        if by is not None:
-            reason = _stop_reason(k, len(budgets), epochs, mine, by)
+        if not promoted:
+            reason = late if by is None else _stop_reason(k, len(budgets), epochs, mine, by)
+            assert reason is not None
             trial.set_user_attr(PRUNE_REASON, reason)
             paused.unlink(missing_ok=True)
             raise optuna.TrialPruned(reason)

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 STUDY_KEYS = (
-    "description", "space", "seed", "n_trials", "references",
+    "description", "space", "seed", "n_trials", "timeout", "references",
     "data", "train", "measure", "objectives", "sampler", "prune", "trust", "fidelity",
 )
 
@@ -246,6 +246,7 @@ class StudyConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     seed: int = 0
     n_trials: int = 12
+    timeout: float | None = None  # seconds: the search's time budget per run (see run_search)
     references: tuple[str, ...] = ()
     description: str = ""
     prune: PruneJob | None = None
@@ -322,6 +323,7 @@ def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override
     space = load_space(t.get("space", str))
     seed = t.get("seed", int, 0, min=0)
     n_trials = t.get("n_trials", int, 12, min=1)
+    timeout = t.get("timeout", float, None, min=1.0)
     refs = t.get("references", list, [])
     references = []
     for i, r in enumerate(refs):
@@ -355,6 +357,7 @@ def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override
         sampler=sampler,
         seed=seed,
         n_trials=n_trials,
+        timeout=timeout,
         references=tuple(references),
         description=description,
         prune=prune,

@@ -1,0 +1,142 @@
+"""Multi-fidelity vs single-fidelity search at equal wall time, both fronts re-trained with more seeds.
+
+    python -m repvgg_nas.search --study a_family --reports-dir /tmp/eq/mf
+    python -m repvgg_nas.search --study a_family --rungs 1 --reports-dir /tmp/eq/sf
+    python benchmarks/equal_time.py --mf /tmp/eq/mf --sf /tmp/eq/sf --seeds 1
+
+Issue 14 asks whether rungs find a better front in the same time. The two
+studies above run with the same time budget (the study's ``timeout``), so
+they cost the same wall time. This script then
+
+- prints each study's hypervolume against wall time (the report's
+  ``report_hypervolume_time.csv``, one reference point for both: the accuracy
+  floor of the multi-fidelity study's references, 0 images/s);
+- re-trains every searched member of each final front at the full budget
+  with the extra ``--seeds`` (initial weights and shuffle, as ``[trust]
+  seeds`` does) and recomputes both hypervolumes on the mean accuracy over
+  the study's seed and the extra ones. References are the same nets with the
+  same seed in both studies (training is deterministic on one machine), so
+  they keep their study figure unless ``--references`` re-trains them too;
+- says how long the multi-fidelity run took to reach the single-fidelity
+  run's final hypervolume.
+
+Throughput is each study's own measurement. Prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from repvgg_nas.attrs import SPEC
+from repvgg_nas.data import load_data
+from repvgg_nas.measure import environment
+from repvgg_nas.model import reparameterize
+from repvgg_nas.report.frames import report_trials_frame
+from repvgg_nas.report.hypervolume import hypervolume_2d, hypervolume_reference, hypervolume_time_frame
+from repvgg_nas.report.trust import pareto_mask
+from repvgg_nas.search import load_study_config
+from repvgg_nas.spec import RepVGGSpec
+from repvgg_nas.train import evaluate, init_model, train
+
+
+def _load(folder: Path, name: str) -> optuna.Study:
+    db = folder / name / "study.db"
+    if not db.is_file():
+        raise SystemExit(f"error: no study at {db}")
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+
+
+def _front(trials: pd.DataFrame) -> pd.DataFrame:
+    """Completed search trials (no linked re-trainings) on the final front, one row per architecture."""
+    done = trials[(trials["state"] == "COMPLETE") & trials["accuracy"].notna()]
+    for c in ("repeat_of", "train_epochs"):
+        if c in done:
+            done = done[done[c].isna()]
+    done = done.drop_duplicates("spec_hash")
+    mask = pareto_mask(done["accuracy"].to_numpy(float), done["throughput"].to_numpy(float))
+    return done[mask]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mf", type=Path, required=True, help="--reports-dir of the multi-fidelity run")
+    p.add_argument("--sf", type=Path, required=True, help="--reports-dir of the single-fidelity run")
+    p.add_argument("--study", default="a_family")
+    p.add_argument("--seeds", type=int, nargs="*", default=[1], help="extra training seeds for the front members "
+                   "(none: only the wall-time comparison)")
+    p.add_argument("--references", action="store_true", help="re-train the references with the extra seeds too")
+    args = p.parse_args()
+
+    cfg = load_study_config(args.study)
+    studies = {"multi-fidelity": _load(args.mf, args.study), "single-fidelity": _load(args.sf, args.study)}
+    frames = {k: report_trials_frame(s) for k, s in studies.items()}
+    ref_point, ref_text = hypervolume_reference(frames["multi-fidelity"])
+    env = environment("cpu", cfg.measure.resolved())
+    print(f"device: {env['cpu_model']}, {env['cpu_count']} cpus, ISA {env['cpu_capability']}, torch {env['torch']}; "
+          f"study {args.study}; hypervolume reference point: {ref_text}\n")
+
+    print("| run | trials (complete / stopped) | wall s of the last trial | final hypervolume (seed 0) | front |")
+    print("|---|---|---|---|---|")
+    curves = {}
+    for k, t in frames.items():
+        hv = hypervolume_time_frame(t, ref_point)
+        curves[k] = hv
+        front = _front(t)
+        stopped = int((t["state"] == "PRUNED").sum())
+        names = ", ".join(f"{r}" if isinstance(r, str) else f"trial {n}"
+                          for n, r in zip(front["number"], front.get("reference", [None] * len(front))))
+        print(f"| {k} | {int((t['state'] == 'COMPLETE').sum())} / {stopped} | {hv['elapsed_s'].max():.0f} | "
+              f"{hv['hypervolume'].iloc[-1]:.3f} | {names} |")
+
+    sf_final = curves["single-fidelity"]["hypervolume"].iloc[-1]
+    reached = curves["multi-fidelity"][curves["multi-fidelity"]["hypervolume"] >= sf_final]
+    sf_time = curves["single-fidelity"]["elapsed_s"].max()
+    if reached.empty:
+        print(f"\nThe multi-fidelity run never reached the single-fidelity run's final hypervolume ({sf_final:.3f}).")
+    else:
+        t = float(reached["elapsed_s"].iloc[0])
+        print(f"\nThe multi-fidelity run reached the single-fidelity run's final hypervolume ({sf_final:.3f}) after "
+              f"{t:.0f} s, {t / sf_time:.2f} of the single-fidelity run's {sf_time:.0f} s.")
+
+    data = load_data(cfg.data)
+    print(f"\nRe-training each front's searched members (and references: {args.references}) with seeds "
+          f"{args.seeds} at the full budget ({cfg.train.epochs} epochs)\n")
+    print("| run | trial | reference | img/s | seed 0 (study) | " + " | ".join(f"seed {s}" for s in args.seeds)
+          + " | mean | train s |")
+    print("|---|---|---|---|---|" + "---|" * len(args.seeds) + "---|---|")
+    ratios = {}
+    for k, study in studies.items():
+        front = _front(frames[k])
+        by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+        points = []
+        for _, r in front.iterrows():
+            ref = r.get("reference")
+            is_ref = isinstance(ref, str) and bool(ref)
+            accs = [float(r["accuracy"])]
+            t0 = time.perf_counter()
+            if args.references or not is_ref:
+                spec = RepVGGSpec.from_dict(by_number[int(r["number"])].user_attrs[SPEC])
+                for s in args.seeds:
+                    model = init_model(spec, seed=s)
+                    train(model, data, cfg.train.replace(seed=s), "cpu")
+                    accs.append(evaluate(reparameterize(model), data))
+            spent = time.perf_counter() - t0
+            mean = statistics.fmean(accs)
+            points.append((mean, float(r["throughput"])))
+            extra = " | ".join(f"{a:.3f}" for a in accs[1:]) if len(accs) > 1 else " | ".join("" for _ in args.seeds)
+            print(f"| {k} | {int(r['number'])} | {ref if is_ref else ''} | {r['throughput']:.1f} | {accs[0]:.3f} | "
+                  f"{extra} | {mean:.3f} | {spent:.0f} |", flush=True)
+        ratios[k] = hypervolume_2d(points, ref_point)
+    mf, sf = ratios["multi-fidelity"], ratios["single-fidelity"]
+    print(f"\nhypervolume on mean accuracy: multi-fidelity {mf:.3f}, single-fidelity {sf:.3f}, "
+          f"ratio {mf / sf if sf else float('nan'):.2f}")
+
+
+if __name__ == "__main__":
+    main()
