@@ -41,7 +41,7 @@ def main() -> None:
 
     cfg = load_study_config(args.study, {"measure.runtime": INT8, "n_trials": args.n_trials,
                                          "references": list(args.references)})
-    cfg = cfg.replace(name=f"{cfg.name}_int8")
+    cfg = cfg.replace(name=f"{cfg.name}_int8", timeout=None)  # all --n-trials, however long they take
     env = environment("cpu", cfg.measure.resolved())
     print(f"device: {env['cpu_model']}, {env['cpu_count']} cpus, ISA {env['cpu_capability']}, torch {env['torch']}")
     t0 = time.perf_counter()

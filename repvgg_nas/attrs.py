@@ -16,7 +16,7 @@ __all__ = [
     "INTERRUPTED", "DUPLICATE", "arch_key",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
-    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED",
+    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME",
     "STUDY_NAME", "STUDY_DESCRIPTION", "STUDY_SEED", "STUDY_N_TRIALS", "STUDY_REFERENCES", "STUDY_DATA",
     "STUDY_TRAIN", "STUDY_MEASURE", "STUDY_OBJECTIVES", "STUDY_SAMPLER", "STUDY_PRUNE",
 ]
@@ -38,9 +38,10 @@ TRAIN_SEED = "train_seed"  # init and shuffle seed of an extra-seed repeat (abse
 TRAIN_EPOCHS = "train_epochs"  # epochs of a long re-training (absent: the study's proxy budget)
 # Multi-fidelity search ([fidelity]): a candidate's results at the rungs of the training budget.
 RUNGS = "rungs"  # list of {rung, epochs, accuracy, float_accuracy, images_per_s, train_seconds, promoted,
-#                  dominated_by}, lowest rung first (accuracy: the objective's, e.g. the INT8 net's)
+#                  dominated_by[, out_of_time]}, lowest rung first (accuracy: the objective's, e.g. the INT8 net's)
 RUNG = "rung"  # the highest rung the candidate finished (0-based; the top rung is the full budget)
 RUNG_STOPPED = "stopped"  # prune_reason prefix of a candidate not promoted past a rung
+RUNG_OUT_OF_TIME = "out_of_time"  # rung record key: stopped by the study's time budget, nothing dominated it
 
 # ---- trial user attrs: what it measured ---------------------------------------------
 ACCURACY = "accuracy"  # the accuracy objective: of the INT8 net under a quantized runtime

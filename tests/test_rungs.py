@@ -793,6 +793,10 @@ def test_timeout_key_is_validated_and_shown_in_the_plan(tmp_path, capsys):
     assert "time budget 90 s: no trial starts after it, and a candidate climbs only to a rung it can finish" in out
     assert main(["--study", str(study), "--reports-dir", str(tmp_path), "--dry-run", "--timeout", "600"]) == 0
     assert "time budget 10 min" in capsys.readouterr().out
+    assert main(["--study", str(study), "--reports-dir", str(tmp_path), "--dry-run", "--timeout", "0"]) == 0
+    assert "time budget" not in capsys.readouterr().out  # 0: none
+    with pytest.raises(ConfigError, match=r"--timeout must be a number of seconds >= 0 \(0: no time budget\)"):
+        main(["--study", str(study), "--reports-dir", str(tmp_path), "--dry-run", "--timeout", "-5"])
 
 
 def test_a_candidate_whose_next_rung_would_end_late_is_stopped_but_a_reference_climbs(tmp_path, monkeypatch):
@@ -826,6 +830,13 @@ def test_a_candidate_whose_next_rung_would_end_late_is_stopped_but_a_reference_c
     assert not frame[frame["number"] == 0]["out_of_time"].any()
     check_records(res.study, BUDGETS)
     check_in_order(res.study)
+    # Out of time says nothing about the architecture: sampled again in a later run, it trains, not a copy.
+    monkeypatch.undo()
+    Script([entries[1]]).install(monkeypatch)
+    res.study.enqueue_trial(entries[1][0])
+    again = run_search(load_study_config(path), n_trials=3, reports_dir=reports, progress=False).study.trials[2]
+    assert again.user_attrs.get("duplicate_of") is None and again.state == TS.COMPLETE
+    assert len(rung_records(again)) == 3 and not any(r.get("out_of_time") for r in rung_records(again))
 
 
 def test_a_spent_time_budget_starts_no_trial_and_says_so(tmp_path, capsys):

@@ -139,7 +139,8 @@ def _fidelity_rows(study: optuna.Study) -> list[tuple[str, str, Any]]:
     fid = study.user_attrs.get(attrs.STUDY_FIDELITY) or {}
     how = ", ".join(f"{k} {fid[k]}" for k in ("reduction_factor", "mode") if fid.get(k) is not None)
     return [("proxy task", "multi-fidelity", f"{len(budgets)} rungs of {', '.join(map(str, budgets))} epochs"
-             + (f" ({how})" if how else "") + "; a candidate climbs while no result at its rung dominates it")]
+             + (f" ({how})" if how else "") + "; a candidate climbs while no result at its rung dominates it (and, with a time budget, while its "
+             "next rung fits in it)")]
 
 
 def _resolution(side: Any, meaning: str) -> str:

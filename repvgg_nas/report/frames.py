@@ -293,8 +293,12 @@ def front_table_frame(trials: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame
 
 
 def _reason_kind(reason: str) -> str:
-    """A reason as counted in the status table: a rung stop without the trial that dominated it."""
-    return reason.split(":", 1)[0] if reason.startswith(attrs.RUNG_STOPPED) else reason
+    """A reason as counted in the status table: a rung stop without the trial that dominated it
+    (a stop by the time budget is counted apart)."""
+    if not reason.startswith(attrs.RUNG_STOPPED):
+        return reason
+    head, _, why = reason.partition(":")
+    return f"{head}: out of time" if "time budget" in why else head
 
 
 def status_frame(trials: pd.DataFrame) -> pd.DataFrame:

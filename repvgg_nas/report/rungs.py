@@ -85,7 +85,7 @@ def _final_state(t: FrozenTrial, records: Sequence[dict[str, Any]], n_rungs: int
     """``climbed to top``, ``stopped at rung k/n (e epochs)``, or the state after the last finished rung."""
     for r in records:
         if r.get("promoted") is False:
-            late = ", out of time" if r.get("out_of_time") else ""
+            late = ", out of time" if r.get(attrs.RUNG_OUT_OF_TIME) else ""
             return f"stopped at rung {int(r['rung']) + 1}/{n_rungs} ({_epochs_text(r.get('epochs'))}{late})"
     last = int(records[-1]["rung"])
     if t.state == optuna.trial.TrialState.COMPLETE and last >= n_rungs - 1:
@@ -133,7 +133,7 @@ def rungs_frame(source: optuna.Study | Iterable[FrozenTrial], budgets: Sequence[
                 "throughput": r.get("images_per_s"), "train_seconds": r.get("train_seconds"),
                 "promoted": r.get("promoted"),
                 "dominated_by": int(by) if isinstance(by, (int, float)) and not isinstance(by, bool) else None,
-                "out_of_time": bool(r.get("out_of_time")),
+                "out_of_time": bool(r.get(attrs.RUNG_OUT_OF_TIME)),
                 "stopped": r.get("promoted") is False, "final_state": final, "state": t.state.name,
                 "arch": t.user_attrs.get(attrs.ARCH),
             })

@@ -192,7 +192,7 @@ def pareto_table(pareto: Any) -> str:
 def budget_text(cfg: StudyConfig, timeout: float | None = None) -> str:
     """One line on what each candidate's training costs (its rungs, or the one budget) and the time budget."""
     f, epochs = cfg.fidelity, cfg.train.epochs
-    timeout = timeout if timeout is not None else cfg.timeout
+    timeout = cfg.timeout if timeout is None else timeout or None  # 0: no time budget
     if not f.multi:
         text = f"{epochs} epochs per candidate (single fidelity)"
     else:
@@ -220,8 +220,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", required=True, help="study name in studies/ (a_family, b_family, quick) or a .toml path")
     parser.add_argument("--n-trials", type=int, help="total finished trials wanted (default: the study's n_trials)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time budget of this run (default: the "
-                        "study's timeout): no trial starts after it, and no candidate climbs to a rung it cannot "
-                        "finish within it; the same command again searches for another budget")
+                        "study's timeout; 0: none): no trial starts after it, and no candidate climbs to a rung it "
+                        "cannot finish within it; the same command again searches for another budget")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train and measure on this device (sets [measure].device)")
     parser.add_argument("--storage", help="Optuna storage URL: sqlite:///PATH, postgresql://USER@HOST/DB or "
                         "journal:PATH; several processes may share one (default sqlite:///reports/<study>/study.db)")
@@ -255,8 +255,8 @@ def _parser() -> argparse.ArgumentParser:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.n_trials is not None and args.n_trials < 1:
         parser.error(f"--n-trials must be >= 1, got {args.n_trials}")
-    if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
-        parser.error(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.timeout is not None and not (args.timeout >= 0 and math.isfinite(args.timeout)):
+        parser.error(f"--timeout must be a number of seconds >= 0 (0: no time budget), got {args.timeout}")
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     if args.heartbeat_interval < 1:
@@ -323,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     console = Console(progress=not args.no_progress)
     common = dict(
-        storage=args.storage, n_trials=args.n_trials, timeout=args.timeout, device=args.device,
+        storage=args.storage, n_trials=args.n_trials, timeout=math.inf if args.timeout == 0 else args.timeout,
+        device=args.device,
         reports_dir=args.reports_dir, progress=not args.no_progress,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, on_event=console,
     )

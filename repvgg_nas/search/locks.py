@@ -89,14 +89,17 @@ class DeviceLock:
     def _pass_gate(self) -> None:
         """Pass the turnstile: wait while a measurement is queued or running."""
         gate = self._open(self.gate)
-        self._flock(gate, fcntl.LOCK_EX)
-        self._flock(gate, fcntl.LOCK_UN)
-        if gate is not None:
-            os.close(gate)
+        try:
+            self._flock(gate, fcntl.LOCK_EX)
+        finally:
+            if gate is not None:
+                self._flock(gate, fcntl.LOCK_UN)
+                os.close(gate)
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        self._pass_gate()
+        if not self._shared_fds:  # a nested hold must not queue behind a measurement its outer hold blocks
+            self._pass_gate()
         fd = self._open(self.path)
         self._flock(fd, fcntl.LOCK_SH)
         self._shared_fds.append(fd)

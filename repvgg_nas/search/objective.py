@@ -33,7 +33,7 @@ from ..train import DivergenceError, StepCallback, evaluate, init_model, train
 from .events import EventCallback
 from .launch import current_worker
 from .locks import DeviceLock
-from .rungs import climb, discard_paused, record_top
+from .rungs import climb, discard_paused, out_of_time, record_top
 from .slots import admission, repeat_taken
 from .study import StudyConfig
 
@@ -245,14 +245,16 @@ class _Objective:
 
 def _finished_twin(trial: optuna.Trial, spec_hash: str, stopped: bool = True) -> optuna.trial.FrozenTrial | None:
     """An earlier search trial of the same architecture that completed or else (``stopped``) was stopped
-    at a rung; a completed one is preferred."""
+    at a rung by a result that dominates it; a completed one is preferred. A stop by the time budget says
+    nothing about the architecture: such a twin is not copied, the candidate trains again."""
     twins = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
              if t.user_attrs.get(SPEC_HASH) == spec_hash and t.user_attrs.get(REPEAT_OF) is None]
     done = [t for t in twins if t.state == TrialState.COMPLETE]
     if done:
         return done[0]
     if stopped:
-        return next((t for t in twins if str(t.user_attrs.get(PRUNE_REASON, "")).startswith(RUNG_STOPPED)), None)
+        return next((t for t in twins if str(t.user_attrs.get(PRUNE_REASON, "")).startswith(RUNG_STOPPED)
+                     and not out_of_time(t)), None)
     return None
 
 

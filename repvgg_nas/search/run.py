@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -371,14 +372,16 @@ def run_search(
     report), ``"finalize"`` only prunes the front and writes the outputs, and
     ``"all"`` (one process) does both. ``on_event`` receives the search's
     events (:mod:`repvgg_nas.search.events`), and with ``progress`` also every
-    training step; nothing is printed. ``timeout`` (default: the study's)
-    is this call's time budget in seconds: no trial starts after it, and a
-    candidate climbs a rung only if the rung would end before it; the trial
-    in flight, the linked re-trainings and the final re-measurement still run.
+    training step; nothing is printed. ``timeout`` (default: the study's;
+    ``math.inf``: none) is this call's time budget in seconds, counted from
+    the call: no trial starts after it, and a candidate climbs a rung only if
+    the rung would end before it. The trial in flight and the final
+    re-measurement still run; linked re-trainings (``[trust]``) wait until a
+    run reaches ``n_trials``.
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    timeout = timeout if timeout is not None else cfg.timeout
+    timeout = cfg.timeout if timeout is None else None if math.isinf(timeout) else timeout
     deadline = None if timeout is None else time.monotonic() + timeout  # from this call: a resume gets it afresh
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     emit = on_event or _ignore

@@ -39,7 +39,7 @@ import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from ..attrs import PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, RUNG, RUNG_STOPPED, RUNGS, SURPLUS
+from ..attrs import PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, RUNG, RUNG_OUT_OF_TIME, RUNG_STOPPED, RUNGS, SURPLUS
 from ..checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..data import DataBundle
 from ..layout import StudyPaths
@@ -53,7 +53,7 @@ from .study import FidelityConfig
 
 __all__ = [
     "RungResult", "rung_records", "rung_results", "dominating", "climb", "record_top", "stopped_at", "discard_paused",
-    "rung_train_config",
+    "rung_train_config", "next_rung_seconds", "out_of_time",
 ]
 
 
@@ -177,9 +177,9 @@ def climb(
     evaluates and records the top rung as for a single-fidelity trial, then
     calls :func:`record_top`. ``deadline`` (a :func:`time.monotonic` time,
     from the study's ``timeout``) also stops a promoted candidate, not a
-    reference, whose next rung would end after it. ``pause()`` runs between
-    two rungs trained in this call (the objective lets a queued measurement
-    of another local worker take the device there).
+    reference, whose next rung would end after it. ``pause()`` runs at
+    the end of each rung below the top, before the decision (the objective
+    lets a queued measurement of another local worker take the device there).
     """
     budgets = fidelity.budgets(train_cfg.epochs)
     top = len(budgets) - 1
@@ -197,7 +197,7 @@ def climb(
         trial.set_user_attr(RUNG, records[-1]["rung"])
         last = records[-1]
         if not last["promoted"]:  # the killed trial was stopped but died before it said so
-            why = "the time budget ran out" if last.get("out_of_time") else f"trial {last['dominated_by']} dominates it"
+            why = "the time budget ran out" if last.get(RUNG_OUT_OF_TIME) else f"trial {last['dominated_by']} dominates it"
             reason = str((source.user_attrs.get(PRUNE_REASON) if source is not None else None) or
                          f"{_at_rung(int(last['rung']), len(budgets), int(last['epochs']))}: {why}")
             trial.set_user_attr(PRUNE_REASON, reason)
@@ -217,12 +217,9 @@ def climb(
             load_state_dict_checked(model, ckpt.state_dict, source=str(paused))
             state = saved
     result: TrainResult | None = None
-    first = len(records)
-    for k in range(first, len(budgets)):
+    for k in range(len(records), len(budgets)):
         epochs = budgets[k]
         desc = f"trial {trial.number} rung {k + 1}/{len(budgets)}"
-        if pause is not None and k > first:  # between two rungs trained here
-            pause()
         if fidelity.mode == "retrain":  # each rung a run of its own, from the same initial weights
             model = init_model(spec, seed=init_seed, device=device)
             result = train(model, data, rung_train_config(train_cfg, epochs), device, progress=on_step, desc=desc)
@@ -239,21 +236,26 @@ def climb(
             assert state is not None
             save_checkpoint(paused, model, spec, meta={"trial": trial.number, "rung": k},
                             train_state=state.to_dict())
+        scored = time.monotonic()
         accuracy, float_accuracy = score(reparameterize(model))
+        scored = time.monotonic() - scored
         mine = RungResult(trial.number, accuracy, throughput)
         record = _record(k, epochs, accuracy, float_accuracy, throughput, spent)
         records.append(record)
         trial.set_user_attr(RUNGS, records)  # visible to other workers before this one decides
+        if pause is not None:  # a rung's end: a measurement another worker has queued runs now, before the decision
+            pause()
         reference = trial.user_attrs.get(REFERENCE)
         by = None if reference else dominating(mine, rung_results(trial.study.get_trials(deepcopy=False), k,
                                                                    exclude=own))
         late = None
         if by is None and not reference and deadline is not None:
-            need, left = next_rung_seconds(budgets, k, spent, fidelity.mode), deadline - time.monotonic()
+            need = next_rung_seconds(budgets, k, spent, fidelity.mode) + scored  # and its evaluation
+            left = deadline - time.monotonic()
             if need > left:
                 late = (f"{_at_rung(k, len(budgets), epochs)}: the time budget ends in {max(left, 0):.0f} s and "
                         f"rung {k + 2} needs about {need:.0f} s more")
-                record["out_of_time"] = True
+                record[RUNG_OUT_OF_TIME] = True
         promoted = by is None and late is None
         record["promoted"], record["dominated_by"] = promoted, None if by is None else by.trial
         trial.set_user_attr(RUNGS, records)
@@ -285,6 +287,12 @@ def record_top(trial: optuna.Trial, fidelity: FidelityConfig, train_epochs: int,
     records.append(_record(len(budgets) - 1, budgets[-1], accuracy, float_accuracy, throughput, train_seconds))
     trial.set_user_attr(RUNGS, records)
     trial.set_user_attr(RUNG, len(budgets) - 1)
+
+
+def out_of_time(t: FrozenTrial) -> bool:
+    """Whether a candidate was stopped by the time budget (nothing dominated it: its architecture is no worse)."""
+    records = rung_records(t)
+    return bool(records) and bool(records[-1].get(RUNG_OUT_OF_TIME))
 
 
 def stopped_at(records: Sequence[dict[str, Any]]) -> int | None:
