@@ -52,7 +52,7 @@ from .test_scale import HEARTBEAT, child_env, load, postgres, run_workers_and_ki
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 TS = optuna.trial.TrialState
 
-FIDELITY = '[fidelity]\nrungs = 3\nreduction_factor = 2\n[sampler]\nname = "random"\n'
+FIDELITY = '[fidelity]\nrungs = 3\nreduction_factor = 2\nmode = "continue"\n[sampler]\nname = "random"\n'
 EPOCHS = 4
 BUDGETS = (1, 2, 4)  # rungs of 4 epochs with reduction factor 2
 
@@ -235,16 +235,16 @@ def test_rung_budgets():
     assert FidelityConfig(rungs=3, reduction_factor=3).budgets(24) == (3, 8, 24)
     assert FidelityConfig(rungs=3, reduction_factor=2).budgets(EPOCHS) == BUDGETS
     assert FidelityConfig(rungs=1).budgets(7) == (7,) and not FidelityConfig(rungs=1).multi
-    assert FidelityConfig().multi and FidelityConfig().mode == "continue"
+    assert FidelityConfig().multi and FidelityConfig().mode == "retrain"
 
 
 def test_fidelity_table_is_validated(tmp_path):
     cfg = load_study_config(write_tiny_study(tmp_path / "ok", epochs=9, tail="[fidelity]\n"))
-    assert (cfg.fidelity.rungs, cfg.fidelity.reduction_factor, cfg.fidelity.mode) == (3, 3, "continue")
+    assert (cfg.fidelity.rungs, cfg.fidelity.reduction_factor, cfg.fidelity.mode) == (3, 3, "retrain")
     assert cfg.fidelity.budgets(9) == (1, 3, 9)
-    assert cfg.to_dict()["fidelity"] == {"rungs": 3, "reduction_factor": 3, "mode": "continue", "budgets": [1, 3, 9]}
-    retrain = load_study_config(write_tiny_study(tmp_path / "rt", epochs=9, tail='[fidelity]\nmode = "retrain"\n'))
-    assert retrain.fidelity.mode == "retrain"
+    assert cfg.to_dict()["fidelity"] == {"rungs": 3, "reduction_factor": 3, "mode": "retrain", "budgets": [1, 3, 9]}
+    cont = load_study_config(write_tiny_study(tmp_path / "ct", epochs=9, tail='[fidelity]\nmode = "continue"\n'))
+    assert cont.fidelity.mode == "continue"
     absent = load_study_config(write_tiny_study(tmp_path / "none", epochs=9))
     assert absent.fidelity == FidelityConfig(rungs=1) and not absent.fidelity.multi
     for name, epochs, tail, message in [
@@ -274,7 +274,8 @@ def test_rungs_flag_overrides_the_table(tmp_path, capsys):
         assert main(["--study", str(study), "--reports-dir", str(tmp_path), "--dry-run", *extra]) == 0
         return capsys.readouterr().out
 
-    assert "rungs of 1, 3, 9 epochs (reduction factor 3, continue)" in dry(multi)
+    assert "rungs of 1, 3, 9 epochs (reduction factor 3, retrain): a candidate climbs while no result at its rung " \
+           "dominates it; references train only the full 9" in dry(multi)
     assert "9 epochs per candidate (single fidelity)" in dry(multi, "--rungs", "1")
     assert "rungs of 1, 3, 9 epochs" in dry(plain, "--rungs", "3")
     with pytest.raises(ConfigError, match="--rungs"):  # the error names the flag that caused it
@@ -287,7 +288,7 @@ def test_resuming_with_another_fidelity_is_refused(tmp_path):
     cfg = load_study_config(path)
     open_study(cfg, url)
     open_study(load_study_config(path), url)  # the same settings resume
-    for overrides, key in [({"fidelity.rungs": 2}, "fidelity.rungs"), ({"fidelity.mode": "retrain"}, "fidelity.mode"),
+    for overrides, key in [({"fidelity.rungs": 2}, "fidelity.rungs"), ({"fidelity.mode": "continue"}, "fidelity.mode"),
                            ({"fidelity.reduction_factor": 2}, "fidelity.reduction_factor"),
                            ({"fidelity.rungs": 1}, "fidelity.rungs")]:
         with pytest.raises(ConfigError, match=rf"created with {key} = .*resuming would mix results"):
@@ -319,10 +320,13 @@ def check_records(study: optuna.Study, budgets: tuple[int, ...]) -> None:
     """What holds for any multi-fidelity study, however many workers ran it."""
     top = len(budgets) - 1
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    retrain = (study.user_attrs.get("fidelity") or {}).get("mode") == "retrain"
     for t in _search(study):
         recs = rung_records(t)
         ua = t.user_attrs
-        assert [r["rung"] for r in recs] == list(range(len(recs))), (t.number, recs)
+        full_only = bool(ua.get("reference")) and retrain  # a retrain-mode reference trains the full budget only
+        rungs = list(range(len(recs))) if not full_only else [top] * len(recs)
+        assert [r["rung"] for r in recs] == rungs, (t.number, recs)
         assert all(r["epochs"] == budgets[r["rung"]] for r in recs)
         if ua.get("duplicate_of") is not None:  # an architecture seen before: the twin's records and fate
             twin = by_number[ua["duplicate_of"]]
@@ -331,7 +335,7 @@ def check_records(study: optuna.Study, budgets: tuple[int, ...]) -> None:
         if ua.get("reference"):
             assert all(r["promoted"] is not False for r in recs), t.number  # references always climb
         if t.state == TS.COMPLETE:  # climbed every rung; the top one is the trial's result
-            assert [r["rung"] for r in recs] == list(range(len(budgets))), (t.number, recs)
+            assert [r["rung"] for r in recs] == ([top] if full_only else list(range(len(budgets)))), (t.number, recs)
             assert all(r["promoted"] is True and r["dominated_by"] is None for r in recs[:-1])
             assert recs[-1]["promoted"] is None and recs[-1]["rung"] == top
             assert t.values == [recs[-1]["accuracy"], recs[-1]["images_per_s"]] and ua["rung"] == top
@@ -529,7 +533,7 @@ def test_resume_mid_rung_redoes_nothing_decided(tmp_path, monkeypatch, scripted)
 def test_retrain_mode_trains_each_rung_afresh(tmp_path, monkeypatch):
     entries = [SCENARIO[0], SCENARIO[1]]
     path, reports = _prepare(tmp_path, n=2, queued=[p for p, _, _ in entries],
-                             tail=FIDELITY.replace("[sampler]", 'mode = "retrain"\n[sampler]'))
+                             tail=FIDELITY.replace('mode = "continue"', 'mode = "retrain"'))
     Script(entries).install(monkeypatch)
     real_train = rungs_mod.train
     calls: list[tuple[int, Any, Any]] = []
@@ -540,8 +544,10 @@ def test_retrain_mode_trains_each_rung_afresh(tmp_path, monkeypatch):
 
     monkeypatch.setattr(rungs_mod, "train", train)
     res = run_search(load_study_config(path), reports_dir=reports, progress=False)
-    assert calls == [(1, None, None), (2, None, None), (4, None, None), (1, None, None), (2, None, None)]
-    assert [t.state for t in res.study.trials] == [TS.COMPLETE, TS.PRUNED]
+    # The reference trains the full budget only; the candidate, judged against nothing at the lower rungs, climbs.
+    assert calls == [(4, None, None), (1, None, None), (2, None, None), (4, None, None)]
+    assert [t.state for t in res.study.trials] == [TS.COMPLETE, TS.COMPLETE]
+    assert [r["rung"] for r in rung_records(res.study.trials[0])] == [2]
     check_records(res.study, BUDGETS)
     assert not StudyPaths.of("tiny", reports).rung_checkpoints.exists() or \
         list(StudyPaths.of("tiny", reports).rung_checkpoints.glob("*")) == []

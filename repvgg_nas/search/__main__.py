@@ -198,7 +198,8 @@ def budget_text(cfg: StudyConfig, timeout: float | None = None) -> str:
     else:
         rungs = ", ".join(str(b) for b in f.budgets(epochs))
         text = (f"rungs of {rungs} epochs (reduction factor {f.reduction_factor}, {f.mode}): a candidate climbs "
-                f"while no result at its rung dominates it; references always reach {epochs}")
+                f"while no result at its rung dominates it; references "
+                + (f"train only the full {epochs}" if f.mode == "retrain" else f"always reach {epochs}"))
     if timeout is None:
         return text
     return (f"{text}; time budget {_duration(timeout)}: no trial starts after it"

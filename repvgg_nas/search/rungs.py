@@ -6,8 +6,11 @@ al., Syne Tune) ranks a rung by non-dominated sorting when there are several
 objectives. Here the rule is the plainest multi-objective one: a candidate
 that has trained to rung ``k`` goes on to rung ``k + 1`` when no result at
 rung ``k`` dominates it (rung accuracy and measured throughput, which is
-exact and cheap). References always climb to the top, and their rung results
-are the first yardsticks of every rung.
+exact and cheap). References always climb to the top and pay nothing extra
+for the rungs: in ``continue`` mode their rung results, read on the way, are
+the first yardsticks of every rung; in ``retrain`` mode (the default) a
+lower rung is a run of its own, so they train the full budget only and the
+candidates are judged at the lower rungs against each other.
 
 Optuna's pruners do not support multi-objective studies, so this layer sits
 beside the sampler: the climb happens inside one trial (the model stays in
@@ -217,8 +220,11 @@ def climb(
             load_state_dict_checked(model, ckpt.state_dict, source=str(paused))
             state = saved
     result: TrainResult | None = None
+    reference = trial.user_attrs.get(REFERENCE)
     for k in range(len(records), len(budgets)):
         epochs = budgets[k]
+        if reference and fidelity.mode == "retrain" and k < top:
+            continue  # its lower rungs would be runs of their own, paid only to be yardsticks: the full one alone
         desc = f"trial {trial.number} rung {k + 1}/{len(budgets)}"
         if fidelity.mode == "retrain":  # each rung a run of its own, from the same initial weights
             model = init_model(spec, seed=init_seed, device=device)
@@ -245,7 +251,6 @@ def climb(
         trial.set_user_attr(RUNGS, records)  # visible to other workers before this one decides
         if pause is not None:  # a rung's end: a measurement another worker has queued runs now, before the decision
             pause()
-        reference = trial.user_attrs.get(REFERENCE)
         by = None if reference else dominating(mine, rung_results(trial.study.get_trials(deepcopy=False), k,
                                                                    exclude=own))
         late = None
