@@ -75,6 +75,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="*", default=[1], help="extra training seeds for the front members "
                    "(none: only the wall-time comparison)")
     p.add_argument("--references", action="store_true", help="re-train the references with the extra seeds too")
+    p.add_argument("--relative-to", metavar="REFERENCE", help="measure speed in units of this reference's img/s "
+                   "in the same study (e.g. RepVGG-A0): runs hours apart on a shared machine see different speeds")
     p.add_argument("--at", type=float, help="compare at this many seconds from each study's start "
                    "(default: when the first of the two runs' last trial ended)")
     args = p.parse_args()
@@ -82,10 +84,18 @@ def main() -> None:
     cfg = load_study_config(args.study)
     studies = {"multi-fidelity": _load(args.mf, args.study), "single-fidelity": _load(args.sf, args.study)}
     frames = {k: report_trials_frame(s) for k, s in studies.items()}
+    unit = "img/s"
+    if args.relative_to:
+        unit = f"x {args.relative_to}"
+        for k, t in frames.items():
+            ref = t[t["reference"] == args.relative_to]
+            if ref.empty:
+                raise SystemExit(f"error: the {k} study has no reference {args.relative_to!r}")
+            t["throughput"] = t["throughput"] / float(ref["throughput"].iloc[0])
     ref_point, ref_text = hypervolume_reference(frames["multi-fidelity"])
     env = environment("cpu", cfg.measure.resolved())
     print(f"device: {env['cpu_model']}, {env['cpu_count']} cpus, ISA {env['cpu_capability']}, torch {env['torch']}; "
-          f"study {args.study}; hypervolume reference point: {ref_text}\n")
+          f"study {args.study}; hypervolume reference point: {ref_text}; speed in {unit}\n")
 
     ends = {k: float(elapsed_seconds(t).max()) for k, t in frames.items()}
     at = args.at if args.at is not None else min(ends.values())
@@ -118,7 +128,7 @@ def main() -> None:
     data = load_data(cfg.data)
     print(f"\nRe-training each front's searched members (and references: {args.references}) with seeds "
           f"{args.seeds} at the full budget ({cfg.train.epochs} epochs)\n")
-    print("| run | trial | reference | img/s | seed 0 (study) | " + " | ".join(f"seed {s}" for s in args.seeds)
+    print(f"| run | trial | reference | {unit} | seed 0 (study) | " + " | ".join(f"seed {s}" for s in args.seeds)
           + " | mean | train s |")
     print("|---|---|---|---|---|" + "---|" * len(args.seeds) + "---|---|")
     ratios = {}
@@ -141,7 +151,7 @@ def main() -> None:
             mean = statistics.fmean(accs)
             points.append((mean, float(r["throughput"])))
             extra = " | ".join(f"{a:.3f}" for a in accs[1:]) if len(accs) > 1 else " | ".join("" for _ in args.seeds)
-            print(f"| {k} | {int(r['number'])} | {ref if is_ref else ''} | {r['throughput']:.1f} | {accs[0]:.3f} | "
+            print(f"| {k} | {int(r['number'])} | {ref if is_ref else ''} | {r['throughput']:.2f} | {accs[0]:.3f} | "
                   f"{extra} | {mean:.3f} | {spent:.0f} |", flush=True)
         ratios[k] = hypervolume_2d(points, ref_point)
     mf, sf = ratios["multi-fidelity"], ratios["single-fidelity"]

@@ -130,7 +130,7 @@ class Console:
                 self._write(f"trial {e.trial}{ref} rung {e.rung + 1}/{e.rungs} ({e.epochs} epoch{'s' * (e.epochs != 1)}): "
                             f"acc {e.accuracy:.3f}, {e.throughput:.0f} img/s -> climbs to rung {e.rung + 2}")
         elif isinstance(e, TimeUp):
-            _say(f"time budget of {_duration(e.timeout)} spent: {e.done} of {e.target} trials finished; run the same "
+            self._write(f"time budget of {_duration(e.timeout)} spent: {e.done} of {e.target} trials finished; run the same "
                  f"command again to search for another {_duration(e.timeout)} (--timeout SECONDS sets the budget)")
         elif isinstance(e, Interrupted):
             _say("interrupted: completed trials are saved; run the same command again to resume")
