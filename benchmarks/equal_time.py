@@ -132,6 +132,7 @@ def main() -> None:
           + " | mean | train s |")
     print("|---|---|---|---|---|" + "---|" * len(args.seeds) + "---|---|")
     ratios = {}
+    trained: dict[tuple[str, int], float] = {}  # (spec hash, seed) -> accuracy: a net both runs found is trained once
     for k, study in studies.items():
         front = _front(frames[k], at)
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -144,9 +145,11 @@ def main() -> None:
             if args.references or not is_ref:
                 spec = RepVGGSpec.from_dict(by_number[int(r["number"])].user_attrs[SPEC])
                 for s in args.seeds:
-                    model = init_model(spec, seed=s)
-                    train(model, data, cfg.train.replace(seed=s), "cpu")
-                    accs.append(evaluate(reparameterize(model), data))
+                    if (spec.hash, s) not in trained:
+                        model = init_model(spec, seed=s)
+                        train(model, data, cfg.train.replace(seed=s), "cpu")
+                        trained[spec.hash, s] = evaluate(reparameterize(model), data)
+                    accs.append(trained[spec.hash, s])
             spent = time.perf_counter() - t0
             mean = statistics.fmean(accs)
             points.append((mean, float(r["throughput"])))
