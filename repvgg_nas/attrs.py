@@ -16,7 +16,7 @@ __all__ = [
     "INTERRUPTED", "DUPLICATE", "arch_key",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
-    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME",
+    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME", "TIME_BUDGET_STOP",
     "STUDY_NAME", "STUDY_DESCRIPTION", "STUDY_SEED", "STUDY_N_TRIALS", "STUDY_REFERENCES", "STUDY_DATA",
     "STUDY_TRAIN", "STUDY_MEASURE", "STUDY_OBJECTIVES", "STUDY_SAMPLER", "STUDY_PRUNE",
 ]
@@ -42,6 +42,7 @@ RUNGS = "rungs"  # list of {rung, epochs, accuracy, float_accuracy, images_per_s
 RUNG = "rung"  # the highest rung the candidate finished (0-based; the top rung is the full budget)
 RUNG_STOPPED = "stopped"  # prune_reason prefix of a candidate not promoted past a rung
 RUNG_OUT_OF_TIME = "out_of_time"  # rung record key: stopped by the study's time budget, nothing dominated it
+TIME_BUDGET_STOP = "the time budget"  # how a prune_reason names that stop (the report counts such stops apart)
 
 # ---- trial user attrs: what it measured ---------------------------------------------
 ACCURACY = "accuracy"  # the accuracy objective: of the INT8 net under a quantized runtime

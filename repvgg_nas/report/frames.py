@@ -298,7 +298,7 @@ def _reason_kind(reason: str) -> str:
     if not reason.startswith(attrs.RUNG_STOPPED):
         return reason
     head, _, why = reason.partition(":")
-    return f"{head}: out of time" if "time budget" in why else head
+    return f"{head}: out of time" if attrs.TIME_BUDGET_STOP in why else head
 
 
 def status_frame(trials: pd.DataFrame) -> pd.DataFrame:

@@ -192,7 +192,7 @@ def pareto_table(pareto: Any) -> str:
 def budget_text(cfg: StudyConfig, timeout: float | None = None) -> str:
     """One line on what each candidate's training costs (its rungs, or the one budget) and the time budget."""
     f, epochs = cfg.fidelity, cfg.train.epochs
-    timeout = cfg.timeout if timeout is None else timeout or None  # 0: no time budget
+    timeout = cfg.time_budget(timeout)
     if not f.multi:
         text = f"{epochs} epochs per candidate (single fidelity)"
     else:
@@ -324,8 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     console = Console(progress=not args.no_progress)
     common = dict(
-        storage=args.storage, n_trials=args.n_trials, timeout=math.inf if args.timeout == 0 else args.timeout,
-        device=args.device,
+        storage=args.storage, n_trials=args.n_trials, timeout=args.timeout, device=args.device,
         reports_dir=args.reports_dir, progress=not args.no_progress,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, on_event=console,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -373,7 +372,7 @@ def run_search(
     ``"all"`` (one process) does both. ``on_event`` receives the search's
     events (:mod:`repvgg_nas.search.events`), and with ``progress`` also every
     training step; nothing is printed. ``timeout`` (default: the study's;
-    ``math.inf``: none) is this call's time budget in seconds, counted from
+    0: none) is this call's time budget in seconds, counted from
     the call: no trial starts after it, and a candidate climbs a rung only if
     the rung would end before it. The trial in flight and the final
     re-measurement still run; linked re-trainings (``[trust]``) wait until a
@@ -381,7 +380,7 @@ def run_search(
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    timeout = cfg.timeout if timeout is None else None if math.isinf(timeout) else timeout
+    timeout = cfg.time_budget(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout  # from this call: a resume gets it afresh
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     emit = on_event or _ignore
@@ -428,7 +427,7 @@ def run_search(
         if remaining:
             _work(study, objective, after_trial, target, deadline, emit)
             done = slot_state(study.get_trials(deepcopy=False), target).done
-            if deadline is not None and timeout is not None and done < target and time.monotonic() >= deadline:
+            if timeout is not None and deadline is not None and done < target and time.monotonic() >= deadline:
                 emit(TimeUp(timeout, done, target))
         if slot_state(study.get_trials(deepcopy=False), target).finished:
             run_linked(study, cfg, objective, after_linked, emit)

@@ -42,7 +42,9 @@ import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from ..attrs import PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, RUNG, RUNG_OUT_OF_TIME, RUNG_STOPPED, RUNGS, SURPLUS
+from ..attrs import (
+    PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, RUNG, RUNG_OUT_OF_TIME, RUNG_STOPPED, RUNGS, SURPLUS, TIME_BUDGET_STOP,
+)
 from ..checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..data import DataBundle
 from ..layout import StudyPaths
@@ -200,7 +202,7 @@ def climb(
         trial.set_user_attr(RUNG, records[-1]["rung"])
         last = records[-1]
         if not last["promoted"]:  # the killed trial was stopped but died before it said so
-            why = "the time budget ran out" if last.get(RUNG_OUT_OF_TIME) else f"trial {last['dominated_by']} dominates it"
+            why = f"{TIME_BUDGET_STOP} ran out" if last.get(RUNG_OUT_OF_TIME) else f"trial {last['dominated_by']} dominates it"
             reason = str((source.user_attrs.get(PRUNE_REASON) if source is not None else None) or
                          f"{_at_rung(int(last['rung']), len(budgets), int(last['epochs']))}: {why}")
             trial.set_user_attr(PRUNE_REASON, reason)
@@ -258,7 +260,7 @@ def climb(
             need = next_rung_seconds(budgets, k, spent, fidelity.mode) + scored  # and its evaluation
             left = deadline - time.monotonic()
             if need > left:
-                late = (f"{_at_rung(k, len(budgets), epochs)}: the time budget ends in {max(left, 0):.0f} s and "
+                late = (f"{_at_rung(k, len(budgets), epochs)}: {TIME_BUDGET_STOP} ends in {max(left, 0):.0f} s and "
                         f"rung {k + 2} needs about {need:.0f} s more")
                 record[RUNG_OUT_OF_TIME] = True
         promoted = by is None and late is None

@@ -277,6 +277,10 @@ class StudyConfig:
             A.STUDY_FIDELITY: {**self.fidelity.to_dict(), "budgets": list(self.fidelity.budgets(self.train.epochs))},
         }
 
+    def time_budget(self, timeout: float | None = None) -> float | None:
+        """Seconds of this run's time budget: ``timeout`` when given (0: none), else the study's; None: no budget."""
+        return self.timeout if timeout is None else timeout or None
+
     def replace(self, **changes: Any) -> StudyConfig:
         from dataclasses import replace
 
