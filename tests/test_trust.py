@@ -251,12 +251,16 @@ def test_seeds_and_long_retraining_are_linked_trials(tmp_path, monkeypatch):
     assert set(lock["archs"]) == set(wanted["spec_hash"]) and lock["at"]
     assert pareto["lockstep_throughput"].notna().all()
     # Kendall tau between the proxy and the long budget, in the report's data.
-    fid = fidelity(architecture_stats(res.trials))
-    assert fid.n == len(wanted)
+    # Every net re-trained long was on the front or a reference when the re-training was chosen; the
+    # final front (on mean accuracy, lockstep speed) may have dropped one since, never gained one untrained.
+    long_trained = stats[stats["long_accuracy"].notna()]
+    assert set(wanted["number"]) <= set(long_trained["number"])
+    fid = fidelity(stats)
+    assert fid.n == len(long_trained)
     data = collect_report_data(study)
-    assert len(data.fidelity) == len(wanted)
+    assert len(data.fidelity) == fid.n
     summary = data.summary.set_index("field")["value"]
-    assert "Kendall tau" in summary["proxy fidelity"] or len(wanted) < 2
+    assert "Kendall tau" in summary["proxy fidelity"] or fid.n < 2
     assert "lowest reference" in summary["hypervolume reference point"] or "tiny-ref" not in set(pareto["reference"])
     # The contended figure is flagged on its trial and in the report, and was not served again as final.
     assert study.trials[0].user_attrs["measure_contended"] is True
