@@ -361,3 +361,75 @@ def test_a_trial_that_rejoins_the_front_keeps_its_checkpoint(tmp_path, monkeypat
     # Once the repeats are done, checkpoints off the front go as before (bounded disk use).
     repeats = [t.number for t in res.study.trials if t.user_attrs.get("repeat_of") is not None]
     assert len(repeats) == 2 and not any((ckpts / f"trial_{n:04d}.pt").exists() for n in repeats)
+
+
+def test_a_reference_queued_past_the_target_does_not_block_the_re_trainings(tmp_path):
+    """Optuna runs the oldest queued trial first: a second reference that finds the target (1) full is
+    pruned as surplus and queued again; the linked re-trainings must still all run in this run."""
+    path, reports = _trust_study(tmp_path, n=1)
+    pre = optuna.load_study(study_name="tiny", storage=f"sqlite:///{reports / 'tiny' / 'study.db'}")
+    pre.enqueue_trial({**BASE, "a": 0.25}, user_attrs={"reference": "tiny-ref-2"})
+    cfg = load_study_config(path)
+    res = run_search(cfg, reports_dir=reports, progress=False)
+    study = res.study
+    assert slot_state(study.get_trials(deepcopy=False), 1).done == 1
+    assert run_mod.linked_wanted(study, cfg) and not run_mod._linked_pending(study, cfg)
+    linked = _linked(study)
+    assert set(linked) == set(run_mod.linked_wanted(study, cfg))
+    assert all(sum(t.state.name == "COMPLETE" for t in v) == 1 for v in linked.values())
+    # The reference past the target is still queued for a run with a larger target.
+    waiting = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))]
+    assert [t.user_attrs.get("reference") for t in waiting] == ["tiny-ref-2"]
+
+
+def test_one_seed_trained_twice_at_once_is_one_sample():
+    """Two workers trained the same net at the same seed before either finished (no duplicate_of):
+    one experiment, so n = 1 and no seed spread of 0 from it."""
+    s = _study_with([("ref", "A0", [0.70], 100.0), ("twin", None, [0.75], 150.0)])
+    s.add_trial(optuna.trial.create_trial(values=[0.75, 151.0], user_attrs={
+        "spec_hash": "twin", "arch": "twin", "val_size": 2000, "throughput_iqr": 3.0, "measure_contended": False}))
+    s.add_trial(optuna.trial.create_trial(values=[0.74, 150.0], user_attrs={
+        "spec_hash": "twin", "arch": "twin", "val_size": 2000, "throughput_iqr": 3.0, "measure_contended": False,
+        "repeat_of": 1, "train_seed": 1}))
+    stats = architecture_stats(trials_frame(s)).set_index("number")
+    assert stats.loc[1, "n"] == 2 and stats.loc[1, "seeds"] == "base,1"
+    assert stats.loc[1, "accuracy_mean"] == pytest.approx(0.745)
+    assert stats.attrs["seed_std_source"] == "measured"
+
+
+def test_long_accuracy_is_taken_at_the_studys_current_long_budget():
+    s = _study_with([("ref", "A0", [0.70], 100.0), ("fast", None, [0.70], 300.0)])
+    for epochs, acc in ((4, 0.80), (8, 0.90), (8, 0.86)):
+        s.add_trial(optuna.trial.create_trial(values=[acc, 100.0], user_attrs={
+            "spec_hash": "ref", "arch": "ref", "val_size": 2000, "repeat_of": 0, "train_epochs": epochs}))
+    stats = architecture_stats(trials_frame(s)).set_index("number")  # no [trust] recorded: the longest
+    assert stats.loc[0, "long_accuracy"] == pytest.approx(0.88) and stats.loc[0, "long_epochs"] == 8
+    s.set_user_attr("trust", {"long_epochs": 4})  # a resume went back to 4 epochs
+    stats = architecture_stats(trials_frame(s)).set_index("number")
+    assert stats.loc[0, "long_accuracy"] == pytest.approx(0.80) and stats.loc[0, "long_epochs"] == 4
+    assert stats.loc[0, "long_n"] == 1
+
+
+def test_a_speed_ratio_never_pairs_a_lockstep_figure_with_a_search_figure():
+    s = _study_with([("ref", "A0", [0.70], 100.0), ("fast", None, [0.70], 300.0)])
+    trials = trials_frame(s)
+    stats = architecture_stats(trials)
+    ref = stats["reference"].notna()
+    stats.loc[ref, ["lockstep_throughput", "lockstep_iqr"]] = [50.0, 1.0]  # only the reference re-measured
+    assert claims_frame(stats).iloc[0]["speed_ratio"] == pytest.approx(3.0)  # search vs search
+    stats.loc[~ref, ["lockstep_throughput", "lockstep_iqr"]] = [200.0, 2.0]
+    assert claims_frame(stats).iloc[0]["speed_ratio"] == pytest.approx(4.0)  # lockstep vs lockstep
+
+
+def test_an_end_phase_error_still_writes_the_results(tmp_path, monkeypatch):
+    path = write_tiny_study(tmp_path, n=1)
+
+    def broken(*a, **kw):
+        raise RuntimeError("measuring device lost")
+
+    monkeypatch.setattr(run_mod, "remeasure_front", broken)
+    with pytest.raises(RuntimeError, match="measuring device lost"):
+        run_search(load_study_config(path), reports_dir=tmp_path / "reports", progress=False)
+    out = tmp_path / "reports" / "tiny"
+    assert (out / "trials.csv").is_file() and (out / "pareto.csv").is_file() and (out / "index.html").is_file()
+    assert len(pd.read_csv(out / "trials.csv")) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -75,18 +76,25 @@ def front_numbers(study: optuna.Study) -> set[int]:
     return {int(n) for n in frame.loc[frame["on_front"], "number"]}
 
 
+def _study_trust(study: optuna.Study) -> dict:
+    """The latest run's ``[trust]`` table as stored on the study (empty when none)."""
+    trust = study.user_attrs.get(attrs.STUDY_TRUST)
+    return trust if isinstance(trust, dict) else {}
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def study_sigmas(study: optuna.Study) -> float:
     """The claim rule's number of standard errors (the study's ``[trust] claim_sigmas``, default 2)."""
-    trust = study.user_attrs.get(attrs.STUDY_TRUST) or {}
-    value = trust.get("claim_sigmas") if isinstance(trust, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 2.0
+    value = _number(_study_trust(study).get("claim_sigmas"))
+    return value if value is not None else 2.0
 
 
 def _study_prior_seed_std(study: optuna.Study) -> float | None:
     """The study's ``[trust] prior_seed_std`` (None: the default, :data:`.trust.PRIOR_SEED_STD`)."""
-    trust = study.user_attrs.get(attrs.STUDY_TRUST) or {}
-    value = trust.get("prior_seed_std") if isinstance(trust, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return _number(_study_trust(study).get("prior_seed_std"))
 
 
 def _study_val_size(study: optuna.Study) -> int | None:
@@ -144,6 +152,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     prior = _study_prior_seed_std(study)
     if prior is not None:
         frame.attrs["prior_seed_std"] = prior
+    frame.attrs["long_epochs"] = _study_trust(study).get("long_epochs")
     stats = architecture_stats(frame)
     front = set(stats.loc[stats["on_front"].astype(bool), "number"]) if not stats.empty else set()
     long_front = set(stats.loc[stats["on_long_front"].astype(bool), "number"]) if not stats.empty else set()

@@ -40,8 +40,9 @@ it is *as accurate, N.Nx faster* when only the speed gap is beyond the noise,
 *more accurate, as fast* when only the accuracy gap is, a *trade-off* when one
 is beyond the noise in its favour and the other against it, *worse* when it
 loses beyond the noise without winning anything, and otherwise it *ties*.
-The throughput spread of a net is the IQR of its timed repeats (lockstep
-re-measurement when there is one); a ratio's spread is
+The throughput spread of a net is the IQR of its timed repeats; a ratio
+uses the lockstep re-measurement when both nets have one, else both search
+figures (never one of each: they come from different stretches of time); its spread is
 ``ratio * sqrt((iqr_a/a)**2 + (iqr_b/b)**2)``.
 """
 
@@ -108,14 +109,25 @@ def _col(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame else pd.Series([None] * len(frame), index=frame.index, dtype=object)
 
 
+def _current_long(rows: pd.DataFrame, epochs: Any) -> pd.DataFrame:
+    """The long re-trainings at one budget: the study's current ``long_epochs`` when it has runs at
+    it, else the longest budget run (a resume that changed ``long_epochs`` must not average budgets)."""
+    if rows.empty:
+        return rows
+    budgets = rows["train_epochs"].astype(int)
+    keep = int(epochs) if _present(epochs) and int(epochs) in set(budgets) else int(budgets.max())
+    return rows[budgets == keep]
+
+
 def architecture_stats(
     trials: pd.DataFrame, val_size: int | None = None, prior_seed_std: float | None = None,
 ) -> pd.DataFrame:
     """One row per architecture of the completed trials (see the module doc for the formulas).
 
     Proxy-budget samples are completed trials without ``train_epochs``, less
-    copies of an earlier trial (``duplicate_of``); long-budget ones carry
-    ``train_epochs``. ``number`` is the architecture's first search (or
+    copies of an earlier trial (``duplicate_of``) and repeats of a seed an
+    architecture already has; long-budget ones carry ``train_epochs`` (only
+    those at the study's current ``long_epochs``, ``trials.attrs``, count). ``number`` is the architecture's first search (or
     pruned) trial, the one the front, tables and checkpoints name.
     ``throughput`` is the median of its clean (not contended) search figures;
     ``lockstep_*`` come from the end-of-study re-measurement (the trials
@@ -139,9 +151,14 @@ def architecture_stats(
         return pd.DataFrame(columns=list(STATS_COLUMNS))
     done["spec_hash"] = [h if _present(h) else f"trial-{n}" for h, n in zip(_col(done, "spec_hash"), done["number"])]
     epochs = _col(done, "train_epochs")
-    long_rows = done[epochs.map(_present)]
+    long_rows = _current_long(done[epochs.map(_present)], trials.attrs.get("long_epochs"))
     proxy = done[~epochs.map(_present)]
-    samples = proxy[~_col(proxy, "duplicate_of").map(_present)]
+    samples = proxy[~_col(proxy, "duplicate_of").map(_present)].sort_values("number")
+    # One sample per (architecture, seed): two workers that trained the same net at the same seed at once
+    # (neither saw the other finish, so neither is a duplicate_of) ran one experiment, not two seeds.
+    samples = samples[~pd.DataFrame({"h": samples["spec_hash"],
+                                     "seed": _col(samples, "train_seed").map(lambda v: int(v) if _present(v) else -1)},
+                                    index=samples.index).duplicated()]
 
     rows: list[dict[str, Any]] = []
     for h, group in proxy.groupby("spec_hash", sort=False):
@@ -225,9 +242,13 @@ def verdict(acc_diff: float, acc_se: float, ratio: float, ratio_spread: float, s
     return TIES
 
 
-def _speed(row: pd.Series) -> tuple[float, float]:
-    """(images/s, IQR) used for ratios: the lockstep figure when there is one."""
-    if _present(row.get("lockstep_throughput")) and row["lockstep_throughput"] > 0:
+def _has_lockstep(row: pd.Series) -> bool:
+    return _present(row.get("lockstep_throughput")) and row["lockstep_throughput"] > 0
+
+
+def _speed(row: pd.Series, lockstep: bool) -> tuple[float, float]:
+    """(images/s, IQR) used for ratios: the lockstep figure when ``lockstep``, else the search's."""
+    if lockstep:
         return float(row["lockstep_throughput"]), float(row["lockstep_iqr"]) if _present(row["lockstep_iqr"]) else 0.0
     return float(row["throughput"]), float(row["throughput_iqr"]) if _present(row["throughput_iqr"]) else 0.0
 
@@ -256,7 +277,8 @@ def claims_frame(stats: pd.DataFrame, sigmas: float = 2.0, budget: str = "proxy"
             else:
                 ses = [float(f["accuracy_se"]), float(r["accuracy_se"])]
             se = math.sqrt(ses[0] ** 2 + ses[1] ** 2)
-            (a, ia), (b, ib) = _speed(f), _speed(r)
+            both = _has_lockstep(f) and _has_lockstep(r)  # a ratio never pairs two measuring sessions
+            (a, ia), (b, ib) = _speed(f, both), _speed(r, both)
             ratio = a / b if b > 0 else float("inf")
             spread = ratio * math.sqrt((ia / a) ** 2 + (ib / b) ** 2) if a > 0 and b > 0 else float("nan")
             diff = float(f[acc_col]) - float(r[acc_col])

@@ -222,7 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-trials", type=int, help="total finished trials wanted (default: the study's n_trials)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time budget of this run (default: the "
                         "study's timeout; 0: none): no trial starts after it, and no candidate climbs to a rung it "
-                        "cannot finish within it; the same command again searches for another budget")
+                        "cannot finish within it; the same command again searches for another budget ([trust] re-trainings "
+                        "and [prune], which follow n_trials, are not bounded by it)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train and measure on this device (sets [measure].device)")
     parser.add_argument("--storage", help="Optuna storage URL: sqlite:///PATH, postgresql://USER@HOST/DB or "
                         "journal:PATH; several processes may share one (default sqlite:///reports/<study>/study.db)")

@@ -165,7 +165,9 @@ def prune_front(
         for k in ARCH_DIMENSIONS:
             attrs[arch_key(k)] = parent.user_attrs.get(arch_key(k))
         study.add_trial(optuna.trial.create_trial(values=[float(accuracy), float(images_per_s)], user_attrs=attrs))
-        number = study.get_trials(deepcopy=False)[-1].number
+        # Looked up by parent, not taken as the last trial: another worker may have added one since.
+        number = max(t.number for t in study.get_trials(deepcopy=False)
+                     if t.user_attrs.get(PARENT_TRIAL) == parent.number and t.user_attrs.get(SPEC_HASH) == spec.hash)
         save_checkpoint(paths.checkpoint(number), out.model, spec, meta={
             "study": cfg.name, "trial": number, "parent_trial": parent.number,
             "accuracy": accuracy, "throughput": images_per_s, "data": cfg.data.to_dict(),
@@ -241,11 +243,18 @@ def run_linked(
     ``train_epochs`` attrs), so storages, workers and crash recovery treat them
     like search trials, but they take no search slot. The front may change as
     means come in, so this loops: queue what is missing, run it, look again.
-    It stops when nothing is missing, or when a round makes no progress
-    (another worker holds the rest).
+    It stops when nothing is missing, or when a round takes nothing from the
+    queue (another worker holds the rest). Optuna runs the oldest queued trial
+    first: a search trial queued earlier (a reference past the target) is
+    pruned as surplus and queued again behind the re-trainings, and the next
+    round runs them.
     """
     emit = on_event or _ignore
     interval = study_heartbeat(study)
+
+    def queued() -> set[int]:
+        return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+
     for _ in range(rounds):
         _fail_dead_trials(study, interval)
         seeds, longs = _queue_linked(study, cfg)
@@ -253,11 +262,10 @@ def run_linked(
         if not waiting:
             return
         emit(LinkedQueued(seeds, longs, len(waiting)))
-        before = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False) if repeat_key(t))
+        before = queued()
         study.optimize(objective, n_trials=len(waiting), catch=(Exception,), callbacks=[after_trial],
                        gc_after_trial=True)
-        after = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False) if repeat_key(t))
-        if after == before:
+        if not before - queued():
             return
 
 
@@ -374,9 +382,11 @@ def run_search(
     training step; nothing is printed. ``timeout`` (default: the study's;
     0: none) is this call's time budget in seconds, counted from
     the call: no trial starts after it, and a candidate climbs a rung only if
-    the rung would end before it. The trial in flight and the final
-    re-measurement still run; linked re-trainings (``[trust]``) wait until a
-    run reaches ``n_trials``.
+    the rung would end before it. The budget bounds the search only: the
+    trial in flight, the final re-measurement and, once the study reaches
+    ``n_trials``, the linked re-trainings (``[trust]``) and the pruning of the
+    front still run. If an end phase raises, the trials CSVs and the report
+    are still written before the error propagates.
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
@@ -423,6 +433,7 @@ def run_search(
         emit(TrialFinished(t, False))
 
     interrupted = False
+    failure: Exception | None = None
     try:
         if remaining:
             _work(study, objective, after_trial, target, deadline, emit)
@@ -438,11 +449,17 @@ def run_search(
     except KeyboardInterrupt:
         interrupted = True
         emit(Interrupted())
+    except Exception as e:  # an end phase failed (re-measurement, storage): keep what the search found
+        failure = e
     if role == "worker":
+        if failure is not None:
+            raise failure
         return SearchResult(study, paths.root, None, None, interrupted)
     trials, pareto = write_outputs(study, paths.root)
-    if not linked or not (interrupted or _linked_pending(study, cfg)):
+    if failure is None and (not linked or not (interrupted or _linked_pending(study, cfg))):
         _keep_checkpoints(study, paths)
     write_report(study, paths.root, storage=shown)
+    if failure is not None:
+        raise failure
     return SearchResult(study, paths.root, trials, pareto, interrupted)
 
