@@ -433,3 +433,30 @@ def test_an_end_phase_error_still_writes_the_results(tmp_path, monkeypatch):
     out = tmp_path / "reports" / "tiny"
     assert (out / "trials.csv").is_file() and (out / "pareto.csv").is_file() and (out / "index.html").is_file()
     assert len(pd.read_csv(out / "trials.csv")) == 1
+
+
+def test_linked_phase_waits_for_a_re_training_running_elsewhere(monkeypatch):
+    """Nothing queued but a linked re-training still RUNNING (another worker, or a killed run whose
+    heartbeat has not expired): the phase waits for it instead of returning without it."""
+    import threading
+
+    from repvgg_nas.search import current_worker
+    from repvgg_nas.search.events import Waiting
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    study.add_trial(optuna.trial.create_trial(values=[0.7, 100.0], user_attrs={"spec_hash": "a"}))
+    other = study.ask()
+    other.set_user_attr("repeat_of", 0)
+    other.set_user_attr("train_seed", 1)
+    other.set_user_attr("worker", current_worker().name)  # alive: not recovered as dead
+    monkeypatch.setattr(run_mod, "linked_wanted", lambda s, c: [(0, 1, None)])
+    finisher = threading.Timer(1.5, lambda: study.tell(other, [0.71, 100.0]))
+    events: list = []
+    ran: list = []
+    finisher.start()
+    try:
+        run_mod.run_linked(study, None, lambda t: ran.append(t.number), lambda *a: None, events.append)
+    finally:
+        finisher.cancel()
+    assert study.trials[1].state.name == "COMPLETE" and ran == []
+    assert [type(e) for e in events] == [Waiting] and events[0].running == 1 and events[0].target == 1

@@ -198,13 +198,16 @@ def linked_wanted(study: optuna.Study, cfg: StudyConfig) -> list[tuple[int, int 
     return out
 
 
+def _linked_done(trials: list[optuna.trial.FrozenTrial], key: tuple[int, int | None, int | None]) -> bool:
+    """A trial holds the finished result of the linked re-training ``key`` (not one that died)."""
+    return any(repeat_key(t) == key and t.state.is_finished() and not died(t) and not t.user_attrs.get(SURPLUS)
+               for t in trials)
+
+
 def _linked_pending(study: optuna.Study, cfg: StudyConfig) -> bool:
     """True while a wanted linked re-training has not finished (not queued yet, queued, running, or died)."""
-    finished = {
-        repeat_key(t) for t in study.get_trials(deepcopy=False)
-        if repeat_key(t) is not None and t.state.is_finished() and not died(t) and not t.user_attrs.get(SURPLUS)
-    }
-    return any(key not in finished for key in linked_wanted(study, cfg))
+    trials = study.get_trials(deepcopy=False)
+    return not all(_linked_done(trials, key) for key in linked_wanted(study, cfg))
 
 
 def _queue_linked(study: optuna.Study, cfg: StudyConfig) -> tuple[int, int]:
@@ -243,24 +246,39 @@ def run_linked(
     ``train_epochs`` attrs), so storages, workers and crash recovery treat them
     like search trials, but they take no search slot. The front may change as
     means come in, so this loops: queue what is missing, run it, look again.
-    It stops when nothing is missing, or when a round takes nothing from the
-    queue (another worker holds the rest). Optuna runs the oldest queued trial
-    first: a search trial queued earlier (a reference past the target) is
-    pruned as surplus and queued again behind the re-trainings, and the next
-    round runs them.
+    It stops when nothing is missing and none runs, or when a round takes
+    nothing from the queue. While re-trainings run elsewhere (another worker,
+    or a killed run whose heartbeat has not yet expired) it waits, as
+    :func:`_work` does, and queues again any that died. Optuna runs the oldest
+    queued trial first: a search trial queued earlier (a reference past the
+    target) is pruned as surplus and queued again behind the re-trainings,
+    and the next round runs them.
     """
     emit = on_event or _ignore
     interval = study_heartbeat(study)
+    poll = min(5.0, float(interval)) if interval is not None else 2.0
+    said_wait = False
 
     def queued() -> set[int]:
         return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
 
-    for _ in range(rounds):
+    while rounds > 0:
         _fail_dead_trials(study, interval)
         seeds, longs = _queue_linked(study, cfg)
-        waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if repeat_key(t)]
+        trials = study.get_trials(deepcopy=False)
+        waiting = [t for t in trials if t.state == TrialState.WAITING and repeat_key(t)]
         if not waiting:
-            return
+            running = sum(t.state == TrialState.RUNNING and repeat_key(t) is not None for t in trials)
+            if not running:
+                return
+            if not said_wait:
+                wanted = linked_wanted(study, cfg)
+                emit(Waiting(running, len(wanted) - sum(_linked_done(trials, k) for k in wanted), len(wanted)))
+                said_wait = True
+            time.sleep(poll)
+            continue
+        rounds -= 1
+        said_wait = False
         emit(LinkedQueued(seeds, longs, len(waiting)))
         before = queued()
         study.optimize(objective, n_trials=len(waiting), catch=(Exception,), callbacks=[after_trial],
