@@ -29,6 +29,7 @@ from repvgg_nas.measure import environment
 from repvgg_nas.counting import complexity
 from repvgg_nas.data import DataConfig, load_data
 from repvgg_nas.model import reparameterize
+from repvgg_nas.report.trust import PRIOR_SEED_STD, standard_error
 from repvgg_nas.train import TrainConfig, evaluate, init_model, train
 
 # RepVGG paper, Table 4: ImageNet top-1 (%) of the nine configs.
@@ -87,6 +88,12 @@ def main() -> None:
         return
 
     top1 = [r[1] for r in rows]
+    # One run per config: its error is the prior seed spread plus the binomial error on the validation set.
+    ses = {r[0]: standard_error(r[2], PRIOR_SEED_STD, 1, data.val_size) for r in rows}
+    pairs = [(a, b) for i, a in enumerate(rows) for b in rows[i + 1:]]
+    resolved = [(a, b) for a, b in pairs
+                if abs(a[2] - b[2]) > 2 * (ses[a[0]] ** 2 + ses[b[0]] ** 2) ** 0.5]
+    agree = [(a, b) for a, b in resolved if (a[2] - b[2]) * (a[1] - b[1]) > 0]
     taus = {what: kendalltau([r[i] for r in rows], top1) for what, i in (("proxy accuracy", 2), ("params", 3),
                                                                           ("MACs", 4))}
     lines = [
@@ -96,12 +103,20 @@ def main() -> None:
         f"32x32 embedded data, seed {args.seed}). Command: `python benchmarks/proxy_vs_paper.py --out ...`. "
         f"Devices: {'; '.join(sorted({done[r[0]]['device'] for r in rows}))}.",
         "",
-        "| config | ImageNet top-1 | proxy accuracy | params M | GMACs | train s |",
+        "| config | ImageNet top-1 | proxy accuracy ± SE | params M | GMACs | train s |",
         "|---|---|---|---|---|---|",
-        *(f"| {n} | {t:.2f} | {a:.4f} | {pm:.2f} | {g:.2f} | {s:.0f} |" for n, t, a, pm, g, s in rows),
+        *(f"| {n} | {t:.2f} | {a:.4f} ± {ses[n]:.4f} | {pm:.2f} | {g:.2f} | {s:.0f} |" for n, t, a, pm, g, s in rows),
+        "",
+        f"SE: one run each, so the prior seed spread ({PRIOR_SEED_STD}) and the binomial error on "
+        f"{data.val_size} validation images. Params and GMACs are the paper's counting (224x224, 1000 classes).",
         "",
         "Kendall tau against ImageNet top-1:",
         *(f"- {what}: {res.statistic:+.3f} (p = {res.pvalue:.2g})" for what, res in taus.items()),
+        "",
+        f"Pairs of configs whose proxy accuracies differ beyond the noise (more than 2 combined SE): "
+        f"{len(resolved)} of {len(pairs)}; of those, {len(agree)} in ImageNet's order"
+        + (f" (out of order: {', '.join(f'{a[0]}/{b[0]}' for a, b in resolved if (a, b) not in agree)})"
+           if len(agree) < len(resolved) else "") + ". The other pairs are ties at this budget.",
         "",
     ]
     best_baseline = max(taus["params"].statistic, taus["MACs"].statistic)
