@@ -156,9 +156,8 @@ def architecture_stats(
     samples = proxy[~_col(proxy, "duplicate_of").map(_present)].sort_values("number")
     # One sample per (architecture, seed): two workers that trained the same net at the same seed at once
     # (neither saw the other finish, so neither is a duplicate_of) ran one experiment, not two seeds.
-    samples = samples[~pd.DataFrame({"h": samples["spec_hash"],
-                                     "seed": _col(samples, "train_seed").map(lambda v: int(v) if _present(v) else -1)},
-                                    index=samples.index).duplicated()]
+    seed = _col(samples, "train_seed").map(lambda v: int(v) if _present(v) else -1)
+    samples = samples[~samples.assign(_seed=seed).duplicated(subset=["spec_hash", "_seed"])]
 
     rows: list[dict[str, Any]] = []
     for h, group in proxy.groupby("spec_hash", sort=False):
