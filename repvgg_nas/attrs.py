@@ -13,10 +13,11 @@ __all__ = [
     "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE", "PRUNE_REASON", "PRUNE_TARGET_MET", "PRUNED_RATIO", "REFERENCE",
     "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "SURPLUS", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
     "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
-    "INTERRUPTED", "DUPLICATE", "arch_key",
+    "INTERRUPTED", "DUPLICATE", "arch_key", "is_paused_reason",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
-    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME", "TIME_BUDGET_STOP",
+    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME", "RUNG_PAUSED",
+    "TIME_BUDGET_STOP",
     "STUDY_NAME", "STUDY_DESCRIPTION", "STUDY_SEED", "STUDY_N_TRIALS", "STUDY_REFERENCES", "STUDY_DATA",
     "STUDY_TRAIN", "STUDY_MEASURE", "STUDY_OBJECTIVES", "STUDY_SAMPLER", "STUDY_PRUNE",
 ]
@@ -41,8 +42,9 @@ RUNGS = "rungs"  # list of {rung, epochs, accuracy, float_accuracy, images_per_s
 #                  dominated_by[, out_of_time]}, lowest rung first (accuracy: the objective's, e.g. the INT8 net's)
 RUNG = "rung"  # the highest rung the candidate finished (0-based; the top rung is the full budget)
 RUNG_STOPPED = "stopped"  # prune_reason prefix of a candidate not promoted past a rung
-RUNG_OUT_OF_TIME = "out_of_time"  # rung record key: stopped by the study's time budget, nothing dominated it
-TIME_BUDGET_STOP = "the time budget"  # how a prune_reason names that stop (the report counts such stops apart)
+RUNG_OUT_OF_TIME = "out_of_time"  # rung record key: promoted, but its next rung would end after the time budget
+RUNG_PAUSED = "paused"  # fail_reason prefix, after "interrupted: ", of a candidate paused there for the next run
+TIME_BUDGET_STOP = "the time budget"  # how a pause's reason names the budget (the report counts such ends apart)
 
 # ---- trial user attrs: what it measured ---------------------------------------------
 ACCURACY = "accuracy"  # the accuracy objective: of the INT8 net under a quantized runtime
@@ -104,3 +106,9 @@ STUDY_FIDELITY = "fidelity"  # the [fidelity] table (rung budgets, reduction fac
 def arch_key(dimension: str) -> str:
     """The trial attr holding a search-space dimension's value (``arch_a``, ...)."""
     return f"{ARCH_PREFIX}{dimension}"
+
+
+def is_paused_reason(fail_reason: object) -> bool:
+    """Whether a ``fail_reason`` is that of a candidate paused mid-climb by the time budget (the next run
+    continues it), not of a trial that failed or was cut short otherwise."""
+    return str(fail_reason or "").startswith(f"{INTERRUPTED}: {RUNG_PAUSED}")

@@ -37,10 +37,14 @@ from repvgg_nas.search import objective as objective_mod
 from repvgg_nas.search import run as run_mod
 from repvgg_nas.search import rungs as rungs_mod
 from repvgg_nas.search.__main__ import main
-from repvgg_nas.report.rungs import rungs_frame
+from repvgg_nas.report import status_frame, trials_frame
+from repvgg_nas.report.rungs import rungs_caption, rungs_frame
 from repvgg_nas.search.events import RungDecided, TimeUp
-from repvgg_nas.search.rungs import RungResult, climb, dominating, rung_records, rung_results, stopped_at
-from repvgg_nas.search.slots import died, is_search_trial, slot_state, trial_key
+from repvgg_nas.search.__main__ import Console, trial_line
+from repvgg_nas.search.rungs import (
+    RungResult, climb, dominating, paused_by_time, rung_records, rung_results, stopped_at,
+)
+from repvgg_nas.search.slots import died, is_search_trial, paused, slot_state, trial_key
 from repvgg_nas.search.study import FidelityConfig
 from repvgg_nas.spec import RepVGGSpec
 from repvgg_nas.storage import make_storage
@@ -346,12 +350,14 @@ def check_records(study: optuna.Study, budgets: tuple[int, ...]) -> None:
             by = last["dominated_by"]
             assert ua["prune_reason"].startswith(f"stopped at rung {last['rung'] + 1}/{len(budgets)} "
                                                  f"({budgets[last['rung']]} epoch")
-            if by is None:  # or by the time budget, when nothing dominated it
-                assert last["out_of_time"] is True and "the time budget ends in" in ua["prune_reason"]
+            if by is None:  # or because its next rung needs more than a whole run's time budget
+                assert last["out_of_time"] is True and "more than all of the time budget" in ua["prune_reason"]
             else:
-                assert f"trial {by} dominates it" in ua["prune_reason"]
+                assert f"trial {by} dominates it" in ua["prune_reason"] and not last.get("out_of_time")
                 theirs = _at(by_number[by], last["rung"])
                 assert theirs is not None and dominates(_point(theirs), _point(last))
+        elif paused(t):  # promoted, its next rung left to the next run by the time budget
+            assert recs[-1]["promoted"] is True and recs[-1]["out_of_time"] is True and not ua.get("reference")
         if t.state.is_finished() and not died(t):
             assert ua.get("rung") == (recs[-1]["rung"] if recs else None)
 
@@ -369,7 +375,9 @@ def check_in_order(study: optuna.Study) -> None:
             want = dominating(mine, rung_results([u for u in trials if u.number < t.number], r["rung"]))
             if t.user_attrs.get("reference"):
                 want = None
-            climbs = want is None and not r.get("out_of_time")  # a time stop is taken only when nothing dominates
+            # A time pause is a promotion whose next rung waits for the next run; a rung longer than a whole
+            # run's budget stops a candidate nothing dominates.
+            climbs = want is None and not (r.get("out_of_time") and r["promoted"] is False)
             assert (r["promoted"], r["dominated_by"]) == (climbs, None if want is None else want.trial), (t.number, r)
 
 
@@ -394,7 +402,8 @@ def check_no_known_dominator(study: optuna.Study) -> None:
 
 def check_slots(study: optuna.Study, n: int) -> dict[int, list[optuna.trial.FrozenTrial]]:
     """Exactly ``n`` search slots answered (a stopped candidate is an answer), none twice, nothing running;
-    no rung decided twice within a slot's retry chain (a retry takes its original's decisions over as they are)."""
+    no rung decided twice within a slot's retry chain (a retry takes its original's decisions over as they are,
+    but may stop a paused candidate whose next rung needs more than its whole time budget)."""
     trials = study.get_trials(deepcopy=False)
     by_number = {t.number: t for t in trials}
     search = [t for t in trials if is_search_trial(t)]
@@ -415,8 +424,9 @@ def check_slots(study: optuna.Study, n: int) -> dict[int, list[optuna.trial.Froz
         decided: dict[int, set[str]] = {}
         for t in ts:
             for r in rung_records(t):
-                if r["promoted"] is not None:
-                    decided.setdefault(r["rung"], set()).add(repr(sorted(r.items())))
+                if r["promoted"] is not None:  # a pause may become a stop: a later run's budget was too short
+                    same = {k: v for k, v in r.items() if not (k == "promoted" and r.get("out_of_time"))}
+                    decided.setdefault(r["rung"], set()).add(repr(sorted(same.items())))
         assert all(len(v) == 1 for v in decided.values()), (k, decided)
     return chains
 
@@ -779,6 +789,9 @@ def test_next_rung_seconds_prices_the_next_rung_at_the_rate_paid_so_far():
     budgets = (1, 2, 6)
     assert rungs_mod.next_rung_seconds(budgets, 0, 10.0, "continue") == 10.0  # 1 more epoch at 10 s
     assert rungs_mod.next_rung_seconds(budgets, 1, 20.0, "continue") == 40.0  # 4 more epochs
+    # A retry whose paused net is missing starts afresh; one whose net is a rung ahead has nothing to train.
+    assert rungs_mod.next_rung_seconds(budgets, 0, 10.0, "continue", trained=0) == 20.0
+    assert rungs_mod.next_rung_seconds(budgets, 0, 10.0, "continue", trained=2) == 0.0
     assert rungs_mod.next_rung_seconds(budgets, 0, 10.0, "retrain") == 20.0  # a fresh run of 2 epochs
     assert rungs_mod.next_rung_seconds(budgets, 1, 30.0, "retrain") == 60.0  # 3 epochs paid, 6 to train
 
@@ -805,44 +818,147 @@ def test_timeout_key_is_validated_and_shown_in_the_plan(tmp_path, capsys):
         main(["--study", str(study), "--reports-dir", str(tmp_path), "--dry-run", "--timeout", "-5"])
 
 
-def test_a_candidate_whose_next_rung_would_end_late_is_stopped_but_a_reference_climbs(tmp_path, monkeypatch):
+def _late_clock(mp: pytest.MonkeyPatch, ahead: float) -> None:
+    """The rung layer's clock runs ``ahead`` seconds ahead of the run's, so the deadline looks that much nearer."""
+    mp.setattr(rungs_mod, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + ahead))
+
+
+def test_a_candidate_whose_next_rung_would_end_late_pauses_and_the_next_run_continues_it(
+        tmp_path, monkeypatch, scripted, capsys):
     entries = [SCENARIO[0], SCENARIO[2]]  # a reference, and a candidate nothing dominates (it ties the reference)
     path, reports = _prepare(tmp_path, n=2, queued=[p for p, _, _ in entries])
+    paths = StudyPaths.of("tiny", reports)
     Script(entries).install(monkeypatch)
+    weights: dict[int, dict[str, torch.Tensor]] = {}
+    _capture_deploy(monkeypatch, weights)
     asked: list[tuple[int, str]] = []
+    real_seconds, real_train = rungs_mod.next_rung_seconds, rungs_mod.train
 
-    def slow(budgets, rung, spent, mode):
+    def slow(budgets, rung, spent, mode, trained=None):
         asked.append((rung, mode))
-        return 1e6  # every next rung would take far longer than the budget left
+        return 3000.0  # longer than the budget left, shorter than a whole run's budget
+
+    calls: list[tuple[str, int | None, int | None]] = []
+
+    def train(model, data, cfg, device, *a, desc="", resume=None, stop_epoch=None, **kw):
+        calls.append((desc, None if resume is None else resume.epoch, stop_epoch))
+        return real_train(model, data, cfg, device, *a, desc=desc, resume=resume, stop_epoch=stop_epoch, **kw)
 
     monkeypatch.setattr(rungs_mod, "next_rung_seconds", slow)
+    monkeypatch.setattr(rungs_mod, "train", train)
+    _late_clock(monkeypatch, 1000.0)
     events: list[Any] = []
     res = run_search(load_study_config(path), reports_dir=reports, progress=False, timeout=3600,
                      on_event=events.append)
     ref, cand = res.study.trials
     assert ref.state == TS.COMPLETE and len(rung_records(ref)) == 3  # never asked: references always climb
     assert asked == [(0, "continue")]
-    assert cand.state == TS.PRUNED and stopped_at(rung_records(cand)) == 0
+    # Promoted (nothing dominates it), but its next rung is left to the next run: a run cut short, not a result.
+    assert cand.state == TS.FAIL and died(cand) and paused(cand) and stopped_at(rung_records(cand)) is None
     record = rung_records(cand)[0]
-    assert record["out_of_time"] is True and record["dominated_by"] is None and record["promoted"] is False
-    assert re.fullmatch(r"stopped at rung 1/3 \(1 epoch\): the time budget ends in \d+ s and rung 2 needs about "
-                        r"1000000 s more", cand.user_attrs["prune_reason"]), cand.user_attrs["prune_reason"]
-    assert [(e.trial, e.rung, e.promoted) for e in events if isinstance(e, RungDecided)] == [
-        (0, 0, True), (0, 1, True), (1, 0, False)]
-    assert not any(isinstance(e, TimeUp) for e in events)  # both trials ran: the budget did not end the search
+    assert record["out_of_time"] is True and record["dominated_by"] is None and record["promoted"] is True
+    reason = cand.user_attrs["fail_reason"]
+    assert re.fullmatch(r"interrupted: paused at rung 1/3 \(1 epoch\): the time budget ends in \d+ s and rung 2 "
+                        r"needs about 30\d\d s more; the next run continues its climb", reason), reason
+    assert trial_line(cand).startswith("trial 1: paused at rung 1/3 (1 epoch): the time budget ends in")
+    assert [(e.trial, e.rung, e.promoted, e.paused) for e in events if isinstance(e, RungDecided)] == [
+        (0, 0, True, False), (0, 1, True, False), (1, 0, True, True)]
+    # Its slot stays in flight: the study is not finished, and the budget's end says one candidate waits.
+    state = slot_state(res.study.trials, 2)
+    assert (state.done, state.held, state.finished) == (1, 2, False)
+    assert [e for e in events if isinstance(e, TimeUp)] == [TimeUp(3600, 1, 2, 1)]
+    assert paused_by_time(res.study.trials) == [1]
+    kept = load_checkpoint(paths.rung_checkpoint(1))  # the paused net stays for the next run
+    assert kept.train_state["epoch"] == 1 and kept.meta == {"trial": 1, "rung": 0}
     frame = rungs_frame(res.study)
-    stop = frame[frame["number"] == 1].iloc[0]
-    assert bool(stop["out_of_time"]) and stop["final_state"] == "stopped at rung 1/3 (1 epoch, out of time)"
+    row = frame[frame["number"] == 1].iloc[0]
+    assert bool(row["out_of_time"]) and not bool(row["stopped"])
+    assert row["final_state"] == "paused at rung 1/3 (1 epoch, out of time)"
     assert not frame[frame["number"] == 0]["out_of_time"].any()
+    assert "1 climbed to the top and 1 was paused by the time budget (the next run continues it)" in rungs_caption(
+        frame, BUDGETS)
+    status = status_frame(trials_frame(res.study)).set_index("state")
+    assert status.loc["FAIL", "reasons"] == "interrupted: paused by the time budget"
+    Console(progress=False)(TimeUp(900, 3, 40, 2))
+    assert ("time budget of 15 min spent: 3 of 40 trials finished, 2 candidates paused mid-climb; run the same "
+            "command again to continue them and search for another 15 min") in capsys.readouterr().err
     check_records(res.study, BUDGETS)
     check_in_order(res.study)
-    # Out of time says nothing about the architecture: sampled again in a later run, it trains, not a copy.
-    monkeypatch.undo()
-    Script([entries[1]]).install(monkeypatch)
-    res.study.enqueue_trial(entries[1][0])
-    again = run_search(load_study_config(path), n_trials=3, reports_dir=reports, progress=False).study.trials[2]
-    assert again.user_attrs.get("duplicate_of") is None and again.state == TS.COMPLETE
-    assert len(rung_records(again)) == 3 and not any(r.get("out_of_time") for r in rung_records(again))
+
+    # A next run whose budget is again too short for rung 2: the retry pauses at once, untrained.
+    calls.clear()
+    again = run_search(load_study_config(path), reports_dir=reports, progress=False, timeout=3600)
+    trials = again.study.trials
+    assert [t.user_attrs.get("retry_of") for t in trials] == [None, None, 1] and calls == []
+    assert paused(trials[2]) and trials[2].user_attrs["fail_reason"].startswith("interrupted: paused at rung 1/3")
+    assert paused_by_time(trials) == [2] and load_checkpoint(paths.rung_checkpoint(1)).meta == kept.meta
+
+    # A run with time for it: the candidate climbs on from its paused net; rung 1 is neither trained nor judged again.
+    monkeypatch.setattr(rungs_mod, "next_rung_seconds", real_seconds)
+    calls.clear()
+    done = run_search(load_study_config(path), reports_dir=reports, progress=False, timeout=0)
+    trials = done.study.trials
+    assert len(trials) == 4 and trials[3].user_attrs.get("retry_of") == 2 and trials[3].state == TS.COMPLETE
+    assert calls == [("trial 3 rung 2/3", 1, 2), ("trial 3 rung 3/3", 2, 4)]
+    assert rung_records(trials[3])[0] == record and [r["rung"] for r in rung_records(trials[3])] == [0, 1, 2]
+    # The very net of an uninterrupted climb of that architecture (same seed and data).
+    assert all(torch.equal(weights[3][k], scripted.weights[2][k]) for k in weights[3])
+    state = slot_state(trials, 2)
+    assert (state.done, state.finished) == (2, True) and paused_by_time(trials) == []
+    assert list(paths.rung_checkpoints.glob("*")) == []
+    frame = rungs_frame(done.study)
+    assert set(frame["number"]) == {0, 3} and set(frame["final_state"]) == {"climbed to top"}
+    check_records(done.study, BUDGETS)
+    check_slots(done.study, 2)
+
+
+def test_a_rung_longer_than_a_whole_runs_budget_stops_the_candidate_instead_of_pausing_it_for_ever(
+        tmp_path, monkeypatch):
+    entries = [SCENARIO[0], SCENARIO[2], SCENARIO[4]]  # a reference, then two candidates nothing dominates
+    path, reports = _prepare(tmp_path, n=2, queued=[p for p, _, _ in entries[:2]])
+    paths = StudyPaths.of("tiny", reports)
+    Script(entries).install(monkeypatch)
+    need = {"s": 3000.0}
+    monkeypatch.setattr(rungs_mod, "next_rung_seconds", lambda *a, **kw: need["s"])
+    calls: list[str] = []
+    real_train = rungs_mod.train
+    monkeypatch.setattr(rungs_mod, "train", lambda *a, desc="", **kw: (calls.append(desc), real_train(
+        *a, desc=desc, **kw))[1])
+    with monkeypatch.context() as mp:
+        _late_clock(mp, 1000.0)
+        first = run_search(load_study_config(path), reports_dir=reports, progress=False, timeout=3600)
+    assert paused_by_time(first.study.trials) == [1]
+
+    # Its next rung now needs more than the whole budget of this run: it would pause in every run, so it stops.
+    need["s"], events = 1e6, []
+    calls.clear()
+    second = run_search(load_study_config(path), reports_dir=reports, progress=False, timeout=3600,
+                        on_event=events.append)
+    retry = second.study.trials[2]
+    assert retry.user_attrs["retry_of"] == 1 and retry.state == TS.PRUNED and calls == []  # untrained
+    last = rung_records(retry)[-1]
+    assert (last["promoted"], last["out_of_time"], last["dominated_by"]) == (False, True, None)
+    assert re.fullmatch(r"stopped at rung 1/3 \(1 epoch\): rung 2 needs about 1000000 s, more than all of the time "
+                        r"budget \(3600 s\); a larger --timeout, or --timeout 0, lets such a candidate climb",
+                        retry.user_attrs["prune_reason"]), retry.user_attrs["prune_reason"]
+    assert slot_state(second.study.trials, 2).finished and paused_by_time(second.study.trials) == []
+    assert not any(isinstance(e, TimeUp) for e in events)
+    assert list(paths.rung_checkpoints.glob("*")) == []
+    frame = rungs_frame(second.study)
+    assert frame[frame["number"] == 2]["final_state"].iloc[0] == "stopped at rung 1/3 (1 epoch, out of time)"
+    status = status_frame(trials_frame(second.study)).set_index("state")
+    assert status.loc["PRUNED", "reasons"] == "stopped at rung 1/3 (1 epoch): out of time"
+
+    # The same for a candidate at the end of its own rung: stopped there, not paused.
+    first.study.enqueue_trial(entries[2][0])
+    third = run_search(load_study_config(path), n_trials=3, reports_dir=reports, progress=False, timeout=3600,
+                       on_event=events.append)
+    new = third.study.trials[3]
+    assert new.state == TS.PRUNED and stopped_at(rung_records(new)) == 0 and rung_records(new)[0]["out_of_time"]
+    assert [(e.trial, e.promoted, e.paused) for e in events if isinstance(e, RungDecided)] == [(3, False, False)]
+    check_records(third.study, BUDGETS)
+    check_in_order(third.study)
+    check_slots(third.study, 3)
 
 
 def test_a_spent_time_budget_starts_no_trial_and_says_so(tmp_path, capsys):

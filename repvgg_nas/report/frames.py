@@ -303,7 +303,9 @@ def front_table_frame(trials: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame
 
 def _reason_kind(reason: str) -> str:
     """A reason as counted in the status table: a rung stop without the trial that dominated it
-    (a stop by the time budget is counted apart)."""
+    (a stop by the time budget is counted apart), a pause by the time budget without its rung and seconds."""
+    if attrs.is_paused_reason(reason):
+        return f"{attrs.INTERRUPTED}: {attrs.RUNG_PAUSED} by {attrs.TIME_BUDGET_STOP}"
     if not reason.startswith(attrs.RUNG_STOPPED):
         return reason
     head, _, why = reason.partition(":")

@@ -25,7 +25,7 @@ from .style import GREY, TEMPLATE, esc, num, present, throughput_axis
 
 __all__ = [
     "CLIMBED", "RUNG_COLUMNS", "RUNG_COUNT_COLUMNS", "RUNG_LINKS",
-    "plot_rungs", "rung_counts", "rungs_caption", "rungs_figure", "rungs_frame", "study_budgets",
+    "plot_rungs", "rung_counts", "rungs_caption", "rungs_figure", "rungs_frame", "study_budgets", "taken_over",
 ]
 
 # final_state of a candidate that reached the full budget.
@@ -59,17 +59,26 @@ def _epochs_text(epochs: Any) -> str:
     return f"{epochs} epoch{'s' * (epochs != 1)}" if present(epochs) else "? epochs"
 
 
+def taken_over(trials: Iterable[FrozenTrial]) -> set[int]:
+    """Trials whose climb a retry has taken over: one that started (not only queued) and was not surplus."""
+    out = set()
+    for t in trials:
+        origin = t.user_attrs.get(attrs.RETRY_OF)
+        if (isinstance(origin, (int, float)) and not isinstance(origin, bool)
+                and t.state != optuna.trial.TrialState.WAITING and not t.user_attrs.get(attrs.SURPLUS)):
+            out.add(int(origin))
+    return out
+
+
 def _climbers(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """Trials whose ``rungs`` attr is their own climb.
 
     Duplicates copy their twin's attrs, seed repeats and long re-trainings
-    never climb, surplus trials never ran, and a killed trial's decided rungs
-    are carried on by the trial that retries it.
+    never climb, surplus trials never ran, and a killed or paused trial's
+    decided rungs are carried on by the retry that took it over (:func:`taken_over`).
     """
     trials = list(trials)
-    retried = {int(t.user_attrs[attrs.RETRY_OF]) for t in trials
-               if isinstance(t.user_attrs.get(attrs.RETRY_OF), (int, float))
-               and not isinstance(t.user_attrs.get(attrs.RETRY_OF), bool)}
+    retried = taken_over(trials)
     out = []
     for t in trials:
         ua = t.user_attrs
@@ -82,7 +91,8 @@ def _climbers(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
 
 
 def _final_state(t: FrozenTrial, records: Sequence[dict[str, Any]], n_rungs: int) -> str:
-    """``climbed to top``, ``stopped at rung k/n (e epochs)``, or the state after the last finished rung."""
+    """``climbed to top``, ``stopped at rung k/n (e epochs)``, ``paused at rung k/n (e epochs, out of time)``
+    (the time budget left its next rung to the next run), or the state after the last finished rung."""
     for r in records:
         if r.get("promoted") is False:
             late = ", out of time" if r.get(attrs.RUNG_OUT_OF_TIME) else ""
@@ -90,6 +100,8 @@ def _final_state(t: FrozenTrial, records: Sequence[dict[str, Any]], n_rungs: int
     last = int(records[-1]["rung"])
     if t.state == optuna.trial.TrialState.COMPLETE and last >= n_rungs - 1:
         return CLIMBED
+    if t.state == optuna.trial.TrialState.FAIL and attrs.is_paused_reason(t.user_attrs.get(attrs.FAIL_REASON)):
+        return f"{attrs.RUNG_PAUSED} at rung {last + 1}/{n_rungs} ({_epochs_text(records[-1].get('epochs'))}, out of time)"
     return f"{t.state.name.lower()} after rung {last + 1}/{n_rungs}"
 
 
@@ -100,11 +112,12 @@ def rungs_frame(source: optuna.Study | Iterable[FrozenTrial], budgets: Sequence[
     at every rung); ``train_seconds`` its training time up to that rung;
     ``promoted`` True/False once decided (None at the top rung);
     ``stopped`` marks the rung a candidate was stopped at, ``dominated_by``
-    the trial whose result there dominated it, ``out_of_time`` a stop by the
-    study's time budget (its next rung would have ended after it); ``final_state`` is where its
-    climb ended (:data:`CLIMBED`, ``stopped at rung k/n (e epochs)`` with
-    ``k`` counted from 1 as in ``prune_reason``, or ``running``/``fail``
-    ``after rung k/n``). ``rung`` itself is 0-based, as in the attr.
+    the trial whose result there dominated it, ``out_of_time`` a rung whose
+    next one would have ended after the study's time budget (promoted: it waits
+    for the next run; not promoted: it needed more than a whole run's budget); ``final_state`` is where its climb ended (:data:`CLIMBED`,
+    ``stopped at rung k/n (e epochs)`` with ``k`` counted from 1 as in
+    ``prune_reason``, ``paused at rung k/n (e epochs, out of time)``, or
+    ``running``/``fail`` ``after rung k/n``). ``rung`` itself is 0-based, as in the attr.
     ``budgets`` (default: the study's, :func:`study_budgets`) gives the
     number of rungs; without it the highest recorded rung does.
     """
@@ -170,7 +183,11 @@ def rungs_caption(frame: pd.DataFrame, budgets: Sequence[int] = ()) -> str:
     candidates = int(frame["number"].nunique())
     top = int(frame.loc[frame["final_state"] == CLIMBED, "number"].nunique())
     parts.append(f"{top} climbed to the top")
-    others = candidates - top - int(counts["stopped"].sum())
+    paused = int(frame.loc[frame["final_state"].str.startswith(attrs.RUNG_PAUSED), "number"].nunique())
+    if paused:
+        parts.append(f"{paused} {'was' if paused == 1 else 'were'} paused by the time budget (the next run "
+                     f"continues {'it' if paused == 1 else 'them'})")
+    others = candidates - top - paused - int(counts["stopped"].sum())
     if others:
         parts.append(f"{others} {'is' if others == 1 else 'are'} still climbing or failed")
     listed = ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else parts[0]
@@ -197,7 +214,8 @@ def _hover(r: pd.Series, n_rungs: int) -> str:
         lines.append(f"<b>stopped</b>: trial {int(by)} dominates it" if present(by) else
                      "<b>stopped</b>: the time budget ran out" if r.get("out_of_time") else "<b>stopped</b>")
     elif r.get("promoted") is True:
-        lines.append("promoted")
+        lines.append("promoted; the time budget left its next rung to the next run" if r.get("out_of_time")
+                     else "promoted")
     lines.append(esc(r["final_state"]))
     if present(r.get("arch")):
         lines.append(f"<i>{esc(r['arch'])}</i>")

@@ -49,9 +49,12 @@ from .run import (
     write_outputs,
 )
 from .slots import (
-    SlotState, admission, died, is_search_trial, recover_trials, repeat_key, repeat_taken, slot_state, trial_key,
+    SlotState, admission, died, is_search_trial, paused, recover_trials, repeat_key, repeat_taken, slot_state,
+    trial_key,
 )
-from .rungs import RungResult, climb, dominating, rung_records, rung_results, rung_train_config
+from .rungs import (
+    RungResult, TimeBudgetPaused, climb, dominating, paused_by_time, rung_records, rung_results, rung_train_config,
+)
 from .space import Dim, SearchSpace, load_space
 from .study import SAMPLERS, FidelityConfig, Objectives, SamplerConfig, StudyConfig, TrustConfig, load_study_config
 
@@ -69,11 +72,13 @@ __all__ = [
     "load_study_config",
     # multi-fidelity rungs
     "RungResult",
+    "TimeBudgetPaused",
     "climb",
     "dominating",
     "rung_records",
     "rung_results",
     "rung_train_config",
+    "paused_by_time",
     # running a study
     "ROLES",
     "SearchResult",
@@ -109,6 +114,7 @@ __all__ = [
     "device_key",
     "DeviceLock",
     "died",
+    "paused",
     "is_search_trial",
     "launch_workers",
     "pid_alive",

@@ -41,6 +41,7 @@ from .events import (
 )
 from .launch import launch_workers, visible_gpus, worker_argv, worker_env
 from .run import run_search
+from .slots import paused
 from .study import StudyConfig, load_study_config
 
 __all__ = ["main", "pareto_table", "trial_line"]
@@ -69,6 +70,8 @@ def trial_line(t: optuna.trial.FrozenTrial) -> str:
     reason = ua.get(FAIL_REASON) or ua.get(PRUNE_REASON) or ""
     if t.state == TrialState.PRUNED and str(reason).startswith(RUNG_STOPPED):  # multi-fidelity: not promoted
         return f"trial {t.number}{ref}: {reason} | {ua.get(ARCH, '')}"
+    if paused(t):  # multi-fidelity: promoted, its next rung left to the next run
+        return f"trial {t.number}{ref}: {str(reason).partition(': ')[2]} | {ua.get(ARCH, '')}"
     return f"trial {t.number}{ref}: {t.state.name.lower()} ({reason}) | {ua.get(ARCH, '')}"
 
 
@@ -125,13 +128,16 @@ class Console:
                 _say(f"re-measured {e.nets} front and reference nets together (lockstep) at {e.at}, other load "
                      f"{load}" + (" - CONTENDED: speed ratios are suspect" if e.contended else ""))
         elif isinstance(e, RungDecided):
-            if self.progress and e.promoted:  # a stop shows in the trial's own line
+            if self.progress and e.promoted and not e.paused:  # a stop or a pause shows in the trial's own line
                 ref = f" [{e.reference}]" if e.reference else ""
                 self._write(f"trial {e.trial}{ref} rung {e.rung + 1}/{e.rungs} ({e.epochs} epoch{'s' * (e.epochs != 1)}): "
                             f"acc {e.accuracy:.3f}, {e.throughput:.0f} img/s -> climbs to rung {e.rung + 2}")
         elif isinstance(e, TimeUp):
-            self._write(f"time budget of {_duration(e.timeout)} spent: {e.done} of {e.target} trials finished; run the same "
-                 f"command again to search for another {_duration(e.timeout)} (--timeout SECONDS sets the budget)")
+            mid = (f", {e.paused} candidate{'s' * (e.paused != 1)} paused mid-climb" if e.paused else "")
+            again = "continue " + ("them" if e.paused > 1 else "it") + " and " if e.paused else ""
+            self._write(f"time budget of {_duration(e.timeout)} spent: {e.done} of {e.target} trials finished{mid}; run "
+                        f"the same command again to {again}search for another {_duration(e.timeout)} "
+                        f"(--timeout SECONDS sets the budget)")
         elif isinstance(e, Interrupted):
             _say("interrupted: completed trials are saved; run the same command again to resume")
 
@@ -203,7 +209,8 @@ def budget_text(cfg: StudyConfig, timeout: float | None = None) -> str:
     if timeout is None:
         return text
     return (f"{text}; time budget {_duration(timeout)}: no trial starts after it"
-            + (", and a candidate climbs only to a rung it can finish within it" if f.multi else ""))
+            + (", and a candidate climbs only to a rung it can finish within it (else it pauses there for the "
+               "next run)" if f.multi else ""))
 
 
 def _duration(seconds: float) -> str:
@@ -221,8 +228,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", required=True, help="study name in studies/ (a_family, b_family, quick) or a .toml path")
     parser.add_argument("--n-trials", type=int, help="total finished trials wanted (default: the study's n_trials)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time budget of this run (default: the "
-                        "study's timeout; 0: none): no trial starts after it, and no candidate climbs to a rung it "
-                        "cannot finish within it; the same command again searches for another budget ([trust] re-trainings "
+                        "study's timeout; 0: none): no trial starts after it, and a candidate whose next rung would "
+                        "end after it pauses; the same command again continues it and searches for another budget ([trust] re-trainings "
                         "and [prune], which follow n_trials, are not bounded by it)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train and measure on this device (sets [measure].device)")
     parser.add_argument("--storage", help="Optuna storage URL: sqlite:///PATH, postgresql://USER@HOST/DB or "

@@ -116,7 +116,8 @@ class Remeasured:
 class RungDecided:
     """Trial ``trial`` finished rung ``rung`` (0-based) of ``rungs`` (``epochs`` of training) at
     ``accuracy`` and ``throughput`` img/s; it climbs on when ``promoted``, else ``dominated_by`` names the
-    trial whose result at that rung dominates it. References (``reference``: their zoo name) always climb."""
+    trial whose result at that rung dominates it. References (``reference``: their zoo name) always climb.
+    ``paused``: promoted, but its next rung would end after the time budget, so it climbs on in the next run."""
 
     trial: int
     rung: int
@@ -127,16 +128,19 @@ class RungDecided:
     promoted: bool
     dominated_by: int | None
     reference: str | None = None
+    paused: bool = False
 
 
 @dataclass(frozen=True)
 class TimeUp:
     """The time budget (``timeout`` seconds) ended the search with ``done`` of ``target`` search trials
-    finished; the same call searches on for another budget."""
+    finished and ``paused`` candidates waiting mid-climb; the same call continues those and searches on for
+    another budget."""
 
     timeout: float
     done: int
     target: int
+    paused: int = 0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ the figures as user attrs, and keep the deploy checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 
 import optuna
@@ -33,7 +34,7 @@ from ..train import DivergenceError, StepCallback, evaluate, init_model, train
 from .events import EventCallback
 from .launch import current_worker
 from .locks import DeviceLock
-from .rungs import climb, discard_paused, out_of_time, record_top
+from .rungs import TimeBudgetPaused, climb, discard_paused, out_of_time, record_top
 from .slots import admission, repeat_taken
 from .study import StudyConfig
 
@@ -46,6 +47,29 @@ ARCH_DIMENSIONS = ("a", "b", "groupwise", "g", "block")  # recorded as arch_<dim
 _OWN_ATTRS = (REFERENCE, RETRY_OF, DUPLICATE_OF, WORKER, WORKER_START, ADMITTED, SURPLUS)
 
 
+class _QuietPauses(logging.Filter):
+    """Drops Optuna's two warnings for a candidate paused by the time budget ("Trial N failed ... because of
+    the following error" with its traceback, then "Trial N failed with value None."): an expected end of
+    the run, which the trial's own line already says."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next: str | None = None  # the start of the second warning, right after the first
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], TimeBudgetPaused):
+            self._next = record.getMessage().split(" failed ", 1)[0] + " failed with value "
+            return False
+        follow, self._next = self._next, None
+        return not (follow is not None and record.getMessage().startswith(follow))
+
+
+def _quiet_pauses() -> None:
+    log = logging.getLogger("optuna.study._optimize")  # the logger of Optuna's trial loop
+    if not any(isinstance(f, _QuietPauses) for f in log.filters):
+        log.addFilter(_QuietPauses())
+
+
 class _Objective:
     """The trial function; holds what every trial shares (data on device, cache, paths).
 
@@ -56,20 +80,23 @@ class _Objective:
     climbing candidate yields it between rungs (:meth:`DeviceLock.yield_turn`).
     ``on_step`` receives the training progress of each trial, ``on_event``
     the rung decisions of a multi-fidelity search (:mod:`.rungs`); a candidate
-    climbs a rung only if it would end before ``deadline`` (:func:`time.monotonic`).
+    climbs a rung only if it would end before ``deadline`` (:func:`time.monotonic`), else pauses for the
+    next run (or stops, when the rung needs more than the run's whole ``budget`` of seconds).
     """
 
     def __init__(
         self, cfg: StudyConfig, data: DataBundle, device: torch.device, cache: ThroughputCache,
         paths: StudyPaths, on_step: StepCallback | None = None, target: int | None = None,
         lock: DeviceLock | None = None, on_event: EventCallback | None = None, deadline: float | None = None,
+        budget: float | None = None,
     ) -> None:
         self.cfg, self.data, self.device, self.cache = cfg, data, device, cache
         self.paths, self.on_step, self.on_event = paths, on_step, on_event
         self.target = target if target is not None else cfg.n_trials
         self.lock = lock if lock is not None else DeviceLock(device)
         self.worker = current_worker()
-        self.deadline = deadline
+        self.deadline, self.budget = deadline, budget
+        _quiet_pauses()
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         try:
@@ -79,6 +106,9 @@ class _Objective:
             raise
         except KeyboardInterrupt:  # a paused rung net stays on disk: the retry continues it
             trial.set_user_attr(FAIL_REASON, f"{INTERRUPTED}: Ctrl-C")
+            raise
+        except TimeBudgetPaused as e:  # cut short by the time budget, as by Ctrl-C: the next run continues it
+            trial.set_user_attr(FAIL_REASON, f"{INTERRUPTED}: {e}")
             raise
         except Exception as e:
             self._discard_paused(trial)
@@ -203,7 +233,8 @@ class _Objective:
                 model, result = climb(
                     trial, spec, meas.images_per_s, fidelity=cfg.fidelity, train_cfg=train_cfg, init_seed=init_seed,
                     data=data, device=self.device, paths=self.paths, score=self._score, on_step=self.on_step,
-                    on_event=self.on_event, deadline=self.deadline, pause=self.lock.yield_turn,
+                    on_event=self.on_event, deadline=self.deadline, budget=self.budget,
+                    pause=self.lock.yield_turn,
                 )
             else:
                 model = init_model(spec, seed=init_seed, device=self.device)

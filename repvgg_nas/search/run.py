@@ -41,6 +41,7 @@ from .events import (
     StudyStarted, TimeUp, TrialFinished, TrialTakenOver, Waiting,
 )
 from .objective import ARCH_DIMENSIONS, _Objective, failure_reason
+from .rungs import paused_by_time
 from .slots import died, recover_trials, repeat_key, slot_state
 from .study import StudyConfig
 
@@ -430,7 +431,7 @@ def run_search(
     paths.checkpoints.mkdir(exist_ok=True)
     on_step = emit if (progress and on_event is not None) else None
     objective = _Objective(cfg, data, train_device, cache, paths, on_step=on_step, target=target, on_event=emit,
-                           deadline=deadline)
+                           deadline=deadline, budget=timeout)
 
     done = slot_state(study.get_trials(deepcopy=False), target).done
     remaining = max(0, target - done) if role != "finalize" else 0
@@ -455,9 +456,11 @@ def run_search(
     try:
         if remaining:
             _work(study, objective, after_trial, target, deadline, emit)
-            done = slot_state(study.get_trials(deepcopy=False), target).done
-            if timeout is not None and deadline is not None and done < target and time.monotonic() >= deadline:
-                emit(TimeUp(timeout, done, target))
+            trials = study.get_trials(deepcopy=False)
+            done, paused = slot_state(trials, target).done, len(paused_by_time(trials))
+            if timeout is not None and deadline is not None and done < target and (
+                    paused or time.monotonic() >= deadline):
+                emit(TimeUp(timeout, done, target, paused))
         if slot_state(study.get_trials(deepcopy=False), target).finished:
             run_linked(study, cfg, objective, after_linked, emit)
         if cfg.prune is not None and role != "worker":

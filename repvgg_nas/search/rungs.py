@@ -23,10 +23,18 @@ PRUNED (``prune_reason`` names the result that dominates it); only the top
 rung's result is an objective value, so the sampler and the front see the
 full budget only.
 
-A study with a time budget (``timeout``) also stops a promoted candidate
-whose next rung, at the seconds per epoch it has trained so far, would end
-after the deadline (``out_of_time`` in its rung record); references are
-never stopped, as every claim is measured against them.
+A study with a time budget (``timeout``) pauses a promoted candidate whose
+next rung, at the seconds per epoch it has trained so far, would end after
+the deadline: its rung record is promoted and marked ``out_of_time``, and
+the trial ends as a run cut short (FAIL, ``interrupted: paused at rung
+...``; :class:`TimeBudgetPaused`). Its trial slot stays in flight rather
+than counted as a result; the next run queues it again like any
+interrupted trial, and the retry climbs on from its decided rungs (in
+``continue`` mode from its rung checkpoint), or pauses again untrained
+when its next rung would again end after that run's deadline. A rung that
+needs more than a whole run's time budget would pause in every run: such a
+candidate is stopped instead (PRUNED, ``out_of_time``, promoted False).
+References are never paused, as every claim is measured against them.
 """
 
 from __future__ import annotations
@@ -43,23 +51,30 @@ from optuna.trial import FrozenTrial
 from torch import nn
 
 from ..attrs import (
-    PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, RUNG, RUNG_OUT_OF_TIME, RUNG_STOPPED, RUNGS, SURPLUS, TIME_BUDGET_STOP,
+    PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, RUNG, RUNG_OUT_OF_TIME, RUNG_PAUSED,
+    RUNG_STOPPED, RUNGS, SURPLUS, TIME_BUDGET_STOP,
 )
 from ..checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..data import DataBundle
 from ..layout import StudyPaths
 from ..model import reparameterize
 from ..report.frames import dominates
+from ..report.rungs import taken_over
 from ..spec import RepVGGSpec
 from ..train import StepCallback, TrainConfig, TrainResult, TrainState, init_model, train
 from .events import EventCallback, RungDecided
-from .slots import trial_key
+from .slots import paused, trial_key
 from .study import FidelityConfig
 
 __all__ = [
     "RungResult", "rung_records", "rung_results", "dominating", "climb", "record_top", "stopped_at", "discard_paused",
-    "rung_train_config", "next_rung_seconds", "out_of_time",
+    "rung_train_config", "next_rung_seconds", "out_of_time", "TimeBudgetPaused", "paused_by_time",
 ]
+
+
+class TimeBudgetPaused(Exception):
+    """A candidate's next rung would end after the time budget: its trial ends FAIL as interrupted (its
+    message is the ``fail_reason`` after ``interrupted:``), and the next run continues the climb."""
 
 
 @dataclass(frozen=True)
@@ -153,15 +168,50 @@ def _at_rung(rung: int, rungs: int, epochs: int) -> str:
     return f"{RUNG_STOPPED} at rung {rung + 1}/{rungs} ({epochs} epoch{'s' * (epochs != 1)})"
 
 
-def next_rung_seconds(budgets: Sequence[int], rung: int, spent: float, mode: str) -> float:
+def next_rung_seconds(budgets: Sequence[int], rung: int, spent: float, mode: str, trained: int | None = None) -> float:
     """Training seconds rung ``rung + 1`` will take, at the seconds per epoch paid up to rung ``rung``.
 
     ``spent`` is the candidate's training time so far: in ``continue`` mode one
     run of ``budgets[rung]`` epochs, in ``retrain`` mode every lower rung's run.
+    ``trained``: in ``continue`` mode, the epochs the net to be continued has
+    (default ``budgets[rung]``; 0 when a retry found no rung checkpoint and
+    starts afresh).
     """
     paid = budgets[rung] if mode == "continue" else sum(budgets[: rung + 1])
-    more = budgets[rung + 1] - budgets[rung] if mode == "continue" else budgets[rung + 1]
-    return spent / max(paid, 1) * more
+    start = budgets[rung] if trained is None else trained
+    more = budgets[rung + 1] - start if mode == "continue" else budgets[rung + 1]
+    return spent / max(paid, 1) * max(more, 0)
+
+
+@dataclass(frozen=True)
+class _Late:
+    """A promoted candidate's next rung would end after the run's deadline: why, and whether for good."""
+
+    reason: str
+    for_good: bool  # the rung needs more than a whole run's budget: it would pause in every run
+
+
+def _time_check(budgets: Sequence[int], rung: int, need: float, deadline: float | None,
+                budget: float | None) -> _Late | None:
+    """None when rung ``rung + 1`` (``need`` seconds with its evaluation) ends before ``deadline``.
+
+    Otherwise the candidate pauses there for the next run, or, when ``need``
+    exceeds the whole time budget of a run (``budget`` seconds), is stopped:
+    pausing it would only repeat in every run.
+    """
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if need <= left:
+        return None
+    epochs = budgets[rung]
+    at = f"rung {rung + 1}/{len(budgets)} ({epochs} epoch{'s' * (epochs != 1)})"
+    if budget is not None and need > budget:
+        return _Late(f"{RUNG_STOPPED} at {at}: rung {rung + 2} needs about {need:.0f} s, more than all of "
+                     f"{TIME_BUDGET_STOP} ({budget:.0f} s); a larger --timeout, or --timeout 0, lets such a "
+                     f"candidate climb", True)
+    return _Late(f"{RUNG_PAUSED} at {at}: {TIME_BUDGET_STOP} ends in {max(left, 0):.0f} s and rung {rung + 2} "
+                 f"needs about {need:.0f} s more; the next run continues its climb", False)
 
 
 def climb(
@@ -169,7 +219,7 @@ def climb(
     init_seed: int, data: DataBundle, device: torch.device, paths: StudyPaths,
     score: Callable[[nn.Module], tuple[float, float | None]],
     on_step: StepCallback | None = None, on_event: EventCallback | None = None, deadline: float | None = None,
-    pause: Callable[[], None] | None = None,
+    budget: float | None = None, pause: Callable[[], None] | None = None,
 ) -> tuple[nn.Module, TrainResult]:
     """Train a candidate rung by rung; return the net trained at the full budget and its result.
 
@@ -181,8 +231,10 @@ def climb(
     ``prune_reason`` says which trial stopped it). The caller fuses,
     evaluates and records the top rung as for a single-fidelity trial, then
     calls :func:`record_top`. ``deadline`` (a :func:`time.monotonic` time,
-    from the study's ``timeout``) also stops a promoted candidate, not a
-    reference, whose next rung would end after it. ``pause()`` runs at
+    from the study's ``timeout``) pauses a promoted candidate, not a
+    reference, whose next rung would end after it: :class:`TimeBudgetPaused`
+    (also raised at once by a retry whose next rung would); a rung that needs
+    more than the run's whole ``budget`` (seconds) stops it for good instead. ``pause()`` runs at
     the end of each rung below the top, before the decision (the objective
     lets a queued measurement of another local worker take the device there).
     """
@@ -193,8 +245,9 @@ def climb(
     by_number = {t.number: t for t in trials}
     me_frozen = by_number.get(trial.number)
     slot = trial_key(me_frozen, by_number) if me_frozen is not None else trial.number
-    paused = paths.rung_checkpoint(slot)
+    paused_net = paths.rung_checkpoint(slot)
     ancestors = _ancestors(trial, by_number)
+    reference = trial.user_attrs.get(REFERENCE)
     own = {trial.number} | {t.number for t in ancestors}  # one candidate: never judged by its own earlier runs
     records, source = _inherited(ancestors)
     if records:
@@ -202,27 +255,38 @@ def climb(
         trial.set_user_attr(RUNG, records[-1]["rung"])
         last = records[-1]
         if not last["promoted"]:  # the killed trial was stopped but died before it said so
-            why = f"{TIME_BUDGET_STOP} ran out" if last.get(RUNG_OUT_OF_TIME) else f"trial {last['dominated_by']} dominates it"
             reason = str((source.user_attrs.get(PRUNE_REASON) if source is not None else None) or
-                         f"{_at_rung(int(last['rung']), len(budgets), int(last['epochs']))}: {why}")
+                         f"{_at_rung(int(last['rung']), len(budgets), int(last['epochs']))}: "
+                         f"trial {last['dominated_by']} dominates it")
             trial.set_user_attr(PRUNE_REASON, reason)
             raise optuna.TrialPruned(reason)
 
+    spent = float(records[-1].get("train_seconds", 0.0)) if records else 0.0
     model = init_model(spec, seed=init_seed, device=device)
     state: TrainState | None = None
-    spent = float(records[-1].get("train_seconds", 0.0)) if records else 0.0
-    if fidelity.mode == "continue" and ancestors and paused.is_file():
+    if fidelity.mode == "continue" and ancestors and paused_net.is_file():
         # Where a killed run of this candidate paused: at its last decided rung, or one rung on if it died
         # before recording that rung. Only its own file: same net, written by a trial of its retry chain.
         usable = {budgets[i] for i in (len(records) - 1, len(records)) if 0 <= i < top}
-        ckpt = load_checkpoint(paused)
+        ckpt = load_checkpoint(paused_net)
         saved = TrainState.from_dict(ckpt.train_state) if ckpt.train_state is not None else None
         mine = ckpt.spec.hash == spec.hash and ckpt.meta.get("trial") in own
         if mine and saved is not None and saved.epoch in usable:
-            load_state_dict_checked(model, ckpt.state_dict, source=str(paused))
+            load_state_dict_checked(model, ckpt.state_dict, source=str(paused_net))
             state = saved
+    if records and not reference:  # a paused or killed climb taken over: its next rung must fit this run too
+        k = int(records[-1]["rung"])
+        trained = (state.epoch if state is not None else 0) if fidelity.mode == "continue" else None
+        late = _time_check(budgets, k, next_rung_seconds(budgets, k, spent, fidelity.mode, trained), deadline,
+                           budget)
+        if late is not None and late.for_good:
+            records[-1].update({"promoted": False, RUNG_OUT_OF_TIME: True})
+            trial.set_user_attr(RUNGS, records)
+            trial.set_user_attr(PRUNE_REASON, late.reason)
+            raise optuna.TrialPruned(late.reason)
+        if late is not None:
+            raise TimeBudgetPaused(late.reason)
     result: TrainResult | None = None
-    reference = trial.user_attrs.get(REFERENCE)
     for k in range(len(records), len(budgets)):
         epochs = budgets[k]
         if reference and fidelity.mode == "retrain" and k < top:
@@ -242,7 +306,7 @@ def climb(
             break
         if fidelity.mode == "continue":
             assert state is not None
-            save_checkpoint(paused, model, spec, meta={"trial": trial.number, "rung": k},
+            save_checkpoint(paused_net, model, spec, meta={"trial": trial.number, "rung": k},
                             train_state=state.to_dict())
         scored = time.monotonic()
         accuracy, float_accuracy = score(reparameterize(model))
@@ -255,25 +319,22 @@ def climb(
             pause()
         by = None if reference else dominating(mine, rung_results(trial.study.get_trials(deepcopy=False), k,
                                                                    exclude=own))
-        late = None
-        if by is None and not reference and deadline is not None:
-            need = next_rung_seconds(budgets, k, spent, fidelity.mode) + scored  # and its evaluation
-            left = deadline - time.monotonic()
-            if need > left:
-                late = (f"{_at_rung(k, len(budgets), epochs)}: {TIME_BUDGET_STOP} ends in {max(left, 0):.0f} s and "
-                        f"rung {k + 2} needs about {need:.0f} s more")
-                record[RUNG_OUT_OF_TIME] = True
-        promoted = by is None and late is None
+        late = None if by is not None or reference else _time_check(
+            budgets, k, next_rung_seconds(budgets, k, spent, fidelity.mode) + scored, deadline, budget)
+        if late is not None:  # its next rung waits for the next run (the rung checkpoint stays), or never comes
+            record[RUNG_OUT_OF_TIME] = True
+        promoted = by is None and (late is None or not late.for_good)
         record["promoted"], record["dominated_by"] = promoted, None if by is None else by.trial
         trial.set_user_attr(RUNGS, records)
         trial.set_user_attr(RUNG, k)
         emit(RungDecided(trial.number, k, len(budgets), epochs, accuracy, throughput, promoted,
-                         None if by is None else by.trial, reference))
+                         None if by is None else by.trial, reference, paused=promoted and late is not None))
+        if late is not None and promoted:
+            raise TimeBudgetPaused(late.reason)
         if not promoted:
-            reason = late if by is None else _stop_reason(k, len(budgets), epochs, mine, by)
-            assert reason is not None
+            reason = late.reason if late is not None else _stop_reason(k, len(budgets), epochs, mine, by)
             trial.set_user_attr(PRUNE_REASON, reason)
-            paused.unlink(missing_ok=True)
+            paused_net.unlink(missing_ok=True)
             raise optuna.TrialPruned(reason)
     assert result is not None
     return model, result._replace(seconds=spent)
@@ -297,9 +358,18 @@ def record_top(trial: optuna.Trial, fidelity: FidelityConfig, train_epochs: int,
 
 
 def out_of_time(t: FrozenTrial) -> bool:
-    """Whether a candidate was stopped by the time budget (nothing dominated it: its architecture is no worse)."""
+    """Whether a candidate's climb ended at a rung because of the time budget, not because anything dominated
+    it (its last rung record is ``out_of_time``): paused for the next run, or, in a study made before pauses
+    existed, stopped (PRUNED) for good."""
     records = rung_records(t)
     return bool(records) and bool(records[-1].get(RUNG_OUT_OF_TIME))
+
+
+def paused_by_time(trials: Sequence[FrozenTrial]) -> list[int]:
+    """Candidates paused by the time budget whose climb no retry has taken over yet (a retry queued but not
+    started, or surplus, has not)."""
+    done = taken_over(trials)
+    return [t.number for t in trials if paused(t) and t.number not in done]
 
 
 def stopped_at(records: Sequence[dict[str, Any]]) -> int | None:

@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..attrs import (
     ADMITTED, DUPLICATE, FAIL_REASON, INTERRUPTED, PARENT_TRIAL, REFERENCE, REPEAT_OF, RETRY_OF, SURPLUS,
-    TRAIN_EPOCHS, TRAIN_SEED, WORKER, WORKER_START,
+    TRAIN_EPOCHS, TRAIN_SEED, WORKER, WORKER_START, is_paused_reason,
 )
 from ..storage import FAILED_TRIAL, FIXED_PARAMS, RETRY_HISTORY, fail_trial
 from .launch import pid_alive
@@ -45,6 +45,7 @@ __all__ = [
     "trial_key",
     "is_search_trial",
     "died",
+    "paused",
     "slot_state",
     "admission",
     "recover_trials",
@@ -105,6 +106,12 @@ def died(t: FrozenTrial) -> bool:
     return t.state == TrialState.FAIL and (not _reason(t) or _reason(t).startswith(INTERRUPTED))
 
 
+def paused(t: FrozenTrial) -> bool:
+    """FAIL because the time budget ended the run mid-climb (:class:`.rungs.TimeBudgetPaused`): not a result,
+    but a candidate the next run continues."""
+    return t.state == TrialState.FAIL and is_paused_reason(_reason(t))
+
+
 def trial_key(t: FrozenTrial, by_number: Mapping[int, FrozenTrial]) -> int:
     """The slot a trial answers for: its number, or the first trial of its retry chain."""
     seen: set[int] = set()
@@ -126,7 +133,8 @@ class SlotState:
 
     ``done``: keys with a final result (complete, pruned by a constraint,
     failed; a dead trial not retried yet counts as failed until its retry
-    appears). ``held``: keys done or in flight. ``running``: RUNNING search
+    appears). ``held``: keys done or in flight (a candidate paused by the
+    time budget is in flight until a later run finishes its climb). ``running``: RUNNING search
     trials of any worker. ``admissible_waiting``: queued trials that would be
     allowed to run now.
     """
@@ -162,6 +170,8 @@ class _Keys:
             if any(t.state.is_finished() and not died(t) for t in group):
                 self.status[k] = "done"
             elif any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in group):
+                self.status[k] = "active"
+            elif paused(max(group, key=lambda t: t.number)):  # the next run continues its climb
                 self.status[k] = "active"
             else:  # only dead runs: a failure, unless a retry turns up
                 self.status[k] = "done"
@@ -266,10 +276,15 @@ def recover_trials(
     single search, or the ``--workers`` parent before it starts its workers).
     """
     trials = study.get_trials(deepcopy=False)
+    by_number = {t.number: t for t in trials}
     retried: set[int] = set()
     for t in trials:
-        if t.user_attrs.get(RETRY_OF) is not None:
-            retried.add(int(t.user_attrs[RETRY_OF]))
+        origin = t.user_attrs.get(RETRY_OF)
+        if origin is not None:
+            first = by_number.get(int(origin))
+            # A paused candidate's surplus retry never ran: its climb waits for one that will.
+            if not (t.user_attrs.get(SURPLUS) and first is not None and paused(first)):
+                retried.add(int(origin))
         retried.update(int(n) for n in t.system_attrs.get(RETRY_HISTORY, []))
     host, now = socket.gethostname(), _dt.datetime.now()
     out = []
