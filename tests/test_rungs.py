@@ -597,6 +597,14 @@ def test_retry_of_a_trial_stopped_before_it_said_so_is_stopped_untrained(tmp_pat
     with pytest.raises(Trained):
         climb(trial, spec, 50.0, **kw)
     assert [r["promoted"] for r in trial.user_attrs["rungs"]] == [True]
+    # Killed after a stop by the time budget (its next rung needed more than a whole run's): stopped too.
+    study.add_trial(optuna.trial.create_trial(state=TS.FAIL, params={"a": 0.25}, distributions=dist, user_attrs={
+        "rungs": [{**_rec(0, 0.6, 50.0, False), "out_of_time": True}], "fail_reason": "interrupted: worker h:1 died"}))
+    study.enqueue_trial({"a": 0.25}, user_attrs={"retry_of": 4})
+    trial = study.ask()
+    with pytest.raises(optuna.TrialPruned, match=r"stopped at rung 1/3 \(1 epoch\): rung 2 needs more than all of "
+                                                 r"the time budget"):
+        climb(trial, spec, 50.0, **kw)
 
 
 def test_a_surplus_retry_leaves_the_paused_net_of_the_live_retry(tmp_path):

@@ -255,9 +255,10 @@ def climb(
         trial.set_user_attr(RUNG, records[-1]["rung"])
         last = records[-1]
         if not last["promoted"]:  # the killed trial was stopped but died before it said so
+            why = (f"rung {int(last['rung']) + 2} needs more than all of {TIME_BUDGET_STOP}"
+                   if last.get(RUNG_OUT_OF_TIME) else f"trial {last['dominated_by']} dominates it")
             reason = str((source.user_attrs.get(PRUNE_REASON) if source is not None else None) or
-                         f"{_at_rung(int(last['rung']), len(budgets), int(last['epochs']))}: "
-                         f"trial {last['dominated_by']} dominates it")
+                         f"{_at_rung(int(last['rung']), len(budgets), int(last['epochs']))}: {why}")
             trial.set_user_attr(PRUNE_REASON, reason)
             raise optuna.TrialPruned(reason)
 
