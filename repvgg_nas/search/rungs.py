@@ -164,8 +164,8 @@ def _stop_reason(rung: int, rungs: int, epochs: int, me: RungResult, by: RungRes
             f"accuracy, {by.throughput:.1f} vs {me.throughput:.1f} img/s)")
 
 
-def _at_rung(rung: int, rungs: int, epochs: int) -> str:
-    return f"{RUNG_STOPPED} at rung {rung + 1}/{rungs} ({epochs} epoch{'s' * (epochs != 1)})"
+def _at_rung(rung: int, rungs: int, epochs: int, what: str = RUNG_STOPPED) -> str:
+    return f"{what} at rung {rung + 1}/{rungs} ({epochs} epoch{'s' * (epochs != 1)})"
 
 
 def next_rung_seconds(budgets: Sequence[int], rung: int, spent: float, mode: str, trained: int | None = None) -> float:
@@ -204,14 +204,13 @@ def _time_check(budgets: Sequence[int], rung: int, need: float, deadline: float 
     left = deadline - time.monotonic()
     if need <= left:
         return None
-    epochs = budgets[rung]
-    at = f"rung {rung + 1}/{len(budgets)} ({epochs} epoch{'s' * (epochs != 1)})"
     if budget is not None and need > budget:
-        return _Late(f"{RUNG_STOPPED} at {at}: rung {rung + 2} needs about {need:.0f} s, more than all of "
-                     f"{TIME_BUDGET_STOP} ({budget:.0f} s); a larger --timeout, or --timeout 0, lets such a "
-                     f"candidate climb", True)
-    return _Late(f"{RUNG_PAUSED} at {at}: {TIME_BUDGET_STOP} ends in {max(left, 0):.0f} s and rung {rung + 2} "
-                 f"needs about {need:.0f} s more; the next run continues its climb", False)
+        return _Late(f"{_at_rung(rung, len(budgets), budgets[rung])}: rung {rung + 2} needs about {need:.0f} s, more "
+                     f"than all of {TIME_BUDGET_STOP} ({budget:.0f} s); a larger --timeout, or --timeout 0, lets "
+                     f"such a candidate climb", True)
+    return _Late(f"{_at_rung(rung, len(budgets), budgets[rung], RUNG_PAUSED)}: {TIME_BUDGET_STOP} ends in "
+                 f"{max(left, 0):.0f} s and rung {rung + 2} needs about {need:.0f} s more; the next run continues "
+                 f"its climb", False)
 
 
 def climb(
