@@ -10,6 +10,11 @@ the proxy and at the long budget (including "none").
 
     python benchmarks/trust_a_family.py --out benchmarks/trust_cpu.md
 
+``--note-only`` writes the note from the study as it stands, training nothing;
+the note then names every architecture that still lacks a seed or its long
+re-training. With ``--remeasure`` it first re-measures the front and the
+references together (lockstep), as the end of a finished run does.
+
 Time: 12 search trials with a_family's references and rungs, without its time budget
 (about 20-25 min on a quiet 2-core AVX2 CPU), then 2
 extra proxy trainings and one 4x-longer training per front member and
@@ -19,12 +24,14 @@ reference (6-8 architectures): about 1.5-3 hours on that CPU, minutes on a GPU.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
+from repvgg_nas.attrs import STUDY_LOCKSTEP
 from repvgg_nas.measure import environment
-from repvgg_nas.report import architecture_stats, claims_frame, fidelity
-from repvgg_nas.search import load_study_config, run_search
+from repvgg_nas.report import architecture_stats, claims_frame, fidelity, load_report_study, trials_frame
+from repvgg_nas.search import load_study_config, remeasure_front, run_search
 from repvgg_nas.search import TrustConfig
 
 
@@ -34,6 +41,24 @@ def _cpu() -> str:
     return f"{env['device_name']}, ISA {env['cpu_capability']}"
 
 
+def _missing(shown, seeds: int) -> list[str]:
+    """A line naming the architectures of the note that lack a seed or the long re-training, or none."""
+    short = [f"trial {int(r['number'])} ({int(r['n'])} of {seeds} seeds"
+             + ("" if r["long_accuracy"] == r["long_accuracy"] else ", no long re-training") + ")"
+             for _, r in shown.iterrows() if r["n"] < seeds or r["long_accuracy"] != r["long_accuracy"]]
+    return [f"**Incomplete:** {'; '.join(short)}. Re-run the command to finish them.", ""] if short else []
+
+
+def _speed_source(lockstep: dict | None) -> str:
+    """Where the images/s column comes from: the lockstep re-measurement (when, load) or the search."""
+    if not lockstep:
+        return "images/s: median of each net's uncontended search measurements (no lockstep re-measurement yet)."
+    load = "unknown" if lockstep.get("other_load") is None else f"{lockstep['other_load']:.2f}"
+    flag = ", flagged contended" if lockstep.get("contended") else ""
+    return (f"images/s: front and references re-measured together (lockstep) at {lockstep['at']} on "
+            f"{lockstep.get('device')}, other load {load}{flag}.")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
@@ -41,16 +66,29 @@ def main() -> None:
     p.add_argument("--reports-dir", default="reports/bench_trust")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", type=Path)
+    p.add_argument("--note-only", action="store_true",
+                   help="write the note from the finished trials of the study as it stands, training nothing")
+    p.add_argument("--remeasure", action="store_true",
+                   help="with --note-only: re-measure the front and references in lockstep first")
     args = p.parse_args()
+    if args.remeasure and not args.note_only:
+        p.error("--remeasure goes with --note-only (a full run re-measures at its end anyway)")
 
     cfg = load_study_config("a_family")
     # Every search trial and every linked re-training, however long it takes: no time budget.
     cfg = cfg.replace(timeout=None, n_trials=12, trust=TrustConfig(seeds=args.seeds, long_epochs=args.long_epochs,
                                         claim_sigmas=cfg.trust.claim_sigmas))
     t0 = time.time()
-    res = run_search(cfg, reports_dir=args.reports_dir, device=args.device, progress=False)
-    minutes = (time.time() - t0) / 60
-    stats = architecture_stats(res.trials)
+    if args.note_only:
+        study = load_report_study("a_family", reports_dir=args.reports_dir)[0]
+        if args.remeasure:
+            measure = dataclasses.replace(cfg.measure, device=args.device) if args.device else cfg.measure
+            remeasure_front(study, measure.resolved())
+        took = "no training in this call: the note of the study as it stands"
+    else:
+        study = run_search(cfg, reports_dir=args.reports_dir, device=args.device, progress=False).study
+        took = f"{(time.time() - t0) / 60:.0f} min this run, resumed runs count only their own part"
+    stats = architecture_stats(trials_frame(study))
     sigmas = cfg.trust.claim_sigmas
     fid = fidelity(stats)
     shown = stats[stats["on_front"] | stats["reference"].notna()].sort_values("throughput", ascending=False)
@@ -58,18 +96,21 @@ def main() -> None:
         f"# a_family: seed noise and proxy fidelity ({args.seeds} seeds, {args.long_epochs}-epoch re-training)",
         "",
         f"Machine: {_cpu()}; device {cfg.measure.resolved().device}. Command: "
-        f"`python benchmarks/trust_a_family.py --out ...` ({minutes:.0f} min this run, resumed runs count "
-        f"only their own part).",
+        f"`python benchmarks/trust_a_family.py --out ...` ({took}).",
+        "",
+        *_missing(shown, args.seeds),
+        _speed_source(study.user_attrs.get(STUDY_LOCKSTEP)),
         "",
         "| trial | reference | front | n | accuracy mean ± std | SE | images/s | 24-epoch accuracy |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for _, r in shown.iterrows():
         std = "" if r["accuracy_std"] != r["accuracy_std"] else f" ± {r['accuracy_std']:.4f}"
+        ref = r["reference"] if isinstance(r["reference"], str) else ""
         lines.append(
-            f"| {int(r['number'])} | {r['reference'] or ''} | {'*' if r['on_front'] else ''} | {int(r['n'])} | "
+            f"| {int(r['number'])} | {ref} | {'*' if r['on_front'] else ''} | {int(r['n'])} | "
             f"{r['accuracy_mean']:.4f}{std} | {r['accuracy_se']:.4f} | {r['throughput']:.1f} | "
-            f"{r['long_accuracy']:.4f} |")
+            f"{'' if r['long_accuracy'] != r['long_accuracy'] else format(r['long_accuracy'], '.4f')} |")
     lines += ["", f"Kendall tau (proxy mean vs {args.long_epochs}-epoch accuracy, front + references): "
               f"{fid.tau:+.3f} (p = {fid.p_value:.2g}, n = {fid.n}).", ""]
     for budget in ("proxy", "long"):
