@@ -56,7 +56,7 @@ def _speed_source(lockstep: dict | None) -> str:
     load = "unknown" if lockstep.get("other_load") is None else f"{lockstep['other_load']:.2f}"
     flag = ", flagged contended" if lockstep.get("contended") else ""
     return (f"images/s: front and references re-measured together (lockstep) at {lockstep['at']} on "
-            f"{lockstep.get('device')}, other load {load}{flag}.")
+            f"{lockstep.get('device')}, other load {load}{flag}; the speed ratios below use these figures.")
 
 
 def main() -> None:
@@ -107,9 +107,10 @@ def main() -> None:
     for _, r in shown.iterrows():
         std = "" if r["accuracy_std"] != r["accuracy_std"] else f" ± {r['accuracy_std']:.4f}"
         ref = r["reference"] if isinstance(r["reference"], str) else ""
+        speed = r["lockstep_throughput"] if r["lockstep_throughput"] == r["lockstep_throughput"] else r["throughput"]
         lines.append(
             f"| {int(r['number'])} | {ref} | {'*' if r['on_front'] else ''} | {int(r['n'])} | "
-            f"{r['accuracy_mean']:.4f}{std} | {r['accuracy_se']:.4f} | {r['throughput']:.1f} | "
+            f"{r['accuracy_mean']:.4f}{std} | {r['accuracy_se']:.4f} | {speed:.1f} | "
             f"{'' if r['long_accuracy'] != r['long_accuracy'] else format(r['long_accuracy'], '.4f')} |")
     lines += ["", f"Kendall tau (proxy mean vs {args.long_epochs}-epoch accuracy, front + references): "
               f"{fid.tau:+.3f} (p = {fid.p_value:.2g}, n = {fid.n}).", ""]
