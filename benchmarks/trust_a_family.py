@@ -16,9 +16,9 @@ re-training. With ``--remeasure`` it first re-measures the front and the
 references together (lockstep), as the end of a finished run does.
 
 Time: 12 search trials with a_family's references and rungs, without its time budget
-(about 20-25 min on a quiet 2-core AVX2 CPU), then 2
-extra proxy trainings and one 4x-longer training per front member and
-reference (6-8 architectures): about 1.5-3 hours on that CPU, minutes on a GPU.
+(about an hour on a 2-core AVX2 CPU), then 2 extra proxy trainings and one
+4x-longer training per front member and reference (7 architectures in
+trust_cpu.md: about 3 hours on that CPU), minutes on a GPU.
 """
 
 from __future__ import annotations
