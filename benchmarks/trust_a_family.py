@@ -28,6 +28,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from repvgg_nas.attrs import STUDY_LOCKSTEP
 from repvgg_nas.measure import environment
 from repvgg_nas.report import architecture_stats, claims_frame, fidelity, load_report_study, trials_frame
@@ -44,8 +46,8 @@ def _cpu() -> str:
 def _missing(shown, seeds: int) -> list[str]:
     """A line naming the architectures of the note that lack a seed or the long re-training, or none."""
     short = [f"trial {int(r['number'])} ({int(r['n'])} of {seeds} seeds"
-             + ("" if r["long_accuracy"] == r["long_accuracy"] else ", no long re-training") + ")"
-             for _, r in shown.iterrows() if r["n"] < seeds or r["long_accuracy"] != r["long_accuracy"]]
+             + ("" if pd.notna(r["long_accuracy"]) else ", no long re-training") + ")"
+             for _, r in shown.iterrows() if r["n"] < seeds or pd.isna(r["long_accuracy"])]
     return [f"**Incomplete:** {'; '.join(short)}. Re-run the command to finish them.", ""] if short else []
 
 
@@ -105,13 +107,13 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for _, r in shown.iterrows():
-        std = "" if r["accuracy_std"] != r["accuracy_std"] else f" ± {r['accuracy_std']:.4f}"
+        std = f" ± {r['accuracy_std']:.4f}" if pd.notna(r["accuracy_std"]) else ""
         ref = r["reference"] if isinstance(r["reference"], str) else ""
-        speed = r["lockstep_throughput"] if r["lockstep_throughput"] == r["lockstep_throughput"] else r["throughput"]
+        speed = r["lockstep_throughput"] if pd.notna(r["lockstep_throughput"]) else r["throughput"]
         lines.append(
             f"| {int(r['number'])} | {ref} | {'*' if r['on_front'] else ''} | {int(r['n'])} | "
             f"{r['accuracy_mean']:.4f}{std} | {r['accuracy_se']:.4f} | {speed:.1f} | "
-            f"{'' if r['long_accuracy'] != r['long_accuracy'] else format(r['long_accuracy'], '.4f')} |")
+            f"{format(r['long_accuracy'], '.4f') if pd.notna(r['long_accuracy']) else ''} |")
     lines += ["", f"Kendall tau (proxy mean vs {args.long_epochs}-epoch accuracy, front + references): "
               f"{fid.tau:+.3f} (p = {fid.p_value:.2g}, n = {fid.n}).", ""]
     for budget in ("proxy", "long"):
