@@ -153,8 +153,8 @@ def test_a_retried_trial_is_drawn_once_and_single_fidelity_has_no_rungs():
 def test_elapsed_seconds_run_from_the_first_start_of_any_trial():
     s = optuna.create_study(directions=["maximize", "maximize"])
     _add(s, None, None, 0, 3, state=TrialState.FAIL)  # the clock starts here, though it failed
-    _add(s, 0.5, 100.0, 4, 10.5)
-    _add(s, 0.6, 50.0, 5, 8.25)
+    _add(s, 0.5, 100.0, 3, 10.5)
+    _add(s, 0.6, 50.0, 5, 8.25)  # a second worker
     trials = report_trials_frame(s)
     assert elapsed_seconds(trials).tolist() == pytest.approx([3.0, 10.5, 8.25])
     hv = hypervolume_frame(trials, (0.0, 0.0))
@@ -164,6 +164,19 @@ def test_elapsed_seconds_run_from_the_first_start_of_any_trial():
     # No datetimes (a plain frame): NaN, and no wall-time rows.
     bare = trials.drop(columns=["datetime_start", "datetime_complete"])
     assert elapsed_seconds(bare).isna().all() and hypervolume_time_frame(bare, (0.0, 0.0)).empty
+
+
+def test_elapsed_seconds_skip_the_idle_time_between_two_runs_of_a_study():
+    s = optuna.create_study(directions=["maximize", "maximize"])
+    _add(s, 0.5, 100.0, 0, 10)
+    _add(s, 0.6, 50.0, 10, 15)  # run 1 ends here; the next command starts an hour later
+    _add(s, None, None, 3615, 3620, state=TrialState.PRUNED)
+    _add(s, 0.7, 40.0, 3620, 3630)
+    _add(s, None, None, 3625, None, state=TrialState.RUNNING)  # runs on: counts to the latest completion
+    _add(s, 0.4, 200.0, 3628, 3640)
+    elapsed = elapsed_seconds(report_trials_frame(s))
+    assert elapsed.tolist()[:4] == pytest.approx([10.0, 15.0, 20.0, 30.0])
+    assert pd.isna(elapsed.iloc[4]) and elapsed.iloc[5] == pytest.approx(40.0)
 
 
 def test_hypervolume_at_a_time_is_that_of_the_trials_complete_by_then(multi):

@@ -2,7 +2,7 @@
 
 Data: :func:`hypervolume_frame` (in trial-number order) and
 :func:`hypervolume_time_frame` (in completion order, against the seconds
-since the study's first trial started: a multi-fidelity run and a
+the study has run (:func:`elapsed_seconds`): a multi-fidelity run and a
 single-fidelity one compare at equal time, not at equal trial count), both
 built on the exact :func:`hypervolume_2d`; drawing: :func:`hypervolume_figure`
 (buttons switch between the two x axes); from a study in one call:
@@ -11,6 +11,7 @@ built on the exact :func:`hypervolume_2d`; drawing: :func:`hypervolume_figure`
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -86,18 +87,45 @@ def _search_rows(done: pd.DataFrame) -> pd.DataFrame:
 
 
 def elapsed_seconds(trials: pd.DataFrame) -> pd.Series:
-    """Seconds from the first trial's start (any state) to each trial's completion (NaN: not finished).
+    """Seconds of study time up to each trial's completion (NaN: not finished).
 
-    The clock of the wall-time view: it counts everything the study spent
-    time on (failed, stopped and re-training trials too), so two runs
-    compare at equal cost.
+    The clock of the wall-time view: it runs while any trial of the study
+    runs (any state: failed, stopped and re-training trials cost time too;
+    one still running runs to the latest completion), from the first start.
+    The idle time between two runs of a resumed study does not count, so a
+    study searched in two 15-minute runs reads 30 minutes, as one 30-minute
+    run would, and two studies compare at equal cost.
     """
+    nan = pd.Series(float("nan"), index=trials.index, dtype=float)
     if trials.empty or "datetime_start" not in trials or "datetime_complete" not in trials:
-        return pd.Series(float("nan"), index=trials.index, dtype=float)
-    first = pd.to_datetime(trials["datetime_start"]).min()
-    if pd.isna(first):
-        return pd.Series(float("nan"), index=trials.index, dtype=float)
-    return (pd.to_datetime(trials["datetime_complete"]) - first).dt.total_seconds().astype(float)
+        return nan
+    start = pd.to_datetime(trials["datetime_start"])
+    end = pd.to_datetime(trials["datetime_complete"])
+    if start.isna().all():
+        return nan
+    # Merge the trials' [start, end] spans into busy blocks; a block's clock starts where the previous stopped.
+    last = end.max() if end.notna().any() else start.max()
+    spans = sorted((s, max(s, e) if pd.notna(e) else max(s, last)) for s, e in zip(start, end) if pd.notna(s))
+    blocks: list[list[pd.Timestamp]] = []
+    for s, e in spans:
+        if blocks and s <= blocks[-1][1]:
+            blocks[-1][1] = max(blocks[-1][1], e)
+        else:
+            blocks.append([s, e])
+    offsets, busy = [], 0.0
+    for s, e in blocks:
+        offsets.append(busy)
+        busy += (e - s).total_seconds()
+
+    starts = [s for s, _ in blocks]
+
+    def clock(t: pd.Timestamp) -> float:
+        if pd.isna(t):
+            return float("nan")
+        k = bisect.bisect_right(starts, t) - 1  # the block holding t (a trial's end lies in its own span's)
+        return 0.0 if k < 0 else offsets[k] + (min(t, blocks[k][1]) - blocks[k][0]).total_seconds()
+
+    return pd.Series([clock(t) for t in end], index=trials.index, dtype=float)
 
 
 def _history(trials: pd.DataFrame, reference: Sequence[float] | None, by_time: bool) -> pd.DataFrame:
@@ -170,7 +198,7 @@ def hypervolume_figure(hv: pd.DataFrame, hv_time: pd.DataFrame | None = None) ->
     """Hypervolume of the front after each trial, with the references-only front as the bar to clear.
 
     With ``hv_time`` (:func:`hypervolume_time_frame`), two buttons switch the
-    x axis between trial number and wall time since the first trial started.
+    x axis between trial number and the study's running time (:func:`elapsed_seconds`).
     """
     floor = float(hv["reference_accuracy"].iloc[0]) if len(hv) and "reference_accuracy" in hv else 0.0
     return _hypervolume_figure(hv, floor, hv_time)
@@ -203,7 +231,7 @@ def _hypervolume_figure(hv: pd.DataFrame, floor: float, hv_time: pd.DataFrame | 
         by_time = _traces(hv_time, x, f"after trial %{{customdata}}, %{{x:.1f}} {unit}: %{{y:.4g}}<extra></extra>",
                           False)
         fig.add_traces(by_time)
-        time_axis = f"wall time since the first trial started ({unit})"
+        time_axis = f"time the study has run, idle time between runs left out ({unit})"
         n, m = len(by_trial), len(by_time)
         menus = [dict(
             type="buttons", direction="right", showactive=True, active=0,

@@ -156,8 +156,8 @@ def _figures(data: ReportData, device: str | None) -> list[tuple[str, str, str, 
         ("hypervolume", "Hypervolume over trials",
          f"Area dominated by the front after each search trial (reference point: {point}). "
          "Above the dashed line, the searched front beats the references-only front. "
-         "The buttons switch the x axis to wall time since the first trial started, to compare runs "
-         "(e.g. multi- and single-fidelity) at equal time.",
+         "The buttons switch the x axis to the time the study has run (idle time between two runs left out), "
+         "to compare runs (e.g. multi- and single-fidelity) at equal time.",
          hypervolume_figure(data.hypervolume, data.hypervolume_time)),
         *rungs,
         *fidelity,
