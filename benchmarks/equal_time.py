@@ -8,7 +8,9 @@ Issue 14 asks whether rungs find a better front in the same time. The two
 studies above run with the same time budget (the study's ``timeout``), but
 the trial in flight at the deadline still ends, so this script compares both
 at the same time: the earlier of the two runs' last trial ends (``--at``
-sets another). It then
+sets another). Time is the time each study ran (``elapsed_seconds``): a study
+searched in two runs of the same command is compared on its two budgets, the
+idle time between the runs left out. It then
 
 - prints each study's hypervolume against wall time (the report's
   ``report_hypervolume_time.csv``, one reference point for both: the accuracy
@@ -28,6 +30,7 @@ Throughput is each study's own measurement. Prints markdown.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -67,6 +70,19 @@ def _front(trials: pd.DataFrame, at: float) -> pd.DataFrame:
     return done[mask]
 
 
+def _read_cache(path: Path | None) -> dict[tuple[str, int], float]:
+    if path is None or not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(r["spec_hash"], int(r["seed"])): float(r["accuracy"]) for r in rows}
+
+
+def _append_cache(path: Path | None, spec_hash: str, seed: int, accuracy: float) -> None:
+    if path is not None:
+        with path.open("a") as f:
+            f.write(json.dumps({"spec_hash": spec_hash, "seed": seed, "accuracy": accuracy}) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mf", type=Path, required=True, help="--reports-dir of the multi-fidelity run")
@@ -77,7 +93,9 @@ def main() -> None:
     p.add_argument("--references", action="store_true", help="re-train the references with the extra seeds too")
     p.add_argument("--relative-to", metavar="REFERENCE", help="measure speed in units of this reference's img/s "
                    "in the same study (e.g. RepVGG-A0): runs hours apart on a shared machine see different speeds")
-    p.add_argument("--at", type=float, help="compare at this many seconds from each study's start "
+    p.add_argument("--cache", type=Path, help="JSON-lines file of re-training results (spec hash, seed, accuracy): "
+                   "read first and appended to, so a net re-trained for one comparison is not re-trained for the next")
+    p.add_argument("--at", type=float, help="compare at this many seconds of each study's running time "
                    "(default: when the first of the two runs' last trial ended)")
     args = p.parse_args()
 
@@ -132,7 +150,7 @@ def main() -> None:
           + " | mean | train s |")
     print("|---|---|---|---|---|" + "---|" * len(args.seeds) + "---|---|")
     ratios = {}
-    trained: dict[tuple[str, int], float] = {}  # (spec hash, seed) -> accuracy: a net both runs found is trained once
+    trained = _read_cache(args.cache)  # (spec hash, seed) -> accuracy: a net both runs found is trained once
     for k, study in studies.items():
         front = _front(frames[k], at)
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -149,6 +167,7 @@ def main() -> None:
                         model = init_model(spec, seed=s)
                         train(model, data, cfg.train.replace(seed=s), "cpu")
                         trained[spec.hash, s] = evaluate(reparameterize(model), data)
+                        _append_cache(args.cache, spec.hash, s, trained[spec.hash, s])
                     accs.append(trained[spec.hash, s])
             spent = time.perf_counter() - t0
             mean = statistics.fmean(accs)
