@@ -187,6 +187,17 @@ def _rec(rung: int, acc: float | None, ips: float, promoted: bool | None = True)
             "promoted": promoted, "dominated_by": None}
 
 
+def test_with_stop_sigmas_only_a_gap_beyond_the_validation_noise_stops_a_candidate():
+    # 2000 validation images at ~0.33 accuracy: one binomial SE is 1.05 points, two combined 1.49.
+    me = RungResult(7, 0.327, 121.6)
+    assert dominating(me, [RungResult(4, 0.330, 128.7)]).trial == 4  # plain dominance: 0.3 points stop it
+    assert dominating(me, [RungResult(4, 0.330, 128.7)], 1.0, 2000) is None  # inside the noise: it climbs
+    assert dominating(me, [RungResult(5, 0.350, 121.6)], 1.0, 2000).trial == 5  # 2.3 points, as fast
+    assert dominating(me, [RungResult(5, 0.350, 121.6)], 2.0, 2000) is None  # but not beyond 2 SE
+    assert dominating(me, [RungResult(1, 0.327, 500.0), RungResult(2, 0.6, 121.5)], 1.0, 2000) is None  # tie; slower
+    assert dominating(me, [RungResult(1, 0.328, 121.6)], 1.0, None).trial == 1  # no validation size: no noise term
+
+
 def test_dominating_needs_both_objectives_and_names_the_most_accurate():
     me = RungResult(9, 0.5, 100.0)
     assert dominating(me, []) is None
@@ -246,7 +257,10 @@ def test_fidelity_table_is_validated(tmp_path):
     cfg = load_study_config(write_tiny_study(tmp_path / "ok", epochs=9, tail="[fidelity]\n"))
     assert (cfg.fidelity.rungs, cfg.fidelity.reduction_factor, cfg.fidelity.mode) == (3, 3, "retrain")
     assert cfg.fidelity.budgets(9) == (1, 3, 9)
-    assert cfg.to_dict()["fidelity"] == {"rungs": 3, "reduction_factor": 3, "mode": "retrain", "budgets": [1, 3, 9]}
+    assert cfg.to_dict()["fidelity"] == {"rungs": 3, "reduction_factor": 3, "mode": "retrain", "stop_sigmas": 0.0,
+                                         "budgets": [1, 3, 9]}
+    noisy = load_study_config(write_tiny_study(tmp_path / "ns", epochs=9, tail="[fidelity]\nstop_sigmas = 1.5\n"))
+    assert noisy.fidelity.stop_sigmas == 1.5
     cont = load_study_config(write_tiny_study(tmp_path / "ct", epochs=9, tail='[fidelity]\nmode = "continue"\n'))
     assert cont.fidelity.mode == "continue"
     absent = load_study_config(write_tiny_study(tmp_path / "none", epochs=9))
@@ -256,10 +270,11 @@ def test_fidelity_table_is_validated(tmp_path):
          r"fidelity\.rungs: 3 rungs with reduction_factor 3 need more than train\.epochs = 2 "
          r"\(rung budgets would be \[1, 1, 2\] epochs\)"),
         ("key", 9, "[fidelity]\nrung = 3\n", r"fidelity\.rung: unknown key; allowed keys in fidelity: "
-         r"mode, reduction_factor, rungs"),
+         r"mode, reduction_factor, rungs, stop_sigmas"),
         ("mode", 9, '[fidelity]\nmode = "restart"\n', r"fidelity\.mode: "),
         ("eta", 9, "[fidelity]\nreduction_factor = 1\n", r"fidelity\.reduction_factor: 1 is out of range"),
         ("zero", 9, "[fidelity]\nrungs = 0\n", r"fidelity\.rungs: 0 is out of range"),
+        ("sigmas", 9, "[fidelity]\nstop_sigmas = -1.0\n", r"fidelity\.stop_sigmas: -1\.0 is out of range"),
     ]:
         with pytest.raises(ConfigError, match=message) as e:
             load_study_config(write_tiny_study(tmp_path / name, epochs=epochs, tail=tail))
@@ -460,6 +475,20 @@ def test_promotion_picks_exactly_the_non_dominated(scripted):
     assert [e.reference for e in scripted.events if isinstance(e, RungDecided) and e.trial == 0] == ["tiny-ref"] * 2
     # Stopped candidates are no results: not on the front, not in the sampler's view of the objectives.
     assert {t.number for t in study.get_trials(states=(TS.COMPLETE,))} == {0, 2, 4, 7}
+
+
+def test_stop_sigmas_lets_a_candidate_inside_the_validation_noise_climb(tmp_path, monkeypatch):
+    # 32 validation images: a 0.05 gap to the reference is inside 1 combined SE (0.125), a 0.45 gap is not.
+    scenario = [(SCENARIO[0][0], 100.0, (0.5, 0.5)), (SCENARIO[1][0], 50.0, (0.45, 0.45)),
+                (SCENARIO[5][0], 40.0, (0.05,))]
+    tail = FIDELITY.replace("[sampler]", "stop_sigmas = 1.0\n[sampler]")
+    path, reports = _prepare(tmp_path, n=3, queued=[p for p, _, _ in scenario], tail=tail)
+    Script(scenario).install(monkeypatch)
+    study = run_search(load_study_config(path), reports_dir=reports, progress=False).study
+    assert [t.state for t in study.trials] == [TS.COMPLETE, TS.COMPLETE, TS.PRUNED]  # plain dominance stops 1 too
+    assert study.trials[2].user_attrs["prune_reason"] == (
+        "stopped at rung 1/3 (1 epoch): trial 0 dominates it beyond 1 standard error "
+        "(0.500 vs 0.050 accuracy, 100.0 vs 40.0 img/s)")
 
 
 def test_continue_mode_ends_with_the_weights_of_a_single_fidelity_run(scripted):

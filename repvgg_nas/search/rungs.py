@@ -40,6 +40,7 @@ References are never paused, as every claim is measured against them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ from ..data import DataBundle
 from ..layout import StudyPaths
 from ..model import reparameterize
 from ..report.frames import dominates
+from ..report.trust import standard_error
 from ..report.rungs import taken_over
 from ..spec import RepVGGSpec
 from ..train import StepCallback, TrainConfig, TrainResult, TrainState, init_model, train
@@ -107,9 +109,21 @@ def rung_results(trials: Iterable[FrozenTrial], rung: int, exclude: Iterable[int
     return out
 
 
-def dominating(me: RungResult, pool: Iterable[RungResult]) -> RungResult | None:
-    """The result in ``pool`` that dominates ``me`` with the largest accuracy (None: ``me`` may climb)."""
-    better = [p for p in pool if dominates(p.as_point(), me.as_point())]
+def dominating(me: RungResult, pool: Iterable[RungResult], sigmas: float = 0.0,
+               val_size: int | None = None) -> RungResult | None:
+    """The result in ``pool`` that dominates ``me`` with the largest accuracy (None: ``me`` may climb).
+
+    With ``sigmas`` > 0 it must dominate beyond the noise: at least as fast,
+    and more accurate by more than ``sigmas`` combined binomial standard
+    errors of accuracy counted on ``val_size`` validation images.
+    """
+    if sigmas > 0:
+        def beyond(p: RungResult) -> bool:
+            se = math.hypot(standard_error(p.accuracy, 0.0, 1, val_size), standard_error(me.accuracy, 0.0, 1, val_size))
+            return p.throughput >= me.throughput and p.accuracy - me.accuracy > sigmas * se
+        better = [p for p in pool if beyond(p)]
+    else:
+        better = [p for p in pool if dominates(p.as_point(), me.as_point())]
     return max(better, key=lambda p: (p.accuracy, p.throughput)) if better else None
 
 
@@ -159,9 +173,10 @@ def discard_paused(paths: StudyPaths, trial: optuna.Trial) -> None:
         paths.rung_checkpoint(trial_key(me, by_number)).unlink(missing_ok=True)
 
 
-def _stop_reason(rung: int, rungs: int, epochs: int, me: RungResult, by: RungResult) -> str:
-    return (f"{_at_rung(rung, rungs, epochs)}: trial {by.trial} dominates it ({by.accuracy:.3f} vs {me.accuracy:.3f} "
-            f"accuracy, {by.throughput:.1f} vs {me.throughput:.1f} img/s)")
+def _stop_reason(rung: int, rungs: int, epochs: int, me: RungResult, by: RungResult, sigmas: float = 0.0) -> str:
+    beyond = f" beyond {sigmas:g} standard error{'s' * (sigmas != 1)}" if sigmas > 0 else ""
+    return (f"{_at_rung(rung, rungs, epochs)}: trial {by.trial} dominates it{beyond} ({by.accuracy:.3f} vs "
+            f"{me.accuracy:.3f} accuracy, {by.throughput:.1f} vs {me.throughput:.1f} img/s)")
 
 
 def _at_rung(rung: int, rungs: int, epochs: int, what: str = RUNG_STOPPED) -> str:
@@ -318,7 +333,8 @@ def climb(
         if pause is not None:  # a rung's end: a measurement another worker has queued runs now, before the decision
             pause()
         by = None if reference else dominating(mine, rung_results(trial.study.get_trials(deepcopy=False), k,
-                                                                   exclude=own))
+                                                                   exclude=own),
+                                               fidelity.stop_sigmas, len(data.val_y))
         late = None if by is not None or reference else _time_check(
             budgets, k, next_rung_seconds(budgets, k, spent, fidelity.mode) + scored, deadline, budget)
         if late is not None:  # its next rung waits for the next run (the rung checkpoint stays), or never comes
@@ -332,7 +348,8 @@ def climb(
         if late is not None and promoted:
             raise TimeBudgetPaused(late.reason)
         if not promoted:
-            reason = late.reason if late is not None else _stop_reason(k, len(budgets), epochs, mine, by)
+            reason = late.reason if late is not None else _stop_reason(k, len(budgets), epochs, mine, by,
+                                                                      fidelity.stop_sigmas)
             trial.set_user_attr(PRUNE_REASON, reason)
             paused_net.unlink(missing_ok=True)
             raise optuna.TrialPruned(reason)

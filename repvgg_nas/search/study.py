@@ -150,13 +150,18 @@ class FidelityConfig:
     rate ranks candidates worse: Kendall tau +0.29 vs +0.86 at rung 1 in
     benchmarks/multifidelity_cpu.md).
     ``rungs = 1`` is the single-fidelity search: every candidate gets the full budget.
+    ``stop_sigmas``: 0 stops a candidate on plain dominance; above 0 the
+    result that stops it must also be more accurate by more than that many
+    combined binomial standard errors of the validation set (at least as
+    fast), so a rung accuracy gap inside that noise lets both climb.
     """
 
     rungs: int = 3
     reduction_factor: int = 3
     mode: str = "retrain"
+    stop_sigmas: float = 0.0
 
-    KEYS = ("rungs", "reduction_factor", "mode")
+    KEYS = ("rungs", "reduction_factor", "mode", "stop_sigmas")
 
     @classmethod
     def from_table(cls, t: Table, train_epochs: int) -> FidelityConfig:
@@ -164,6 +169,7 @@ class FidelityConfig:
             rungs=t.get("rungs", int, 3, min=1, max=10),
             reduction_factor=t.get("reduction_factor", int, 3, min=2, max=100),
             mode=t.get("mode", str, "retrain", choices=FIDELITY_MODES),
+            stop_sigmas=t.get("stop_sigmas", float, 0.0, min=0.0, max=10.0),
         )
         t.finish(cls.KEYS)
         out = cls(**kw)
