@@ -137,7 +137,7 @@ def _fidelity_rows(study: optuna.Study) -> list[tuple[str, str, Any]]:
     if not budgets:
         return []
     fid = study.user_attrs.get(attrs.STUDY_FIDELITY) or {}
-    how = ", ".join(f"{k} {fid[k]}" for k in ("reduction_factor", "mode", "stop_sigmas") if fid.get(k))  # stop_sigmas 0: plain dominance
+    how = ", ".join(f"{k} {fid[k]}" for k in ("reduction_factor", "mode", "stop_sigmas") if fid.get(k))  # 0: unset
     return [("proxy task", "multi-fidelity", f"{len(budgets)} rungs of {', '.join(map(str, budgets))} epochs"
              + (f" ({how})" if how else "") + "; a candidate climbs while no result at its rung dominates it (and, with a time budget, while its "
              "next rung fits in it)")]

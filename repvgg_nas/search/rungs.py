@@ -60,8 +60,8 @@ from ..data import DataBundle
 from ..layout import StudyPaths
 from ..model import reparameterize
 from ..report.frames import dominates
-from ..report.trust import standard_error
 from ..report.rungs import taken_over
+from ..report.trust import standard_error
 from ..spec import RepVGGSpec
 from ..train import StepCallback, TrainConfig, TrainResult, TrainState, init_model, train
 from .events import EventCallback, RungDecided
@@ -69,7 +69,7 @@ from .slots import paused, trial_key
 from .study import FidelityConfig
 
 __all__ = [
-    "RungResult", "rung_records", "rung_results", "dominating", "climb", "record_top", "stopped_at", "discard_paused",
+    "RungResult", "rung_records", "rung_results", "dominating", "beyond_noise", "climb", "record_top", "stopped_at", "discard_paused",
     "rung_train_config", "next_rung_seconds", "out_of_time", "TimeBudgetPaused", "paused_by_time",
 ]
 
@@ -173,9 +173,13 @@ def discard_paused(paths: StudyPaths, trial: optuna.Trial) -> None:
         paths.rung_checkpoint(trial_key(me, by_number)).unlink(missing_ok=True)
 
 
+def beyond_noise(sigmas: float) -> str:
+    """How a stop rule with ``sigmas`` (``[fidelity] stop_sigmas``) reads after "dominates it" ("" for plain dominance)."""
+    return f" beyond {sigmas:g} standard error{'s' * (sigmas != 1)}" if sigmas > 0 else ""
+
+
 def _stop_reason(rung: int, rungs: int, epochs: int, me: RungResult, by: RungResult, sigmas: float = 0.0) -> str:
-    beyond = f" beyond {sigmas:g} standard error{'s' * (sigmas != 1)}" if sigmas > 0 else ""
-    return (f"{_at_rung(rung, rungs, epochs)}: trial {by.trial} dominates it{beyond} ({by.accuracy:.3f} vs "
+    return (f"{_at_rung(rung, rungs, epochs)}: trial {by.trial} dominates it{beyond_noise(sigmas)} ({by.accuracy:.3f} vs "
             f"{me.accuracy:.3f} accuracy, {by.throughput:.1f} vs {me.throughput:.1f} img/s)")
 
 
