@@ -22,9 +22,19 @@ idle time between the runs left out. It then
   same seed in both studies (training is deterministic on one machine), so
   they keep their study figure unless ``--references`` re-trains them too;
 - says how long the multi-fidelity run took to reach the single-fidelity
-  run's final hypervolume.
+  run's final hypervolume;
+- with ``--pool``, the headroom: the hypervolume of the best front that all
+  the given studies together found (every architecture any of them trained
+  at the full budget, on the study seed), against the single-fidelity run's.
+  No search that only finds these nets can beat that ratio, so a target
+  above it says more about the search space and the budget than the rule.
 
-Throughput is each study's own measurement. Prints markdown.
+Throughput: the two runs measure the same net a few per cent apart (machine
+noise; more between runs hours apart), enough to move a hypervolume by as
+much as the rule does. By default (``--speed pooled``) every net's speed is
+the median of all the measurements the given studies made of it, so the
+comparison is about which nets each run found and when; ``--speed own``
+keeps each study's own figure. Prints markdown.
 """
 
 from __future__ import annotations
@@ -59,13 +69,36 @@ def _load(folder: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
 
 
-def _front(trials: pd.DataFrame, at: float) -> pd.DataFrame:
-    """Search trials (no linked re-trainings) completed by ``at`` seconds and on the front then, one per architecture."""
-    done = trials[(trials["state"] == "COMPLETE") & trials["accuracy"].notna() & (elapsed_seconds(trials) <= at)]
+def _relative(trials: pd.DataFrame, reference: str | None, what: str) -> pd.DataFrame:
+    """``trials`` with throughput in units of ``reference``'s throughput in the same study (unchanged if None)."""
+    if reference:
+        ref = trials[trials["reference"] == reference]
+        if ref.empty:
+            raise SystemExit(f"error: the {what} study has no reference {reference!r}")
+        trials["throughput"] = trials["throughput"] / float(ref["throughput"].iloc[0])
+    return trials
+
+
+def _pool_speed(frames: dict[str, pd.DataFrame]) -> None:
+    """Set every trial's throughput to the median over all ``frames`` of its architecture's throughput (in place)."""
+    done = pd.concat([t[t["throughput"].notna()] for t in frames.values()])
+    median = done.groupby("spec_hash")["throughput"].median()
+    for t in frames.values():
+        t["throughput"] = t["spec_hash"].map(median).fillna(t["throughput"])
+
+
+def _searched(trials: pd.DataFrame) -> pd.DataFrame:
+    """Search trials (no linked re-trainings) completed at the full budget."""
+    done = trials[(trials["state"] == "COMPLETE") & trials["accuracy"].notna()]
     for c in ("repeat_of", "train_epochs"):
         if c in done:
             done = done[done[c].isna()]
-    done = done.drop_duplicates("spec_hash")
+    return done
+
+
+def _front(trials: pd.DataFrame, at: float) -> pd.DataFrame:
+    """Search trials (no linked re-trainings) completed by ``at`` seconds and on the front then, one per architecture."""
+    done = _searched(trials[elapsed_seconds(trials) <= at]).drop_duplicates("spec_hash")
     mask = pareto_mask(done["accuracy"].to_numpy(float), done["throughput"].to_numpy(float))
     return done[mask]
 
@@ -83,6 +116,26 @@ def _append_cache(path: Path | None, spec_hash: str, seed: int, accuracy: float)
             f.write(json.dumps({"spec_hash": spec_hash, "seed": seed, "accuracy": accuracy}) + "\n")
 
 
+def _headroom(frames: dict[str, pd.DataFrame], pool: dict[str, pd.DataFrame], ref_point: tuple[float, float],
+              sf_hv: float, at: float) -> None:
+    """Print the front of every architecture any of the studies trained at the full budget (its study-seed
+    accuracy, its median speed over the studies that measured it) and that front's hypervolume over ``sf_hv``."""
+    nets = pd.concat([_searched(t).drop_duplicates("spec_hash").assign(study=k)
+                      for k, t in {**frames, **pool}.items()])
+    union = nets.groupby("spec_hash").agg(accuracy=("accuracy", "mean"), throughput=("throughput", "median"),
+                                          studies=("study", "nunique"), arch=("arch", "first")).reset_index()
+    front = union[pareto_mask(union["accuracy"].to_numpy(float), union["throughput"].to_numpy(float))]
+    hv = hypervolume_2d(list(zip(union["accuracy"], union["throughput"])), ref_point)
+    print(f"\nHeadroom: {len(union)} architectures trained at the full budget in {len(frames) + len(pool)} studies. "
+          f"The front of all of them:\n")
+    print("| arch | accuracy (study seed) | speed (median) | found by (studies) |")
+    print("|---|---|---|---|")
+    for _, r in front.sort_values("throughput").iterrows():
+        print(f"| {r['arch']} | {r['accuracy']:.3f} | {r['throughput']:.2f} | {r['studies']} |")
+    print(f"\nIts hypervolume is {hv:.3f}: {hv / sf_hv if sf_hv else float('nan'):.2f}x the single-fidelity run's at "
+          f"{at:.0f} s ({sf_hv:.3f}), the most any search that finds only these nets could reach against it.")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mf", type=Path, required=True, help="--reports-dir of the multi-fidelity run")
@@ -95,31 +148,36 @@ def main() -> None:
                    "in the same study (e.g. RepVGG-A0): runs hours apart on a shared machine see different speeds")
     p.add_argument("--cache", type=Path, help="JSON-lines file of re-training results (spec hash, seed, accuracy): "
                    "read first and appended to, so a net re-trained for one comparison is not re-trained for the next")
+    p.add_argument("--pool", type=Path, nargs="*", default=[], metavar="DIR",
+                   help="more --reports-dir folders of the same study, seed and machine (other settings' runs): "
+                   "prints the hypervolume of the best front all the studies found together, the headroom")
+    p.add_argument("--speed", choices=("pooled", "own"), default="pooled",
+                   help="pooled (default): a net's speed is the median of every study's measurement of it; own: "
+                   "each study's own measurement")
     p.add_argument("--at", type=float, help="compare at this many seconds of each study's running time "
                    "(default: when the first of the two runs' last trial ended)")
     args = p.parse_args()
 
     cfg = load_study_config(args.study)
     studies = {"multi-fidelity": _load(args.mf, args.study), "single-fidelity": _load(args.sf, args.study)}
-    frames = {k: report_trials_frame(s) for k, s in studies.items()}
-    unit = "img/s"
-    if args.relative_to:
-        unit = f"x {args.relative_to}"
-        for k, t in frames.items():
-            ref = t[t["reference"] == args.relative_to]
-            if ref.empty:
-                raise SystemExit(f"error: the {k} study has no reference {args.relative_to!r}")
-            t["throughput"] = t["throughput"] / float(ref["throughput"].iloc[0])
+    frames = {k: _relative(report_trials_frame(s), args.relative_to, k) for k, s in studies.items()}
+    same = {d.resolve() for d in (args.mf, args.sf)}
+    pool = {str(d): _relative(report_trials_frame(_load(d, args.study)), args.relative_to, str(d))
+            for d in dict.fromkeys(args.pool) if d.resolve() not in same}
+    if args.speed == "pooled":
+        _pool_speed({**frames, **pool})
+    unit = f"x {args.relative_to}" if args.relative_to else "img/s"
     ref_point, ref_text = hypervolume_reference(frames["multi-fidelity"])
     env = environment("cpu", cfg.measure.resolved())
     print(f"device: {env['cpu_model']}, {env['cpu_count']} cpus, ISA {env['cpu_capability']}, torch {env['torch']}; "
-          f"study {args.study}; hypervolume reference point: {ref_text}; speed in {unit}\n")
+          f"study {args.study}; hypervolume reference point: {ref_text}; speed in {unit} "
+          f"({'median over the studies' if args.speed == 'pooled' else 'each study its own'})\n")
 
     ends = {k: float(elapsed_seconds(t).max()) for k, t in frames.items()}
     at = args.at if args.at is not None else min(ends.values())
     print(f"Compared at {at:.0f} s from each study's start (last trial ended at "
           + ", ".join(f"{v:.0f} s ({k})" for k, v in ends.items()) + ")\n")
-    print("| run | trials complete / stopped by then | hypervolume then (seed 0) | front then |")
+    print("| run | trials complete / stopped by then | hypervolume then (study seed) | front then |")
     print("|---|---|---|---|")
     curves, hv_at = {}, {}
     for k, t in frames.items():
@@ -143,10 +201,13 @@ def main() -> None:
         print(f"\nThe multi-fidelity run reached the single-fidelity run's hypervolume at {at:.0f} s ({sf_final:.3f}) "
               f"after {t:.0f} s ({t / at:.2f} of the time).")
 
+    if args.pool:
+        _headroom(frames, pool, ref_point, hv_at["single-fidelity"], at)
+
     data = load_data(cfg.data)
     print(f"\nRe-training each front's searched members (and references: {args.references}) with seeds "
           f"{args.seeds} at the full budget ({cfg.train.epochs} epochs)\n")
-    print(f"| run | trial | reference | {unit} | seed 0 (study) | " + " | ".join(f"seed {s}" for s in args.seeds)
+    print(f"| run | trial | reference | {unit} | study seed | " + " | ".join(f"seed {s}" for s in args.seeds)
           + " | mean | train s |")
     print("|---|---|---|---|---|" + "---|" * len(args.seeds) + "---|---|")
     ratios = {}
