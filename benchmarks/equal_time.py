@@ -52,7 +52,7 @@ from repvgg_nas.attrs import SPEC
 from repvgg_nas.data import load_data
 from repvgg_nas.measure import environment
 from repvgg_nas.model import reparameterize
-from repvgg_nas.report.frames import report_trials_frame
+from repvgg_nas.report.frames import completed, report_trials_frame
 from repvgg_nas.report.hypervolume import (
     elapsed_seconds, hypervolume_2d, hypervolume_reference, hypervolume_time_frame,
 )
@@ -89,7 +89,8 @@ def _pool_speed(frames: dict[str, pd.DataFrame]) -> None:
 
 def _searched(trials: pd.DataFrame) -> pd.DataFrame:
     """Search trials (no linked re-trainings) completed at the full budget."""
-    done = trials[(trials["state"] == "COMPLETE") & trials["accuracy"].notna()]
+    done = completed(trials)
+    done = done[done["accuracy"].notna()]
     for c in ("repeat_of", "train_epochs"):
         if c in done:
             done = done[done[c].isna()]
