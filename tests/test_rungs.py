@@ -1008,3 +1008,32 @@ def test_a_spent_time_budget_starts_no_trial_and_says_so(tmp_path, capsys):
     assert main(["--study", str(path), "--reports-dir", str(tmp_path), "--timeout", "0.000001", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "time budget of 0 s spent: 0 of 2 trials finished; run the same command again" in err
+
+
+def test_optuna_warnings_for_ctrl_c_and_pauses_are_dropped_and_real_failures_kept():
+    """No traceback on the console for a trial the time budget or Ctrl-C cut short (the run says so in one
+    line and the trial records why); a real failure keeps Optuna's warning and its traceback."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna").addHandler(handler)
+    objective_mod._quiet_pauses()
+    study = optuna.create_study()
+    try:
+        for error in (KeyboardInterrupt(), rungs_mod.TimeBudgetPaused("budget spent")):
+            def cut(trial, error=error):
+                raise error
+            with pytest.raises(type(error)):
+                study.optimize(cut, n_trials=1)
+
+        def broken(trial):
+            raise ValueError("boom")
+        study.optimize(broken, n_trials=1, catch=(ValueError,))
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    failed = [r.getMessage() for r in records if " failed " in r.getMessage()]
+    assert failed and all(m.startswith("Trial 2 ") for m in failed), failed
+    assert any(r.exc_info and isinstance(r.exc_info[1], ValueError) for r in records)

@@ -48,16 +48,17 @@ _OWN_ATTRS = (REFERENCE, RETRY_OF, DUPLICATE_OF, WORKER, WORKER_START, ADMITTED,
 
 
 class _QuietPauses(logging.Filter):
-    """Drops Optuna's two warnings for a candidate paused by the time budget ("Trial N failed ... because of
-    the following error" with its traceback, then "Trial N failed with value None."): an expected end of
-    the run, which the trial's own line already says."""
+    """Drops Optuna's two warnings for a trial cut short by the time budget or by Ctrl-C ("Trial N failed ...
+    because of the following error" with its traceback, then "Trial N failed with value None."): an
+    expected end of the run, which the trial's own line or the CLI's "interrupted" line already says, and
+    which the trial records (``fail_reason``). Every other failure keeps its warning."""
 
     def __init__(self) -> None:
         super().__init__()
         self._next: str | None = None  # the start of the second warning, right after the first
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], TimeBudgetPaused):
+        if record.exc_info and isinstance(record.exc_info[1], (TimeBudgetPaused, KeyboardInterrupt)):
             self._next = record.getMessage().split(" failed ", 1)[0] + " failed with value "
             return False
         follow, self._next = self._next, None
