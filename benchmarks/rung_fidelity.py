@@ -32,7 +32,7 @@ from repvgg_nas.model import reparameterize
 from repvgg_nas.report.trust import pareto_mask
 from repvgg_nas.search import load_study_config
 from repvgg_nas.search.rungs import rung_train_config
-from repvgg_nas.search.study import FidelityConfig
+from repvgg_nas.study import FidelityConfig
 from repvgg_nas.train import evaluate, init_model, train
 
 

@@ -29,7 +29,7 @@ from .data import DATASETS, DataBundle, DataConfig, load_data
 from .measure import Measurement, MeasureSettings, ThroughputCache, measure_model, measure_spec
 from .prune import IMPORTANCES, PruneJob, PruneSettings, prune_channels, prune_to_speedup
 from .report import collect_report_data, hypervolume_2d
-from .search import SearchSpace, StudyConfig, load_space, load_study_config
+from .study import SearchSpace, StudyConfig, load_space, load_study_config
 from .storage import make_storage
 from .train import DivergenceError, TrainConfig, evaluate, train
 from .weights import import_weights, infer_spec, load_any

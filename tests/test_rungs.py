@@ -45,7 +45,7 @@ from repvgg_nas.search.rungs import (
     RungResult, climb, dominating, paused_by_time, rung_records, rung_results, stopped_at,
 )
 from repvgg_nas.search.slots import died, is_search_trial, paused, slot_state, trial_key
-from repvgg_nas.search.study import FidelityConfig
+from repvgg_nas.study import FidelityConfig
 from repvgg_nas.spec import RepVGGSpec
 from repvgg_nas.storage import make_storage
 from repvgg_nas.train import TrainConfig

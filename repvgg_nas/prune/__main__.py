@@ -26,7 +26,7 @@ from ..export import export_checked_onnx
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths, pruned_path
 from ..measure import MeasureSettings, ThroughputCache
 from ..model import RepVGG
-from ..search import load_study_config
+from ..study import load_study_config
 from ..train import TrainConfig
 from . import FINETUNE_MODES, IMPORTANCES, PruneJob, PruneResult, PruneSettings, StageFigures, run_prune
 from .settings import NEEDS_GRADIENTS

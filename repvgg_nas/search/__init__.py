@@ -3,8 +3,7 @@
 ``python -m repvgg_nas.search --study a_family`` is the main job (the CLI is
 :mod:`repvgg_nas.search.__main__`). The modules, in data-flow order:
 
-- :mod:`.space`: declarative search spaces (``search_spaces/*.toml``) -> specs;
-- :mod:`.study`: study configs (``studies/*.toml``), validated up front;
+- :mod:`repvgg_nas.study` (re-exported here): the search space and the study config;
 - :mod:`.objective`: one trial (sample, train, fuse, check, evaluate, measure);
 - :mod:`.rungs`: multi-fidelity search: a candidate climbs the rungs of the training budget;
 - :mod:`.slots`: exact trial counts with several workers, crash recovery;
@@ -55,8 +54,10 @@ from .slots import (
 from .rungs import (
     RungResult, TimeBudgetPaused, climb, dominating, paused_by_time, rung_records, rung_results, rung_train_config,
 )
-from .space import Dim, SearchSpace, load_space
-from .study import SAMPLERS, FidelityConfig, Objectives, SamplerConfig, StudyConfig, TrustConfig, load_study_config
+from ..study import (
+    SAMPLERS, Dim, FidelityConfig, Objectives, SamplerConfig, SearchSpace, StudyConfig, TrustConfig, load_space,
+    load_study_config,
+)
 
 __all__ = [
     # space and study config

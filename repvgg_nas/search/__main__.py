@@ -43,7 +43,7 @@ from .launch import launch_workers, visible_gpus, worker_argv, worker_env
 from .run import run_search
 from .rungs import beyond_noise
 from .slots import paused
-from .study import StudyConfig, load_study_config
+from ..study import StudyConfig, load_study_config
 
 __all__ = ["main", "pareto_table", "trial_line"]
 

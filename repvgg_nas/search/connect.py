@@ -18,7 +18,7 @@ from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage, redact_url
 from .launch import worker_seed
 from .slots import recover_trials
-from .study import StudyConfig
+from ..study import StudyConfig
 
 __all__ = ["METRIC_NAMES", "default_storage", "open_study", "connect", "recover_interrupted"]
 

@@ -36,7 +36,7 @@ from .launch import current_worker
 from .locks import DeviceLock
 from .rungs import TimeBudgetPaused, climb, discard_paused, out_of_time, record_top
 from .slots import admission, repeat_taken
-from .study import StudyConfig
+from ..study import StudyConfig
 
 __all__ = ["ARCH_DIMENSIONS", "failure_reason"]
 

@@ -43,7 +43,7 @@ from .events import (
 from .objective import ARCH_DIMENSIONS, _Objective, failure_reason
 from .rungs import paused_by_time
 from .slots import died, recover_trials, repeat_key, slot_state
-from .study import StudyConfig
+from ..study import StudyConfig
 
 __all__ = [
     "ROLES", "SearchResult", "run_search", "prune_front", "write_outputs", "counts_as_done", "linked_wanted",

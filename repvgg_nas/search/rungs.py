@@ -66,7 +66,7 @@ from ..spec import RepVGGSpec
 from ..train import StepCallback, TrainConfig, TrainResult, TrainState, init_model, train
 from .events import EventCallback, RungDecided
 from .slots import paused, trial_key
-from .study import FidelityConfig
+from ..study import FidelityConfig
 
 __all__ = [
     "RungResult", "rung_records", "rung_results", "dominating", "beyond_noise", "climb", "record_top", "stopped_at", "discard_paused",

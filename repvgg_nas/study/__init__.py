@@ -1,0 +1,30 @@
+"""What a study is: its search space (``search_spaces/*.toml``) and its config (``studies/*.toml``).
+
+Both CLIs that read a study (``python -m repvgg_nas.search`` and
+``python -m repvgg_nas.prune --study``) import this package, which pulls in
+neither the search loop nor the report.
+
+- :mod:`.space`: declarative search spaces -> specs;
+- :mod:`.config`: study configs, every table validated up front.
+"""
+
+from __future__ import annotations
+
+from .config import (
+    FIDELITY_MODES, SAMPLERS, FidelityConfig, Objectives, SamplerConfig, StudyConfig, TrustConfig, load_study_config,
+)
+from .space import Dim, SearchSpace, load_space
+
+__all__ = [
+    "Dim",
+    "SearchSpace",
+    "load_space",
+    "FIDELITY_MODES",
+    "FidelityConfig",
+    "Objectives",
+    "SAMPLERS",
+    "SamplerConfig",
+    "StudyConfig",
+    "TrustConfig",
+    "load_study_config",
+]
