@@ -13,7 +13,7 @@ __all__ = [
     "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE", "PRUNE_REASON", "PRUNE_TARGET_MET", "PRUNED_RATIO", "REFERENCE",
     "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "SURPLUS", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
     "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
-    "INTERRUPTED", "DUPLICATE", "arch_key", "is_paused_reason",
+    "INTERRUPTED", "DUPLICATE", "arch_key", "is_paused_reason", "IMAGES_PER_S", "PEAK_MEMORY_MB",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
     "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME", "RUNG_PAUSED",
@@ -67,6 +67,8 @@ TRAIN_SECONDS = "train_seconds"
 TRAIN_IMAGES_PER_S = "train_images_per_s"
 FINAL_LOSS = "final_loss"
 PHASE_SECONDS = "phase_seconds"
+IMAGES_PER_S = "images_per_s"  # the throughput objective (also the trial's second value)
+PEAK_MEMORY_MB = "peak_memory_mb"  # peak activation memory of the deploy net (objective when [objectives] extra has it)
 
 # ---- trial user attrs: how it ran and why it ended ----------------------------------
 WORKER = "worker"
