@@ -24,14 +24,14 @@ from ..measure.runtimes import DEFAULT_RUNTIME
 from ..storage import redact_url
 from .architecture import architecture_frame
 from .fidelity import fidelity_frame
-from .frames import (
-    completed, empty_message, front_table_frame, is_reference, report_trials_frame, status_frame, study_sigmas,
+from ..stats import (
+    CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, completed, fidelity, hypervolume_frame,
+    hypervolume_reference, hypervolume_time_frame, is_reference, study_equivalence, study_sigmas,
 )
-from .hypervolume import hypervolume_frame, hypervolume_reference, hypervolume_time_frame
+from .frames import empty_message, front_table_frame, report_trials_frame, status_frame
 from .importance import empty_importance, importance_frame
 from .rungs import rungs_frame, study_budgets
 from .scatter import pruned_links_frame
-from .trust import CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, fidelity
 
 __all__ = ["ReportData", "collect_report_data", "summary_frame"]
 

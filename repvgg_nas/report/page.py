@@ -21,10 +21,10 @@ import plotly.io as pio
 
 from ..files import atomic_write_text
 from ..layout import StudyPaths
+from ..stats import write_csv
 from .architecture import architecture_figure
 from .collect import ReportData, collect_report_data
 from .fidelity import fidelity_figure
-from .frames import write_csv
 from .hypervolume import hypervolume_figure
 from .importance import importance_figure
 from .rungs import rungs_caption, rungs_figure
