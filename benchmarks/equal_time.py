@@ -52,11 +52,10 @@ from repvgg_nas.attrs import SPEC
 from repvgg_nas.data import load_data
 from repvgg_nas.measure import environment
 from repvgg_nas.model import reparameterize
-from repvgg_nas.report.frames import completed, report_trials_frame
-from repvgg_nas.report.hypervolume import (
-    elapsed_seconds, hypervolume_2d, hypervolume_reference, hypervolume_time_frame,
+from repvgg_nas.report.frames import report_trials_frame
+from repvgg_nas.stats import (
+    completed, elapsed_seconds, hypervolume_2d, hypervolume_reference, hypervolume_time_frame, pareto_mask,
 )
-from repvgg_nas.report.trust import pareto_mask
 from repvgg_nas.search import load_study_config
 from repvgg_nas.spec import RepVGGSpec
 from repvgg_nas.train import evaluate, init_model, train

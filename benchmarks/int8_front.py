@@ -24,7 +24,7 @@ from repvgg_nas.attrs import ACCURACY, ARCH, FLOAT_ACCURACY, REFERENCE
 from repvgg_nas.checkpoint import load_model
 from repvgg_nas.layout import StudyPaths
 from repvgg_nas.measure import environment, measure_models
-from repvgg_nas.report.trust import pareto_mask
+from repvgg_nas.stats import pareto_mask
 from repvgg_nas.search import load_study_config, run_search
 
 INT8 = "onnxruntime-int8"

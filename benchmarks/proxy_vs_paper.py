@@ -29,7 +29,7 @@ from repvgg_nas.measure import environment
 from repvgg_nas.counting import complexity
 from repvgg_nas.data import DataConfig, load_data
 from repvgg_nas.model import reparameterize
-from repvgg_nas.report.trust import PRIOR_SEED_STD, standard_error
+from repvgg_nas.stats import PRIOR_SEED_STD, standard_error
 from repvgg_nas.train import TrainConfig, evaluate, init_model, train
 
 # RepVGG paper, Table 4: ImageNet top-1 (%) of the nine configs.

@@ -29,7 +29,7 @@ from scipy.stats import kendalltau
 from repvgg_nas.data import load_data
 from repvgg_nas.measure import environment, measure_spec
 from repvgg_nas.model import reparameterize
-from repvgg_nas.report.trust import pareto_mask
+from repvgg_nas.stats import pareto_mask
 from repvgg_nas.search import load_study_config
 from repvgg_nas.search.rungs import rung_train_config
 from repvgg_nas.study import FidelityConfig

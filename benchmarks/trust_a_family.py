@@ -32,7 +32,7 @@ import pandas as pd
 
 from repvgg_nas.attrs import STUDY_LOCKSTEP
 from repvgg_nas.measure import environment
-from repvgg_nas.report import architecture_stats, claims_frame, fidelity, load_report_study, trials_frame
+from repvgg_nas.report import architecture_stats, claim_text, claims_frame, fidelity, load_report_study, trials_frame
 from repvgg_nas.search import load_study_config, remeasure_front, run_search
 from repvgg_nas.search import TrustConfig
 
@@ -117,14 +117,13 @@ def main() -> None:
     lines += ["", f"Kendall tau (proxy mean vs {args.long_epochs}-epoch accuracy, front + references): "
               f"{fid.tau:+.3f} (p = {fid.p_value:.2g}, n = {fid.n}).", ""]
     for budget in ("proxy", "long"):
-        claims = claims_frame(stats, sigmas, budget)
+        claims = claims_frame(stats, sigmas, budget, cfg.trust.equivalence_points / 100)
         beaten = claims[claims["verdict"] == "dominates"]
         lines.append(f"Dominated beyond the noise ({sigmas:g} combined SE and the speed spread) at the {budget} "
                      f"budget: " + (", ".join(f"{r.reference} by trial {r.front}" for r in beaten.itertuples())
                                    or "none") + ".")
-        for r in claims.itertuples():
-            lines.append(f"- trial {r.front} vs {r.reference}: {r.verdict} ({100 * r.accuracy_diff:+.1f} ± "
-                         f"{100 * r.accuracy_diff_se:.1f} pts, {r.speed_ratio:.2f}x ± {r.speed_ratio_spread:.2f}x)")
+        for _, r in claims.iterrows():
+            lines.append(f"- trial {r['front']} vs {claim_text(r)}")
         lines.append("")
     text = "\n".join(lines)
     print(text)

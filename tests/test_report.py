@@ -24,7 +24,7 @@ from repvgg_nas.report import (
     render_html, report_trials_frame, scatter_points_frame, write_report,
 )
 from repvgg_nas.report.__main__ import main
-from repvgg_nas.report.trust import PRIOR_SEED_STD
+from repvgg_nas.stats import PRIOR_SEED_STD
 from repvgg_nas.search import load_study_config, run_search
 
 from .chromium import CHROMIUM, Chromium

@@ -19,7 +19,7 @@ from repvgg_nas.report import (
     pareto_frame, report_trials_frame, trials_frame, verdict,
 )
 from repvgg_nas.report import front_numbers
-from repvgg_nas.report.trust import PRIOR_SEED_STD, standard_error
+from repvgg_nas.stats import PRIOR_SEED_STD, standard_error
 from repvgg_nas.search import counts_as_done, load_study_config, run_search, slot_state
 from repvgg_nas.search import objective as objective_mod
 from repvgg_nas.search import run as run_mod
@@ -55,7 +55,7 @@ def _study_with(points: list[tuple[str, str | None, list[float], float]]) -> opt
     return s
 
 
-def test_a_gap_inside_the_noise_ties_and_a_clear_one_dominates():
+def test_a_gap_inside_the_noise_is_inconclusive_and_a_clear_one_dominates():
     # Trial 2 beats the reference on both point values by a hair: the old bare rule said "dominates".
     s = _study_with([("ref", "A0", [0.700, 0.710], 100.0), ("hair", None, [0.712, 0.708], 101.0)])
     trials = trials_frame(s)
@@ -68,16 +68,16 @@ def test_a_gap_inside_the_noise_ties_and_a_clear_one_dominates():
     assert stats.loc[0, "accuracy_se"] == pytest.approx(se)
     pareto = pareto_frame(trials).set_index("number")
     assert set(pareto.index) == {0, 2}
-    assert pareto.loc[2, "dominates"] == "" and pareto.loc[2, "claims"].startswith("A0: ties (+0.5 ± ")
+    assert pareto.loc[2, "dominates"] == "" and pareto.loc[2, "claims"].startswith("A0: inconclusive (+0.5 ± ")
     claim = claims_frame(architecture_stats(trials)).iloc[0]
-    assert claim["verdict"] == "ties" and claim["speed_ratio"] == pytest.approx(1.01)
+    assert claim["verdict"] == "inconclusive" and claim["speed_ratio"] == pytest.approx(1.01)
     assert claim["accuracy_diff"] == pytest.approx(0.005) and claim["accuracy_diff_se"] > 0.005 / 2
 
     clear = _study_with([("ref", "A0", [0.700, 0.710], 100.0), ("big", None, [0.800, 0.805], 150.0),
                          ("fast", None, [0.703, 0.707], 400.0)])
     pareto = pareto_frame(trials_frame(clear)).set_index("number")
     assert pareto.loc[2, "dominates"] == "A0" and pareto.loc[2, "claims"].startswith("A0: dominates (+9.8 ± ")
-    assert pareto.loc[4, "claims"].startswith("A0: as accurate, 4.0x faster (+0.0 ± ")
+    assert pareto.loc[4, "claims"].startswith("A0: inconclusive on accuracy (+0.0 ± 1.5 pts), 4.0x faster (")
     assert "long_claims" in pareto and pareto.loc[2, "long_claims"] == ""
     table = pareto_table(pareto_frame(trials_frame(clear)))
     assert "0.8025 ± " in table and "(n=2)" in table and "A0: dominates" in table
@@ -85,10 +85,12 @@ def test_a_gap_inside_the_noise_ties_and_a_clear_one_dominates():
 
 def test_verdict_rule_each_branch():
     assert verdict(0.05, 0.01, 1.5, 0.1, 2.0) == "dominates"
-    assert verdict(0.015, 0.01, 1.5, 0.1, 2.0) == "as accurate, 1.5x faster"
+    assert verdict(0.015, 0.01, 1.5, 0.1, 2.0) == "inconclusive on accuracy (+1.5 ± 1.0 pts), 1.5x faster"
+    assert verdict(0.002, 0.003, 1.5, 0.1, 2.0) == "as accurate, 1.5x faster"
     assert verdict(0.05, 0.01, 1.05, 0.1, 2.0) == "more accurate, as fast"
     assert verdict(-0.05, 0.01, 1.5, 0.1, 2.0) == "trade-off"
-    assert verdict(0.015, 0.01, 1.05, 0.1, 2.0) == "ties"
+    assert verdict(0.015, 0.01, 1.05, 0.1, 2.0) == "inconclusive"
+    assert verdict(0.002, 0.003, 1.05, 0.1, 2.0) == "ties"
     assert verdict(0.015, 0.01, 1.05, 0.1, 1.0) == "more accurate, as fast"  # claim_sigmas matters
 
 
@@ -117,7 +119,7 @@ def test_one_seed_per_architecture_pays_the_prior_seed_spread():
     assert stats.set_index("number").loc[1, "accuracy_se"] == pytest.approx(
         math.sqrt(PRIOR_SEED_STD ** 2 + 0.726 * 0.274 / 2000))
     pareto = pareto_frame(trials_frame(s)).set_index("number")
-    assert pareto.loc[1, "claims"].startswith("A0: as accurate, 1.3x faster (+3.3 ± 2.2 pts")
+    assert pareto.loc[1, "claims"].startswith("A0: inconclusive on accuracy (+3.3 ± 2.2 pts), 1.3x faster (")
     assert pareto.loc[1, "dominates"] == ""
     big = _study_with([("a0", "A0", [0.693], 100.0), ("big", None, [0.780], 130.0)])
     assert pareto_frame(trials_frame(big)).set_index("number").loc[1, "dominates"] == "A0"  # a clear gap still does

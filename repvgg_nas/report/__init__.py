@@ -2,8 +2,10 @@
 
 One small module per figure (cf. ``optuna/visualization/_hypervolume_history.py``):
 a frame builder the tests assert on, a plotter, and a thin ``plot_*`` function
-from a study. :mod:`.frames` holds the study-wide frames (also the search's
-``trials.csv``/``pareto.csv``), :mod:`.collect` gathers every frame at once,
+from a study. The judgement (front, claims, hypervolume, the search's
+``trials.csv``/``pareto.csv`` frames) is :mod:`repvgg_nas.stats`'s, re-exported
+here; :mod:`.frames` holds the report's own study-wide frames, :mod:`.collect`
+gathers every frame at once,
 :mod:`.page` renders and writes the page, :mod:`.load` opens a study without
 creating one.
 """
@@ -13,30 +15,8 @@ from __future__ import annotations
 from .architecture import architecture_figure, architecture_frame, plot_architecture
 from .fidelity import fidelity_figure, fidelity_frame, plot_fidelity
 from .collect import ReportData, collect_report_data, summary_frame
-from .frames import (
-    OBJECTIVES,
-    dominates,
-    empty_message,
-    front_numbers,
-    front_table_frame,
-    pareto_frame,
-    report_trials_frame,
-    status_frame,
-    study_sigmas,
-    trials_frame,
-    write_csv,
-)
-from .hypervolume import (
-    REFERENCE_HV,
-    SEARCH_HV,
-    elapsed_seconds,
-    hypervolume_2d,
-    hypervolume_figure,
-    hypervolume_frame,
-    hypervolume_reference,
-    hypervolume_time_frame,
-    plot_hypervolume,
-)
+from .frames import empty_message, front_table_frame, report_trials_frame, status_frame
+from .hypervolume import REFERENCE_HV, SEARCH_HV, hypervolume_figure, plot_hypervolume
 from .importance import IMPORTANCE_EVALUATORS, ImportanceResult, importance_figure, importance_frame, plot_importance
 from .load import load_report_study
 from .page import render_html, write_report
@@ -53,15 +33,28 @@ from .scatter import (
     scatter_figure,
     scatter_points_frame,
 )
-from .trust import (
+# Last: the name ``fidelity`` is the judgement function, not the figure module :mod:`.fidelity`.
+from ..stats import (
+    OBJECTIVES,
     Fidelity,
     accuracy_floor,
     architecture_stats,
     claim_text,
     claims_frame,
+    dominates,
+    elapsed_seconds,
     fidelity,
+    front_numbers,
+    hypervolume_2d,
+    hypervolume_frame,
+    hypervolume_reference,
+    hypervolume_time_frame,
+    pareto_frame,
     standard_error,
+    study_sigmas,
+    trials_frame,
     verdict,
+    write_csv,
 )
 
 __all__ = [

@@ -12,7 +12,8 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
-from .frames import completed, report_trials_frame
+from ..stats import completed
+from .frames import report_trials_frame
 from .style import TEMPLATE, esc, present
 
 __all__ = ["architecture_figure", "architecture_frame", "plot_architecture"]

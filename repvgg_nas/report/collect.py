@@ -24,14 +24,14 @@ from ..measure.runtimes import DEFAULT_RUNTIME
 from ..storage import redact_url
 from .architecture import architecture_frame
 from .fidelity import fidelity_frame
-from .frames import (
-    completed, empty_message, front_table_frame, is_reference, report_trials_frame, status_frame, study_sigmas,
+from ..stats import (
+    CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, completed, fidelity, hypervolume_frame,
+    hypervolume_reference, hypervolume_time_frame, is_reference, study_equivalence, study_sigmas,
 )
-from .hypervolume import hypervolume_frame, hypervolume_reference, hypervolume_time_frame
+from .frames import empty_message, front_table_frame, report_trials_frame, status_frame
 from .importance import empty_importance, importance_frame
 from .rungs import rungs_frame, study_budgets
 from .scatter import pruned_links_frame
-from .trust import CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, fidelity
 
 __all__ = ["ReportData", "collect_report_data", "summary_frame"]
 
@@ -100,7 +100,8 @@ def _trust_rows(study: optuna.Study, trials: pd.DataFrame) -> list[tuple[str, st
         ("trust", "seeds per architecture", f"{trust.get('seeds', 1)} (front and references; the front is taken "
          f"on mean accuracy)"),
         ("trust", "claim rule", f"dominates = accuracy gap > {sigmas:g} combined standard errors and speed ratio "
-         f"beyond its measured spread"),
+         f"beyond its measured spread; as accurate = the gap ± {sigmas:g} combined standard errors inside "
+         f"± {100 * study_equivalence(study):g} pts ([trust] equivalence_points), else inconclusive on accuracy"),
     ]
     if not stats.empty:
         src = " (prior: no architecture has two seeds; [trust] prior_seed_std)" \
@@ -241,7 +242,8 @@ def collect_report_data(
     sigmas = study_sigmas(study)
     trust = study.user_attrs.get(attrs.STUDY_TRUST) or {}
     stats = architecture_stats(trials)
-    claims = pd.concat([claims_frame(stats, sigmas, b) for b in ("proxy", "long")], ignore_index=True) \
+    equivalence = study_equivalence(study)
+    claims = pd.concat([claims_frame(stats, sigmas, b, equivalence) for b in ("proxy", "long")], ignore_index=True) \
         if not stats.empty else pd.DataFrame(columns=list(CLAIM_COLUMNS))
     notes: list[str] = []
     budgets = study_budgets(study)

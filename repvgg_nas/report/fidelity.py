@@ -1,7 +1,7 @@
 """Proxy vs long-budget accuracy: does the brief proxy rank architectures as a longer training does?
 
 Data: :func:`fidelity_frame` (one row per architecture trained at both
-budgets) and :func:`.trust.fidelity` (Kendall tau); drawing:
+budgets) and :func:`repvgg_nas.stats.fidelity` (Kendall tau); drawing:
 :func:`fidelity_figure`; from a study in one call: :func:`plot_fidelity`.
 """
 
@@ -13,9 +13,9 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..stats import Fidelity, architecture_stats, fidelity
 from .frames import report_trials_frame
 from .style import BLUE, ORANGE, TEMPLATE, esc
-from .trust import Fidelity, architecture_stats, fidelity
 
 __all__ = ["FIDELITY_COLUMNS", "fidelity_figure", "fidelity_frame", "plot_fidelity"]
 

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from .. import attrs
 from ..errors import ConfigError
 from ..registry import Registry
-from .frames import OBJECTIVES
+from ..stats import OBJECTIVES
 from .style import BLUE, ORANGE, TEMPLATE, esc
 
 __all__ = [

@@ -21,10 +21,10 @@ import plotly.io as pio
 
 from ..files import atomic_write_text
 from ..layout import StudyPaths
+from ..stats import write_csv
 from .architecture import architecture_figure
 from .collect import ReportData, collect_report_data
 from .fidelity import fidelity_figure
-from .frames import write_csv
 from .hypervolume import hypervolume_figure
 from .importance import importance_figure
 from .rungs import rungs_caption, rungs_figure
@@ -193,9 +193,13 @@ def render_html(data: ReportData, study_name: str, storage: str | None = None) -
             '<section id="front"><h2>Front and references</h2><p class="why">Front members and the paper '
             "references, fastest first. Each claim gives the accuracy gap ± one combined standard error and the "
             "throughput ratio ± its spread; a front member <i>dominates</i> a reference only when the accuracy gap "
-            "exceeds the study's claim_sigmas combined standard errors and the ratio exceeds its spread, is "
-            "<i>as accurate, N.Nx faster</i> when only the speed gap is beyond the noise, and otherwise mostly "
-            f"<i>ties</i>.</p>{_front_table_html(data.front)}</section>"
+            "exceeds the study's claim_sigmas combined standard errors and the ratio exceeds its spread. It is "
+            "<i>as accurate, N.Nx faster</i> only when it is faster beyond the spread and an equivalence test "
+            "passes: the accuracy gap ± claim_sigmas combined standard errors lies inside ± equivalence_points "
+            "(default 1 point). A gap that is neither beyond the noise nor shown equivalent reads "
+            "<i>inconclusive on accuracy</i> (too few seeds or validation images to tell), or <i>inconclusive</i> "
+            "when speed does not tell either; <i>ties</i> means equivalent accuracy and a ratio within its spread."
+            f"</p>{_front_table_html(data.front)}</section>"
         )
         body.append(f'<section id="status"><h2>Trials</h2>{_status_table_html(data.status)}</section>')
     # The CSV files lie next to the page: link them by file name.

@@ -13,9 +13,9 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
-from .frames import completed, is_reference, report_trials_frame
+from ..stats import architecture_stats, completed, is_reference
+from .frames import report_trials_frame
 from .style import BLUE, GREEN, GREY, ORANGE, TEMPLATE, esc, num, present, throughput_axis
-from .trust import architecture_stats
 
 __all__ = [
     "DOMINATED", "FRONT", "LONG_FRONT", "PRUNED", "PRUNED_LINKS", "REFERENCES",
@@ -61,7 +61,7 @@ def scatter_points_frame(trials: pd.DataFrame) -> pd.DataFrame:
 
     Seed repeats and long re-trainings are folded into the trial naming
     their architecture: ``accuracy`` is its mean over seeds, ``accuracy_se``
-    the standard error (:mod:`.trust`), ``throughput_err`` half the IQR of
+    the standard error (:mod:`repvgg_nas.stats.noise`), ``throughput_err`` half the IQR of
     its timed repeats; ``long_accuracy`` its long-budget accuracy, if any.
     """
     done = completed(trials)

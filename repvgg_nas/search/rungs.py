@@ -59,9 +59,8 @@ from ..checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoi
 from ..data import DataBundle
 from ..layout import StudyPaths
 from ..model import reparameterize
-from ..report.frames import dominates
 from ..report.rungs import taken_over
-from ..report.trust import standard_error
+from ..stats import dominates, standard_error
 from ..spec import RepVGGSpec
 from ..train import StepCallback, TrainConfig, TrainResult, TrainState, init_model, train
 from .events import EventCallback, RungDecided

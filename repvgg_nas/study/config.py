@@ -24,7 +24,7 @@ from ..errors import ConfigError, RepVGGNasError
 from ..measure import MeasureSettings
 from ..prune import PruneJob
 from ..registry import Registry
-from ..report.trust import PRIOR_SEED_STD
+from ..stats import DEFAULT_EQUIVALENCE_POINTS, PRIOR_SEED_STD
 from ..train import TrainConfig
 from .. import zoo
 from .space import SearchSpace, load_space
@@ -210,9 +210,12 @@ class TrustConfig:
     reference's mean accuracy minus ``claim_sigmas`` standard errors).
     ``claim_sigmas``: an accuracy gap is a result only beyond this many
     combined standard errors.
+    ``equivalence_points``: a front member is "as accurate" as a reference
+    only when the accuracy gap ± ``claim_sigmas`` combined standard errors
+    lies inside ± this many points (see :mod:`repvgg_nas.stats.claims`).
     ``prior_seed_std``: the seed-to-seed std of accuracy assumed while no
     architecture has two seeds (default 0.012, the pooled spread of issue 13's
-    a_family 3-seed repeats; see :mod:`repvgg_nas.report.trust`), so one run
+    a_family 3-seed repeats; see :mod:`repvgg_nas.stats.noise`), so one run
     per architecture still pays for seed noise; measured seeds replace it.
     """
 
@@ -221,8 +224,9 @@ class TrustConfig:
     accuracy_floor: float | None = None
     claim_sigmas: float = 2.0
     prior_seed_std: float = PRIOR_SEED_STD
+    equivalence_points: float = DEFAULT_EQUIVALENCE_POINTS
 
-    KEYS = ("seeds", "long_epochs", "accuracy_floor", "claim_sigmas", "prior_seed_std")
+    KEYS = ("seeds", "long_epochs", "accuracy_floor", "claim_sigmas", "prior_seed_std", "equivalence_points")
 
     @classmethod
     def from_table(cls, t: Table, train_epochs: int) -> TrustConfig:
@@ -232,6 +236,7 @@ class TrustConfig:
             accuracy_floor=t.get("accuracy_floor", float, None, min=0.0, max=1.0),
             claim_sigmas=t.get("claim_sigmas", float, 2.0, min=0.0, max=10.0),
             prior_seed_std=t.get("prior_seed_std", float, PRIOR_SEED_STD, min=0.0, max=1.0),
+            equivalence_points=t.get("equivalence_points", float, DEFAULT_EQUIVALENCE_POINTS, min=0.0, max=100.0),
         )
         if kw["long_epochs"] is not None and kw["long_epochs"] <= train_epochs:
             raise t.error("long_epochs", f"{kw['long_epochs']} must exceed train.epochs ({train_epochs}); "

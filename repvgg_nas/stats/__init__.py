@@ -1,0 +1,93 @@
+"""The judgement both the search and the report use: Pareto geometry, standard errors, per-architecture
+statistics, the front, hypervolume and claims with an equivalence test.
+
+Data only (frames, NamedTuples and numbers the tests assert on); drawing is
+the report's. Below ``search`` and ``report``: this package imports neither.
+
+- :mod:`.noise`: the standard error of a mean accuracy, the prior seed spread;
+- :mod:`.pareto`: dominance and the non-dominated mask on point values (2 or more objectives);
+- :mod:`.architectures`: one row per architecture, the front on mean accuracy;
+- :mod:`.proxy_fidelity`: Kendall tau between proxy and long-budget accuracy;
+- :mod:`.claims`: each front member's verdict against each reference (the table of cases);
+- :mod:`.trials`: study -> trials and front frames (the search's ``trials.csv``/``pareto.csv``);
+- :mod:`.hypervolume`: exact hypervolume in 2 or more objectives, its history over a study.
+"""
+
+from __future__ import annotations
+
+from .architectures import STATS_COLUMNS, architecture_stats
+from .claims import (
+    CLAIM_COLUMNS,
+    DEFAULT_EQUIVALENCE_POINTS,
+    DOMINATES,
+    EQUIVALENCE,
+    INCONCLUSIVE,
+    TIES,
+    accuracy_equivalent,
+    claim_text,
+    claims_frame,
+    verdict,
+)
+from .proxy_fidelity import Fidelity, fidelity
+from .hypervolume import (
+    HYPERVOLUME_COLUMNS,
+    accuracy_floor,
+    elapsed_seconds,
+    hypervolume,
+    hypervolume_2d,
+    hypervolume_frame,
+    hypervolume_reference,
+    hypervolume_time_frame,
+)
+from .noise import PRIOR_SEED_STD, standard_error
+from .pareto import OBJECTIVES, dominates, pareto_mask
+from .trials import (
+    completed,
+    constraint_values,
+    front_numbers,
+    is_reference,
+    pareto_frame,
+    study_equivalence,
+    study_sigmas,
+    trials_frame,
+    write_csv,
+)
+
+__all__ = [
+    "CLAIM_COLUMNS",
+    "DEFAULT_EQUIVALENCE_POINTS",
+    "DOMINATES",
+    "EQUIVALENCE",
+    "Fidelity",
+    "HYPERVOLUME_COLUMNS",
+    "INCONCLUSIVE",
+    "OBJECTIVES",
+    "PRIOR_SEED_STD",
+    "STATS_COLUMNS",
+    "TIES",
+    "accuracy_equivalent",
+    "accuracy_floor",
+    "architecture_stats",
+    "claim_text",
+    "claims_frame",
+    "completed",
+    "constraint_values",
+    "dominates",
+    "elapsed_seconds",
+    "fidelity",
+    "front_numbers",
+    "hypervolume",
+    "hypervolume_2d",
+    "hypervolume_frame",
+    "hypervolume_reference",
+    "hypervolume_time_frame",
+    "is_reference",
+    "pareto_frame",
+    "pareto_mask",
+    "standard_error",
+    "study_equivalence",
+    "study_sigmas",
+    "trials_frame",
+    "verdict",
+    "write_csv",
+]
