@@ -521,6 +521,20 @@ def test_stop_sigmas_lets_a_candidate_inside_the_validation_noise_climb(tmp_path
         "(0.500 vs 0.050 accuracy, 100.0 vs 40.0 img/s)")
 
 
+def test_rule_none_lets_every_candidate_climb_to_the_top(tmp_path, monkeypatch):
+    # 5 is stopped at rung 1 by the reference under dominance; with rule "none" it climbs with rung records.
+    scenario = [SCENARIO[0], (SCENARIO[5][0], 30.0, (0.05, 0.05))]
+    tail = FIDELITY.replace("[sampler]", 'rule = "none"\n[sampler]')
+    path, reports = _prepare(tmp_path, n=2, queued=[p for p, _, _ in scenario], tail=tail)
+    Script(scenario).install(monkeypatch)
+    study = run_search(load_study_config(path), reports_dir=reports, progress=False).study
+    assert [t.state for t in study.trials] == [TS.COMPLETE, TS.COMPLETE]
+    records = rung_records(study.trials[1])
+    assert [(r["rung"], r["promoted"], r["dominated_by"]) for r in records] == [(0, True, None), (1, True, None),
+                                                                               (2, None, None)]
+    assert dominates(_point(rung_records(study.trials[0])[0]), _point(records[0]))  # dominated, yet it climbed
+
+
 def test_continue_mode_ends_with_the_weights_of_a_single_fidelity_run(scripted):
     assert not scripted.single_cfg.fidelity.multi
     single = scripted.single.trials
