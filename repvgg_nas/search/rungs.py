@@ -244,7 +244,6 @@ class _Climb:
     reference: str | None = field(init=False)  # a reference always climbs and is never paused
     own: set[int] = field(init=False)  # this trial and its ancestors: one candidate
     rule: PromotionRule = field(init=False)
-    settings: RuleSettings = field(init=False)
 
     def __post_init__(self) -> None:
         self.budgets = self.fidelity.budgets(self.train_cfg.epochs)
@@ -252,7 +251,11 @@ class _Climb:
         self.reference = self.trial.user_attrs.get(REFERENCE)
         self.own = {self.trial.number} | {t.number for t in self.ancestors}  # never judged by its own earlier runs
         self.rule = PROMOTION_RULES.get(self.fidelity.rule)
-        self.settings = RuleSettings(self.fidelity.stop_sigmas, len(self.data.val_y))
+
+    @property
+    def settings(self) -> RuleSettings:
+        """What the rule reads from the study (read when a rung is decided: a climb stopped untrained has no data)."""
+        return RuleSettings(self.fidelity.stop_sigmas, len(self.data.val_y))
 
     def desc(self, k: int) -> str:
         return f"trial {self.trial.number} rung {k + 1}/{len(self.budgets)}"
