@@ -40,7 +40,7 @@ from repvgg_nas.search.__main__ import main
 from repvgg_nas.report import status_frame, trials_frame
 from repvgg_nas.report.rungs import rungs_caption, rungs_frame
 from repvgg_nas.search.events import RungDecided, TimeUp
-from repvgg_nas.search.__main__ import Console, trial_line
+from repvgg_nas.search.__main__ import Console, budget_text, trial_line
 from repvgg_nas.search.rungs import (
     RungResult, climb, dominating, paused_by_time, rung_records, rung_results, stopped_at,
 )
@@ -249,6 +249,8 @@ def test_promotion_rules_are_a_registry_of_named_rules():
     assert dominance(me, pool, noisy) is None and dominance(me, pool, noisy) == dominating(me, pool, 1.0, 2000)
     assert dominance.why(me, pool[1], noisy) == (
         "dominates it beyond 1 standard error (0.510 vs 0.500 accuracy, 100.0 vs 100.0 img/s)")
+    assert dominance.climbs(noisy) == "while no result at its rung dominates it beyond 1 standard error"
+    assert none.climbs(RuleSettings()) == "to the top whatever the others score"
 
 
 # ---------------------------------------------------------------------------
@@ -332,6 +334,7 @@ def test_resuming_with_another_fidelity_is_refused(tmp_path):
 def test_the_rule_key_is_validated_stored_and_old_studies_without_it_resume(tmp_path):
     none = load_study_config(write_tiny_study(tmp_path / "n", epochs=9, tail='[fidelity]\nrule = "none"\n'))
     assert none.fidelity.rule == "none" and none.to_dict()["fidelity"]["rule"] == "none"
+    assert "a candidate climbs to the top whatever the others score; references" in budget_text(none)
     with pytest.raises(ConfigError, match=r"fidelity\.rule: 'dominate' is not allowed; choose from "
                                           r"\['dominance', 'none'\]"):
         load_study_config(write_tiny_study(tmp_path / "bad", epochs=9, tail='[fidelity]\nrule = "dominate"\n'))

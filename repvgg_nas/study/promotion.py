@@ -54,10 +54,12 @@ class RuleSettings:
 @dataclass(frozen=True)
 class PromotionRule:
     """A registered rule: ``stops(me, others, settings)`` returns the result that stops ``me`` (None: it
-    climbs); ``why(me, by, settings)`` says how ``by`` stops it, after "trial N" in the stop reason."""
+    climbs); ``why(me, by, settings)`` says how ``by`` stops it, after "trial N" in the stop reason;
+    ``climbs(settings)`` says how far a candidate climbs, after "a candidate climbs" in the run's plan."""
 
     stops: Callable[[RungResult, Sequence[RungResult], RuleSettings], RungResult | None]
     why: Callable[[RungResult, RungResult, RuleSettings], str]
+    climbs: Callable[[RuleSettings], str]
 
     def __call__(self, me: RungResult, others: Sequence[RungResult], settings: RuleSettings) -> RungResult | None:
         return self.stops(me, others, settings)
@@ -104,5 +106,6 @@ def _never_why(me: RungResult, by: RungResult, settings: RuleSettings) -> str:
 
 
 PROMOTION_RULES: Registry[PromotionRule] = Registry("promotion rule")
-PROMOTION_RULES.register("dominance", PromotionRule(_dominance, _dominance_why))
-PROMOTION_RULES.register("none", PromotionRule(_never, _never_why))
+PROMOTION_RULES.register("dominance", PromotionRule(
+    _dominance, _dominance_why, lambda s: f"while no result at its rung dominates it{beyond_noise(s.stop_sigmas)}"))
+PROMOTION_RULES.register("none", PromotionRule(_never, _never_why, lambda s: "to the top whatever the others score"))
