@@ -40,12 +40,12 @@ from repvgg_nas.search.__main__ import main
 from repvgg_nas.report import status_frame, trials_frame
 from repvgg_nas.report.rungs import rungs_caption, rungs_frame
 from repvgg_nas.search.events import RungDecided, TimeUp
-from repvgg_nas.search.__main__ import Console, trial_line
+from repvgg_nas.search.__main__ import Console, budget_text, trial_line
 from repvgg_nas.search.rungs import (
     RungResult, climb, dominating, paused_by_time, rung_records, rung_results, stopped_at,
 )
 from repvgg_nas.search.slots import died, is_search_trial, paused, slot_state, trial_key
-from repvgg_nas.study import FidelityConfig
+from repvgg_nas.study import PROMOTION_RULES, FidelityConfig, RuleSettings
 from repvgg_nas.spec import RepVGGSpec
 from repvgg_nas.storage import make_storage
 from repvgg_nas.train import TrainConfig
@@ -240,6 +240,19 @@ def test_rung_results_pool_every_candidate_but_surplus_and_linked_trials():
     assert dominating(RungResult(8, 0.05, 5.0), rung_results(trials, 0)).trial == 3  # the most accurate dominator
 
 
+def test_promotion_rules_are_a_registry_of_named_rules():
+    assert PROMOTION_RULES.list() == ["dominance", "none"]
+    me, pool = RungResult(9, 0.5, 100.0), [RungResult(1, 0.9, 99.9), RungResult(2, 0.51, 100.0)]
+    dominance, none = PROMOTION_RULES.get("dominance"), PROMOTION_RULES.get("None")
+    assert dominance(me, pool, RuleSettings()).trial == 2 and none(me, pool, RuleSettings()) is None
+    noisy = RuleSettings(stop_sigmas=1.0, val_size=2000)  # the rule reads the study's settings it needs
+    assert dominance(me, pool, noisy) is None and dominance(me, pool, noisy) == dominating(me, pool, 1.0, 2000)
+    assert dominance.why(me, pool[1], noisy) == (
+        "dominates it beyond 1 standard error (0.510 vs 0.500 accuracy, 100.0 vs 100.0 img/s)")
+    assert dominance.climbs(noisy) == "while no result at its rung dominates it beyond 1 standard error"
+    assert none.climbs(RuleSettings()) == "to the top whatever the others score"
+
+
 # ---------------------------------------------------------------------------
 # [fidelity]: budgets, validation, the --rungs override, resuming
 # ---------------------------------------------------------------------------
@@ -258,7 +271,7 @@ def test_fidelity_table_is_validated(tmp_path):
     assert (cfg.fidelity.rungs, cfg.fidelity.reduction_factor, cfg.fidelity.mode) == (3, 3, "retrain")
     assert cfg.fidelity.budgets(9) == (1, 3, 9)
     assert cfg.to_dict()["fidelity"] == {"rungs": 3, "reduction_factor": 3, "mode": "retrain", "stop_sigmas": 0.0,
-                                         "budgets": [1, 3, 9]}
+                                         "rule": "dominance", "budgets": [1, 3, 9]}
     noisy = load_study_config(write_tiny_study(tmp_path / "ns", epochs=9, tail="[fidelity]\nstop_sigmas = 1.5\n"))
     assert noisy.fidelity.stop_sigmas == 1.5
     cont = load_study_config(write_tiny_study(tmp_path / "ct", epochs=9, tail='[fidelity]\nmode = "continue"\n'))
@@ -270,7 +283,7 @@ def test_fidelity_table_is_validated(tmp_path):
          r"fidelity\.rungs: 3 rungs with reduction_factor 3 need more than train\.epochs = 2 "
          r"\(rung budgets would be \[1, 1, 2\] epochs\)"),
         ("key", 9, "[fidelity]\nrung = 3\n", r"fidelity\.rung: unknown key; allowed keys in fidelity: "
-         r"mode, reduction_factor, rungs, stop_sigmas"),
+         r"mode, reduction_factor, rule, rungs, stop_sigmas"),
         ("mode", 9, '[fidelity]\nmode = "restart"\n', r"fidelity\.mode: "),
         ("eta", 9, "[fidelity]\nreduction_factor = 1\n", r"fidelity\.reduction_factor: 1 is out of range"),
         ("zero", 9, "[fidelity]\nrungs = 0\n", r"fidelity\.rungs: 0 is out of range"),
@@ -316,6 +329,26 @@ def test_resuming_with_another_fidelity_is_refused(tmp_path):
     open_study(load_study_config(write_tiny_study(tmp_path / "p", epochs=9)), f"sqlite:///{single}")
     with pytest.raises(ConfigError, match="fidelity.rungs = 1"):  # a single-fidelity study stays one
         open_study(load_study_config(tmp_path / "p" / "tiny.toml", {"fidelity.rungs": 3}), f"sqlite:///{single}")
+
+
+def test_the_rule_key_is_validated_stored_and_old_studies_without_it_resume(tmp_path):
+    none = load_study_config(write_tiny_study(tmp_path / "n", epochs=9, tail='[fidelity]\nrule = "none"\n'))
+    assert none.fidelity.rule == "none" and none.to_dict()["fidelity"]["rule"] == "none"
+    assert "a candidate climbs to the top whatever the others score; references" in budget_text(none)
+    with pytest.raises(ConfigError, match=r"fidelity\.rule: 'dominate' is not allowed; choose from "
+                                          r"\['dominance', 'none'\]"):
+        load_study_config(write_tiny_study(tmp_path / "bad", epochs=9, tail='[fidelity]\nrule = "dominate"\n'))
+    path = write_tiny_study(tmp_path / "old", epochs=9, tail="[fidelity]\nrungs = 3\n")
+    cfg, url = load_study_config(path), f"sqlite:///{tmp_path / 'old.db'}"
+    old = optuna.create_study(study_name=cfg.name, storage=url, directions=["maximize", "maximize"])
+    for k, v in cfg.to_dict().items():  # what a study stored before the key existed
+        old.set_user_attr(k, {f: x for f, x in v.items() if f != "rule"} if k == "fidelity" else v)
+    open_study(cfg, url)  # resumes with the default rule
+    open_study(load_study_config(path), url)
+    made = open_study(load_study_config(path, {"fidelity.rule": "none"}), f"sqlite:///{tmp_path / 'new.db'}")
+    assert made.user_attrs["fidelity"]["rule"] == "none"
+    with pytest.raises(ConfigError, match=r"created with fidelity\.rule = 'none'.*resuming would mix results"):
+        open_study(load_study_config(path), f"sqlite:///{tmp_path / 'new.db'}")
 
 
 # ---------------------------------------------------------------------------
@@ -489,6 +522,20 @@ def test_stop_sigmas_lets_a_candidate_inside_the_validation_noise_climb(tmp_path
     assert study.trials[2].user_attrs["prune_reason"] == (
         "stopped at rung 1/3 (1 epoch): trial 0 dominates it beyond 1 standard error "
         "(0.500 vs 0.050 accuracy, 100.0 vs 40.0 img/s)")
+
+
+def test_rule_none_lets_every_candidate_climb_to_the_top(tmp_path, monkeypatch):
+    # 5 is stopped at rung 1 by the reference under dominance; with rule "none" it climbs with rung records.
+    scenario = [SCENARIO[0], (SCENARIO[5][0], 30.0, (0.05, 0.05))]
+    tail = FIDELITY.replace("[sampler]", 'rule = "none"\n[sampler]')
+    path, reports = _prepare(tmp_path, n=2, queued=[p for p, _, _ in scenario], tail=tail)
+    Script(scenario).install(monkeypatch)
+    study = run_search(load_study_config(path), reports_dir=reports, progress=False).study
+    assert [t.state for t in study.trials] == [TS.COMPLETE, TS.COMPLETE]
+    records = rung_records(study.trials[1])
+    assert [(r["rung"], r["promoted"], r["dominated_by"]) for r in records] == [(0, True, None), (1, True, None),
+                                                                               (2, None, None)]
+    assert dominates(_point(rung_records(study.trials[0])[0]), _point(records[0]))  # dominated, yet it climbed
 
 
 def test_continue_mode_ends_with_the_weights_of_a_single_fidelity_run(scripted):

@@ -41,7 +41,7 @@ from .events import (
 )
 from .launch import launch_workers, visible_gpus, worker_argv, worker_env
 from .run import run_search
-from .rungs import beyond_noise
+from ..study.promotion import PROMOTION_RULES, RuleSettings
 from .slots import paused
 from ..study import StudyConfig, load_study_config
 
@@ -205,7 +205,7 @@ def budget_text(cfg: StudyConfig, timeout: float | None = None) -> str:
     else:
         rungs = ", ".join(str(b) for b in f.budgets(epochs))
         text = (f"rungs of {rungs} epochs (reduction factor {f.reduction_factor}, {f.mode}): a candidate climbs "
-                f"while no result at its rung dominates it{beyond_noise(f.stop_sigmas)}; references "
+                f"{PROMOTION_RULES.get(f.rule).climbs(RuleSettings(f.stop_sigmas))}; references "
                 + (f"train only the full {epochs}" if f.mode == "retrain" else f"always reach {epochs}"))
     if timeout is None:
         return text

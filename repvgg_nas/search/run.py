@@ -30,9 +30,8 @@ from ..data import DataBundle, load_data
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..measure import MeasureSettings, ThroughputCache, measure_specs
 from ..prune import run_prune
-from ..report import (
-    architecture_stats, front_numbers, pareto_frame, study_sigmas, trials_frame, write_csv, write_report,
-)
+from ..report import write_report
+from ..stats import architecture_stats, front_numbers, pareto_frame, study_sigmas, trials_frame, write_csv
 from ..spec import RepVGGSpec
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL, FIXED_PARAMS, study_heartbeat
 from .connect import connect, recover_interrupted

@@ -5,7 +5,8 @@ Both CLIs that read a study (``python -m repvgg_nas.search`` and
 neither the search loop nor the report.
 
 - :mod:`.space`: declarative search spaces -> specs;
-- :mod:`.config`: study configs, every table validated up front.
+- :mod:`.config`: study configs, every table validated up front;
+- :mod:`.promotion`: the promotion rules of a multi-fidelity search (``[fidelity] rule``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from .config import (
     FIDELITY_MODES, SAMPLERS, FidelityConfig, Objectives, SamplerConfig, StudyConfig, TrustConfig, load_study_config,
 )
+from .promotion import PROMOTION_RULES, PromotionRule, RuleSettings
 from .space import Dim, SearchSpace, load_space
 
 __all__ = [
@@ -23,6 +25,9 @@ __all__ = [
     "FidelityConfig",
     "Objectives",
     "SAMPLERS",
+    "PROMOTION_RULES",
+    "PromotionRule",
+    "RuleSettings",
     "SamplerConfig",
     "StudyConfig",
     "TrustConfig",

@@ -25,6 +25,7 @@ from ..measure import MeasureSettings
 from ..prune import PruneJob
 from ..registry import Registry
 from ..stats import DEFAULT_EQUIVALENCE_POINTS, PRIOR_SEED_STD
+from .promotion import PROMOTION_RULES
 from ..train import TrainConfig
 from .. import zoo
 from .space import SearchSpace, load_space
@@ -154,14 +155,18 @@ class FidelityConfig:
     result that stops it must also be more accurate by more than that many
     combined binomial standard errors of the validation set (at least as
     fast), so a rung accuracy gap inside that noise lets both climb.
+    ``rule``: the promotion rule, a name in
+    :data:`repvgg_nas.study.promotion.PROMOTION_RULES` (``dominance``, the
+    default, as above; ``none`` lets every candidate climb to the top).
     """
 
     rungs: int = 3
     reduction_factor: int = 3
     mode: str = "retrain"
     stop_sigmas: float = 0.0
+    rule: str = "dominance"
 
-    KEYS = ("rungs", "reduction_factor", "mode", "stop_sigmas")
+    KEYS = ("rungs", "reduction_factor", "mode", "stop_sigmas", "rule")
 
     @classmethod
     def from_table(cls, t: Table, train_epochs: int) -> FidelityConfig:
@@ -170,6 +175,7 @@ class FidelityConfig:
             reduction_factor=t.get("reduction_factor", int, 3, min=2, max=100),
             mode=t.get("mode", str, "retrain", choices=FIDELITY_MODES),
             stop_sigmas=t.get("stop_sigmas", float, 0.0, min=0.0, max=10.0),
+            rule=t.get("rule", str, "dominance", choices=PROMOTION_RULES.list()),
         )
         t.finish(cls.KEYS)
         out = cls(**kw)
