@@ -12,7 +12,9 @@ import torch
 from repvgg_nas import ConfigError, RepVGGSpec, build_model, reparameterize
 from repvgg_nas.attrs import ACCURACY, FLOAT_ACCURACY, PRECISION, RUNTIME
 from repvgg_nas.data import DataBundle
-from repvgg_nas.measure import RUNTIMES, MeasureSettings, ThroughputCache, measure_spec, runtime_accuracy
+from repvgg_nas.evaluation import runtime_accuracy
+from repvgg_nas.measure import RUNTIMES, MeasureSettings, ThroughputCache, measure_spec
+from repvgg_nas.measure import onnxrun as onnxrun_mod
 from repvgg_nas.measure import runtimes as runtimes_mod
 from repvgg_nas.measure import specs as specs_mod
 from repvgg_nas.train import evaluate
@@ -149,7 +151,7 @@ def test_int8_calibration_covers_more_than_one_class_of_a_sorted_set(tiny, monke
         seen.extend(calibration)
         return src  # run the float file: only the calibration input matters here
 
-    monkeypatch.setattr(runtimes_mod, "quantize_onnx", record)
+    monkeypatch.setattr(onnxrun_mod, "quantize_onnx", record)
     runtime_accuracy(reparameterize(build_model(tiny)), data, "onnxruntime-int8", calibration_images=per_class)
     images = np.concatenate(seen)
     assert images.shape[0] == per_class
