@@ -89,9 +89,7 @@ class MeasureSettings:
             threads leave free) is dropped: a shared 2-core box otherwise
             reports its neighbours, not the net. 1.0 keeps every repeat.
         runtime: what the net runs in (:data:`~.runtimes.RUNTIMES`): ``torch``,
-            ``onnxruntime`` (fp32) or ``onnxruntime-int8`` (static PTQ). Left
-            out of :meth:`to_dict` when ``torch``, so figures and cache keys
-            from before the field existed stay valid.
+            ``onnxruntime`` (fp32) or ``onnxruntime-int8`` (static PTQ).
     """
 
     device: str = "auto"
@@ -195,10 +193,8 @@ class MeasureSettings:
         return RUNTIMES.get(self.runtime).precision or self.dtype
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        if d["runtime"] == DEFAULT_RUNTIME:
-            del d["runtime"]  # keeps the cache keys of torch figures from before the field
-        return d
+        """Every field: what a cache key and a recorded measurement hold."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys), used in cache keys."""
