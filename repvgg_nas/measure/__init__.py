@@ -43,6 +43,7 @@ from .bench import (
 )
 from .cache import ThroughputCache
 from .host import cpu_busy_fraction, device_name, environment
+from .memory import LayerActivations, layer_activations, peak_activation_elements, peak_memory_mb
 from ..devices import resolve_device
 from .onnxrun import quantize_onnx
 from .runtimes import RUNTIMES, Runtime, check_runtime
@@ -69,6 +70,10 @@ __all__ = [
     "Runtime",
     "check_runtime",
     "quantize_onnx",
+    "peak_memory_mb",
+    "peak_activation_elements",
+    "layer_activations",
+    "LayerActivations",
     # the bench library (python -m repvgg_nas.bench)
     "BASELINES", "DENSE_FP16_PEAK_TFLOPS", "dense_fp16_peak", "baseline_model",
     "baseline_complexity", "run_benchmark", "repeatability", "write_csv", "wait_for_idle",
