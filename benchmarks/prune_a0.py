@@ -67,7 +67,7 @@ def main() -> None:
     spec = zoo.get("A0", num_classes=data.num_classes)
     model = init_model(spec, seed=0, device=device)
     t0 = time.perf_counter()
-    train(model, data, train_cfg, device, progress=False)
+    train(model, data, train_cfg, device)
     train_s = time.perf_counter() - t0
     deploy = reparameterize(model).eval()
     acc0 = evaluate(deploy, data, device)
@@ -89,7 +89,7 @@ def main() -> None:
         "",
     ]
     for kd in (False, True):
-        ctrl = finetune(copy.deepcopy(deploy), data, epochs, "plain", train_cfg, device, progress=False,
+        ctrl = finetune(copy.deepcopy(deploy), data, epochs, "plain", train_cfg, device,
                         teacher=copy.deepcopy(deploy) if kd else None)
         lines.append(f"- control: the unpruned net fine-tuned the same way{' with itself as teacher' if kd else ''}: "
                      f"{evaluate(ctrl, data, device):.4f}")
@@ -113,7 +113,7 @@ def main() -> None:
             for name, v_align, mode, kd in VARIANTS:
                 if v_align != align:
                     continue
-                tuned = finetune(copy.deepcopy(recal), data, epochs, mode, train_cfg, device, progress=False,
+                tuned = finetune(copy.deepcopy(recal), data, epochs, mode, train_cfg, device,
                                  teacher=copy.deepcopy(deploy) if kd else None)
                 lines.append(
                     f"| {label}{'' if met else ' (not met)'} | {name} | {cut:.2f}x | {speedup:.2f}x | "
@@ -131,7 +131,7 @@ def main() -> None:
     for crit in IMPORTANCES:
         raw, recal, speedup, _ = _prune(deploy, data, measure, cache, None, 1.5, PruneSettings(importance=crit), device)
         cut = complexity(deploy.spec, measure.resolution).macs / complexity(raw.spec, measure.resolution).macs
-        tuned = finetune(copy.deepcopy(recal), data, epochs, "plain", train_cfg, device, progress=False)
+        tuned = finetune(copy.deepcopy(recal), data, epochs, "plain", train_cfg, device)
         lines.append(f"| {crit} | {cut:.2f}x | {speedup:.2f}x | {evaluate(raw, data, device):.4f} | "
                      f"{evaluate(recal, data, device):.4f} | {evaluate(tuned, data, device):.4f} |")
         print(lines[-1], flush=True)

@@ -22,7 +22,8 @@ import torch
 
 from repvgg_nas import build_model, reparameterize, zoo
 from repvgg_nas.data import load_data
-from repvgg_nas.measure import MeasureSettings, environment, measure_models, runtime_accuracy
+from repvgg_nas.evaluation import runtime_accuracy
+from repvgg_nas.measure import MeasureSettings, environment, measure_models
 from repvgg_nas.train import TrainConfig, evaluate, init_model, train
 
 RUNS = {"torch fp32": "torch", "onnxruntime fp32": "onnxruntime", "onnxruntime int8": "onnxruntime-int8"}

@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 from .errors import ConfigError
 
 __all__ = [
-    "find_config", "BUILTIN_CONFIG_ROOT", "load_toml", "Table", "dataclass_from_dict", "check_int", "check_number",
-    "check_bool", "Override", "apply_overrides", "blame_override",
+    "find_config", "BUILTIN_CONFIG_ROOT", "load_toml", "Table", "Wording", "HOUSE_WORDING", "dataclass_from_dict",
+    "check_int", "check_number", "check_bool", "Override", "apply_overrides", "blame_override",
 ]
 
 _MISSING = object()
@@ -180,26 +180,79 @@ def _type_name(types: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(t, t.__name__) for t in ts)
 
 
+class Wording(NamedTuple):
+    """How a :class:`Table` words its errors: one ``str.format`` template per kind of problem.
+
+    Every template may use ``{source}`` (the file, with its ``": "``),
+    ``{key}`` (dotted), ``{value}`` (the bad value's repr) and ``{expected}``
+    (what is allowed: a type, a bound, a phrase); ``not_allowed`` also gets
+    ``{choices}`` (``a, b``) and ``{choices_list}`` (``['a', 'b']``),
+    ``other`` gets ``{message}``, and ``unknown`` gets ``{table}``,
+    ``{scope}``, ``{allowed}`` (``a, b``), ``{allowed_list}`` and
+    ``{unknown_list}``. A package whose other messages (e.g. a registry's)
+    take another form words its table the same way, so a user sees one form
+    per table.
+    """
+
+    wrong_type: str
+    not_finite: str
+    out_of_range: str
+    not_allowed: str
+    invalid: str
+    other: str
+    unknown: str
+
+
+HOUSE_WORDING = Wording(
+    wrong_type="{source}{key}: must be {expected}, got {value}",
+    not_finite="{source}{key}: must be a finite number, got {value}",
+    out_of_range="{source}{key}: {value} is out of range; must be {expected}",
+    not_allowed="{source}{key}: {value} is not allowed; choose from {choices_list}",
+    invalid="{source}{key}: {value} is invalid; {expected}",
+    other="{source}{key}: {message}",
+    unknown="{source}{key}: unknown key; allowed keys {scope}: {allowed}",
+)
+
+
+def _bound(limit: float, open_: bool, below: bool) -> str:
+    """``>= 1``, ``> 0``, ``<= 1``, ``< 1``: the bound a value broke."""
+    return f"{('>' if below else '<') + ('' if open_ else '=')} {limit}"
+
+
 class Table:
     """A view of one TOML table that tracks which keys were read.
 
     ``get`` validates type and range; ``finish`` rejects keys nobody read, so
     a typo such as ``epoch = 3`` is an error rather than a silent default.
+    Every error names the file (``source``), the dotted key, the bad value
+    and what is allowed, worded by ``wording`` (:data:`HOUSE_WORDING` unless a
+    package words its table otherwise).
     """
 
-    def __init__(self, data: Mapping[str, Any], where: str, source: str = "") -> None:
+    def __init__(
+        self, data: Mapping[str, Any], where: str, source: str = "", wording: Wording = HOUSE_WORDING
+    ) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}{where or 'top level'}: expected a table, got {data!r}")
         self.data = dict(data)
         self.where = where
         self.source = source
+        self.wording = wording
         self._read: set[str] = set()
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name
 
+    def _say(self, template: str, name: str, value: Any = None, **parts: Any) -> ConfigError:
+        return ConfigError(template.format(source=self.source, key=self.key(name), value=repr(value), **parts))
+
     def error(self, name: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.source}{self.key(name)}: {message}")
+        """A free-form problem with key ``name`` (e.g. one that involves two keys)."""
+        return self._say(self.wording.other, name, self.data.get(name), message=message)
+
+    def reject(self, name: str, value: Any, expected: str) -> ConfigError:
+        """``value`` of key ``name`` is not allowed; ``expected`` says what is."""
+        return self._say(self.wording.invalid, name, value, expected=expected)
 
     def has(self, name: str) -> bool:
         return name in self.data
@@ -212,36 +265,52 @@ class Table:
         *,
         min: float | None = None,
         max: float | None = None,
+        min_open: bool = False,
+        max_open: bool = False,
         choices: Iterable[Any] | None = None,
     ) -> Any:
+        """The value of ``name``, checked; ints are taken as floats where ``float`` is allowed.
+
+        ``min_open``/``max_open`` exclude the bound itself.
+        """
         self._read.add(name)
         if name not in self.data:
             if default is _MISSING:
                 raise self.error(name, "is required")
             return default
         value = self.data[name]
+        w = self.wording
         ts = types if isinstance(types, tuple) else (types,)
         ok = isinstance(value, ts) and not (isinstance(value, bool) and bool not in ts)
         if not ok and float in ts and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
         if not ok:
-            raise self.error(name, f"must be {_type_name(types)}, got {value!r}")
+            raise self._say(w.wrong_type, name, value, expected=_type_name(types))
         if isinstance(value, float) and not math.isfinite(value):
-            raise self.error(name, f"must be a finite number, got {value!r}")
+            raise self._say(w.not_finite, name, value, expected="a finite number")
         if choices is not None:
             allowed = list(choices)
             if value not in allowed:
-                raise self.error(name, f"{value!r} is not allowed; choose from {allowed}")
-        if min is not None and value < min:
-            raise self.error(name, f"{value!r} is out of range; must be >= {min}")
-        if max is not None and value > max:
-            raise self.error(name, f"{value!r} is out of range; must be <= {max}")
+                raise self._say(
+                    w.not_allowed, name, value, expected=f"one of {allowed}",
+                    choices=", ".join(map(str, allowed)), choices_list=allowed,
+                )
+        if min is not None and (value <= min if min_open else value < min):
+            raise self._say(w.out_of_range, name, value, expected=_bound(min, min_open, below=True))
+        if max is not None and (value >= max if max_open else value > max):
+            raise self._say(w.out_of_range, name, value, expected=_bound(max, max_open, below=False))
         return value
 
     def table(self, name: str, required: bool = False) -> Table:
-        """A sub-table (empty when absent and not required)."""
+        """A sub-table (empty when absent and not required), worded like this one."""
         value = self.get(name, dict, _MISSING if required else {})
-        return Table(value, self.key(name), self.source)
+        return Table(value, self.key(name), self.source, self.wording)
+
+    def take(self, names: Iterable[str]) -> dict[str, Any]:
+        """The present keys among ``names``, unchecked: for a dataclass that validates them itself."""
+        out = {n: self.data[n] for n in names if n in self.data}
+        self._read.update(out)
+        return out
 
     def rest(self) -> dict[str, Any]:
         """Keys not read yet (handed to another validator such as a dataclass ``from_dict``)."""
@@ -252,7 +321,8 @@ class Table:
         unknown = sorted(set(self.data) - self._read)
         if unknown:
             known = sorted(allowed if allowed is not None else self._read)
-            raise ConfigError(
-                f"{self.source}{self.key(unknown[0])}: unknown key; allowed keys "
-                f"{('in ' + self.where) if self.where else 'here'}: {', '.join(known)}"
+            raise self._say(
+                self.wording.unknown, unknown[0], self.data[unknown[0]],
+                table=self.where, scope=f"in {self.where}" if self.where else "here",
+                allowed=", ".join(known), allowed_list=known, unknown_list=unknown,
             )

@@ -19,6 +19,7 @@ from .registry import Registry
 
 __all__ = [
     "RepVGGSpec",
+    "SPEC_VERSION",
     "GROUPWISE_PATTERNS",
     "groupwise_layers",
     "paper_widths",
@@ -26,11 +27,12 @@ __all__ = [
     "DEFAULT_BLOCK",
 ]
 
-SPEC_VERSION = 1
+# The layout of a stored spec (``to_dict``): written with every spec, checked when
+# one is read; a stored spec of another version is refused, never guessed at.
+SPEC_VERSION = 2
 
 # Train-form block kinds (``repvgg_nas.model.TRAIN_BLOCKS`` builds them). Both fuse
-# into the same deploy block. The default is left out of ``to_dict`` so the JSON and
-# hash of every spec made before the field existed stay the same.
+# into the same deploy block.
 BLOCKS = ("repvgg", "qarepvgg")
 DEFAULT_BLOCK = "repvgg"
 
@@ -290,18 +292,24 @@ class RepVGGSpec:
         for f in fields(self):
             v = getattr(self, f.name)
             d[f.name] = list(v) if isinstance(v, tuple) else v
-        if d["block"] == DEFAULT_BLOCK:
-            del d["block"]  # keeps the JSON and hash of pre-existing specs
         return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RepVGGSpec:
+        """A spec from :meth:`to_dict`'s layout; one of another ``spec_version`` is refused.
+
+        A mapping without ``spec_version`` is taken as written by hand in the
+        current layout (every stored spec carries its version).
+        """
         if not isinstance(data, Mapping):
             raise SpecError(f"a spec must be a mapping, got {type(data).__name__}")
         data = dict(data)
         version = data.pop("spec_version", SPEC_VERSION)
         if version != SPEC_VERSION:
-            raise SpecError(f"spec_version {version!r} is not supported (expected {SPEC_VERSION})")
+            raise SpecError(
+                f"a stored spec has spec_version {version!r}; this version of repvgg-nas reads "
+                f"spec_version {SPEC_VERSION} only (re-create the study, checkpoint or cache that holds it)"
+            )
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -28,19 +28,20 @@ vs 39.3 % for A0 without them; tiny net 55.2 %; see
 from __future__ import annotations
 
 import copy
-import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 
+from .config import Table, Wording
 from .data import DataBundle
-from .config import check_bool, check_int, dataclass_from_dict
-from .errors import ConfigError, UnknownNameError
-from .measure import resolve_device
+from .devices import resolve_device
+from .errors import ConfigError
 from .model import build_model
 from .registry import Registry
 from .spec import RepVGGSpec
@@ -54,6 +55,7 @@ __all__ = [
     "Distillation",
     "DivergenceError",
     "SCHEDULES",
+    "lr_factors",
     "train",
     "evaluate",
     "init_model",
@@ -80,34 +82,54 @@ class DivergenceError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------
-# schedules: factor of the peak lr at a step, given total and warmup steps
+# schedules: torch schedulers stepped once per batch, given total and warmup steps
 # ---------------------------------------------------------------------------
 
-
-def _cosine(step: int, total: int, warmup: int) -> float:
-    """Linear warmup from ~0 to the peak, then cosine decay to 0."""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+# One-cycle (Smith): from peak/25 up to the peak, then down to peak/25/1e4.
+_ONECYCLE_START = 1 / 25
+_ONECYCLE_END = 1 / 25 / 1e4
 
 
-def _onecycle(step: int, total: int, warmup: int) -> float:
-    """One-cycle (Smith): linear ramp from peak/25 to the peak, cosine down to peak/1e4.
+def _cosine(opt: torch.optim.Optimizer, total: int, warmup: int) -> LRScheduler:
+    """Linear warmup from peak/warmup to the peak over ``warmup`` steps, then cosine decay to 0."""
+    decay = CosineAnnealingLR(opt, T_max=max(1, total - warmup), eta_min=0.0)
+    if warmup == 0:
+        return decay
+    ramp = LinearLR(opt, start_factor=1 / warmup, end_factor=1.0, total_iters=max(1, warmup - 1))
+    return SequentialLR(opt, [ramp, decay], milestones=[warmup])
 
-    ``warmup`` steps form the ramp (at least one step, as OneCycleLR needs).
+
+def _onecycle(opt: torch.optim.Optimizer, total: int, warmup: int) -> LRScheduler:
+    """One-cycle: a linear ramp from peak/25 to the peak, cosine down to peak/25/1e4.
+
+    Torch's ``OneCycleLR`` anneals its warmup with the same curve as its
+    decay (cosine or linear); this schedule ramps linearly and decays along a
+    cosine, so it is ``LinearLR`` then ``CosineAnnealingLR``. ``warmup`` steps
+    form the ramp (at least one). Every param group has the same peak.
     """
-    start, end = 1 / 25, 1 / 25 / 1e4
     warmup = max(1, warmup)
-    if step < warmup:
-        return start + (1 - start) * step / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return end + (1 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+    peak = opt.param_groups[0]["lr"]
+    ramp = LinearLR(opt, start_factor=_ONECYCLE_START, end_factor=1.0, total_iters=warmup)
+    decay = CosineAnnealingLR(opt, T_max=max(1, total - warmup), eta_min=peak * _ONECYCLE_END)
+    return SequentialLR(opt, [ramp, decay], milestones=[warmup])
 
 
-SCHEDULES: Registry[Callable[[int, int, int], float]] = Registry("lr schedule")
+# A schedule builds the scheduler of an optimizer whose lr is the peak.
+Schedule = Callable[[torch.optim.Optimizer, int, int], LRScheduler]
+SCHEDULES: Registry[Schedule] = Registry("lr schedule")
 SCHEDULES.register("cosine", _cosine)
 SCHEDULES.register("onecycle", _onecycle)
+
+
+def lr_factors(schedule: str, total: int, warmup: int) -> list[float]:
+    """The factor of the peak learning rate at each of ``total`` steps under ``schedule``."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = SCHEDULES.get(schedule)(opt, total, warmup)
+    out = []
+    for _ in range(total):
+        out.append(scheduler.get_last_lr()[0])
+        _step_schedule(scheduler)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -115,6 +137,17 @@ SCHEDULES.register("onecycle", _onecycle)
 # ---------------------------------------------------------------------------
 
 _TRISTATE = ("auto", "on", "off")
+
+# ``train.key must be ..., got value``: how every ``[train]`` problem reads.
+TRAIN_WORDING = Wording(
+    wrong_type="{source}{key} must be {expected}, got {value}",
+    not_finite="{source}{key} must be a number, got {value}",
+    out_of_range="{source}{key} must be {expected}, got {value}",
+    not_allowed="{source}{key} must be one of {choices_list}, got {value}",
+    invalid="{source}{key} must be {expected}, got {value}",
+    other="{source}{key} {message}",
+    unknown="{source}unknown {table} keys {unknown_list}; allowed: {allowed_list}",
+)
 
 
 @dataclass(frozen=True)
@@ -158,55 +191,47 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
 
     def __post_init__(self) -> None:
-        def number(key: str, lo: float, hi: float | None = None, lo_open: bool = False) -> None:
-            """Finite number in ``[lo, hi)`` (``(lo, hi)`` with ``lo_open``); ints become floats."""
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"train.{key} must be a number, got {v!r}")
-            if (v <= lo if lo_open else v < lo) or (hi is not None and v >= hi):
-                allowed = f"> {lo}" if lo_open else f">= {lo}"
-                if hi is not None:
-                    allowed += f" and < {hi}"
-                raise ConfigError(f"train.{key} must be {allowed}, got {v}")
-            object.__setattr__(self, key, float(v))
-
-        check_int("train.epochs", self.epochs, 1)
-        check_int("train.batch_size", self.batch_size, 1)
-        check_int("train.seed", self.seed, 0)
-        number("lr", 0.0, lo_open=True)
-        number("momentum", 0.0, 1.0)
-        number("weight_decay", 0.0)
-        number("label_smoothing", 0.0, 1.0)
-        number("warmup_epochs", 0.0)
+        t = Table({f.name: getattr(self, f.name) for f in fields(self)}, "train", wording=TRAIN_WORDING)
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
+            t.get(name, int, min=lo)
+        values = {
+            "lr": t.get("lr", float, min=0, min_open=True),
+            "momentum": t.get("momentum", float, min=0, max=1, max_open=True),
+            "weight_decay": t.get("weight_decay", float, min=0),
+            "label_smoothing": t.get("label_smoothing", float, min=0, max=1, max_open=True),
+            "warmup_epochs": t.get("warmup_epochs", float, min=0),
+        }
         if self.max_grad_norm is not None:
-            number("max_grad_norm", 0.0)
-            if self.max_grad_norm == 0:  # TOML has no null: 0 switches clipping off
-                object.__setattr__(self, "max_grad_norm", None)
-        check_bool("train.nesterov", self.nesterov)
-        if self.nesterov and self.momentum == 0:
-            raise ConfigError("train.nesterov needs momentum > 0")
-        if self.warmup_epochs > self.epochs:
-            raise ConfigError(
-                f"train.warmup_epochs ({self.warmup_epochs}) exceeds train.epochs ({self.epochs})"
-            )
-        if not isinstance(self.schedule, str):
-            raise ConfigError(f"train.schedule must be a string, got {self.schedule!r}")
-        try:
-            object.__setattr__(self, "schedule", SCHEDULES.canonical(self.schedule))
-        except UnknownNameError as e:
-            raise ConfigError(f"train.schedule: {e} (allowed: {', '.join(SCHEDULES)})") from None
+            clip = t.get("max_grad_norm", float, min=0)
+            values["max_grad_norm"] = clip or None  # TOML has no null: 0 switches clipping off
+        if t.get("nesterov", bool) and values["momentum"] == 0:
+            raise t.error("nesterov", "needs momentum > 0")
+        if values["warmup_epochs"] > self.epochs:
+            raise t.error("warmup_epochs", f"({values['warmup_epochs']}) exceeds train.epochs ({self.epochs})")
+        schedule = t.get("schedule", str)
+        if schedule not in SCHEDULES:
+            raise t.reject("schedule", schedule, f"one of {SCHEDULES.list()}")
+        values["schedule"] = SCHEDULES.canonical(schedule)
         for key in ("amp", "channels_last"):
-            v = getattr(self, key)
+            v = t.get(key, (str, bool))
             if isinstance(v, bool):  # TOML true/false read as on/off
                 v = "on" if v else "off"
-            if not isinstance(v, str) or v.lower() not in _TRISTATE:
-                raise ConfigError(f"train.{key} must be one of {list(_TRISTATE)} (or true/false), got {v!r}")
-            object.__setattr__(self, key, v.lower())
+            if v.lower() not in _TRISTATE:
+                raise t.reject(key, v, f"one of {list(_TRISTATE)} (or true/false)")
+            values[key] = v.lower()
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> TrainConfig:
         """Build from a config mapping (a study's ``[train]`` table), rejecting unknown keys."""
-        return dataclass_from_dict(cls, data, "train")
+        if data is None:
+            return cls()
+        t = Table(data, "train", wording=TRAIN_WORDING)
+        names = [f.name for f in fields(cls)]
+        kwargs = t.take(names)
+        t.finish(names)
+        return cls(**kwargs)  # types and ranges: __post_init__, worded alike
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict that :meth:`from_dict` reads back (no clipping is written as 0: TOML has no null)."""
@@ -333,7 +358,7 @@ class Distillation:
 
 
 def _device(device: torch.device | str | None) -> torch.device:
-    """A torch.device as given; a name (``None`` meaning ``auto``) through :func:`measure.resolve_device`."""
+    """A torch.device as given; a name (``None`` meaning ``auto``) through :func:`~repvgg_nas.devices.resolve_device`."""
     if isinstance(device, torch.device):
         return device
     return resolve_device("auto" if device is None else str(device))
@@ -417,7 +442,7 @@ def train(
     data: DataBundle,
     cfg: TrainConfig | Mapping[str, Any] | None = None,
     device: torch.device | str | None = "cpu",
-    progress: StepCallback | bool | None = None,
+    progress: StepCallback | None = None,
     desc: str = "train",
     distill: Distillation | None = None,
     *,
@@ -434,14 +459,15 @@ def train(
 
     ``data`` is moved to ``device`` when it is not there yet (move it once
     yourself when training many models). ``progress`` is called with a
-    :class:`TrainStep` (labelled ``desc``) after every step; a bool is taken
-    as no callback, for callers of the older ``progress=True/False``. Raises
+    :class:`TrainStep` (labelled ``desc``) after every step. Raises
     :class:`DivergenceError` at the first non-finite loss. ``distill`` adds a
     teacher's soft targets to the loss (:class:`Distillation`).
     """
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
     device = _device(device)
-    report = progress if callable(progress) else None
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable taking a TrainStep, or None; got {progress!r}")
+    report = progress
     data = data.to(device)
     _check_fits(model, data)
     use_amp = _enabled(cfg.amp, device)
@@ -457,13 +483,10 @@ def train(
     steps_per_epoch = data.steps_per_epoch(cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    schedule = SCHEDULES.get(cfg.schedule)
     opt = torch.optim.SGD(
-        param_groups(model, cfg.weight_decay),
-        lr=cfg.lr * schedule(0, total, warmup),
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
+        param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov
     )
+    scheduler = SCHEDULES.get(cfg.schedule)(opt, total, warmup)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -475,7 +498,11 @@ def train(
     if resume is not None:
         if not resume.epoch < stop:
             raise ValueError(f"the run to resume already did {resume.epoch} epoch(s); asked to stop after {stop}")
+        for _ in range(resume.step):  # the schedule is a function of the step: replay it
+            _step_schedule(scheduler)
         opt.load_state_dict(resume.optimizer)
+        for group, lr in zip(opt.param_groups, scheduler.get_last_lr()):
+            group["lr"] = lr  # the replayed schedule's, whatever the saved groups hold
         gen.set_state(resume.generator.cpu() if device.type == "cpu" else resume.generator)
         scaler.load_state_dict(resume.scaler)
         start, step, images, seconds_before = resume.epoch, resume.step, resume.images, resume.seconds
@@ -493,9 +520,7 @@ def train(
         seen = 0
         pending = 0
         for i, (x, y) in enumerate(data.train_batches(cfg.batch_size, gen)):
-            lr = cfg.lr * schedule(step, total, warmup)
-            for group in opt.param_groups:
-                group["lr"] = lr
+            lr = scheduler.get_last_lr()[0]
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
@@ -510,6 +535,7 @@ def train(
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             scaler.step(opt)
             scaler.update()
+            _step_schedule(scheduler)
             losses[i] = loss.detach()
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.numel()
@@ -552,6 +578,18 @@ def train(
         history=tuple(history),
         state=state,
     )
+
+
+def _step_schedule(scheduler: LRScheduler) -> None:
+    """One scheduler step, also where no optimizer step came first.
+
+    The schedule follows the step count: a replayed resume and a first step
+    that the GradScaler skipped (non-finite fp16 gradients) both step the
+    scheduler without ``optimizer.step()``, which torch warns about.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+        scheduler.step()
 
 
 def _check_finite(losses: torch.Tensor, epoch: int, history: list[dict[str, float]]) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from repvgg_nas import ConfigError, RepVGGSpec, build_model
+from repvgg_nas.measure.cache import CACHE_FORMAT_VERSION
 from repvgg_nas.measure import specs as specs_mod
 from repvgg_nas.measure import timing as timing_mod
 from repvgg_nas.measure import (
@@ -164,6 +165,12 @@ def test_corrupt_cache_file_is_a_clear_error(tmp_path):
     path.write_text(json.dumps({"format_version": 99, "entries": {}}))
     with pytest.raises(ConfigError, match="format_version"):
         ThroughputCache(path)
+    path.write_text(json.dumps({"format_version": 1, "entries": {}}))  # keys of an older layout
+    with pytest.raises(ConfigError) as e:
+        ThroughputCache(path)
+    msg = str(e.value)
+    assert str(path) in msg and "format_version 1;" in msg and f"format_version {CACHE_FORMAT_VERSION} only" in msg
+    assert "\n" not in msg
 
 
 @pytest.mark.parametrize(

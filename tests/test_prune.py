@@ -209,7 +209,7 @@ def test_distillation_from_an_identical_teacher_adds_no_loss(model, data):
 def test_finetune_keeps_the_net_plain(model, data, mode, distill):
     pruned = prune_channels(model, 0.3)
     teacher = deploy.as_deploy(model) if distill else None
-    tuned = finetune(pruned, data, epochs=1, mode=mode, progress=False, teacher=teacher, batch_size=32)
+    tuned = finetune(pruned, data, epochs=1, mode=mode, teacher=teacher, batch_size=32)
     assert is_deploy(tuned) and not any(isinstance(m, torch.nn.BatchNorm2d) for m in tuned.modules())
     assert tuned.spec == pruned.spec
 

@@ -12,7 +12,9 @@ import torch
 from repvgg_nas import ConfigError, RepVGGSpec, build_model, reparameterize
 from repvgg_nas.attrs import ACCURACY, FLOAT_ACCURACY, PRECISION, RUNTIME
 from repvgg_nas.data import DataBundle
-from repvgg_nas.measure import RUNTIMES, MeasureSettings, ThroughputCache, measure_spec, runtime_accuracy
+from repvgg_nas.evaluation import runtime_accuracy
+from repvgg_nas.measure import RUNTIMES, MeasureSettings, ThroughputCache, measure_spec
+from repvgg_nas.measure import onnxrun as onnxrun_mod
 from repvgg_nas.measure import runtimes as runtimes_mod
 from repvgg_nas.measure import specs as specs_mod
 from repvgg_nas.train import evaluate
@@ -78,9 +80,9 @@ def test_onnxruntime_without_its_cuda_provider_fails_when_settings_resolve(monke
     assert MeasureSettings(device="cpu", runtime="onnxruntime").resolved().device == "cpu"
 
 
-def test_runtime_is_part_of_the_cache_key_and_torch_keys_are_unchanged(tiny):
+def test_runtime_is_part_of_the_cache_key(tiny):
     torch_key = json.loads(ThroughputCache.key(tiny, MeasureSettings(**FAST_MEASURE)))
-    assert "runtime" not in torch_key[3] and " / onnxruntime" not in torch_key[2]  # as before runtimes
+    assert torch_key[3]["runtime"] == "torch" and " / onnxruntime" not in torch_key[2]  # torch needs no onnxruntime
     assert MeasureSettings(**FAST_MEASURE, runtime="torch") == MeasureSettings(**FAST_MEASURE)
     keys = {ThroughputCache.key(tiny, MeasureSettings(**FAST_MEASURE, runtime=r)) for r in RUNTIMES}
     assert len(keys) == 3
@@ -149,7 +151,7 @@ def test_int8_calibration_covers_more_than_one_class_of_a_sorted_set(tiny, monke
         seen.extend(calibration)
         return src  # run the float file: only the calibration input matters here
 
-    monkeypatch.setattr(runtimes_mod, "quantize_onnx", record)
+    monkeypatch.setattr(onnxrun_mod, "quantize_onnx", record)
     runtime_accuracy(reparameterize(build_model(tiny)), data, "onnxruntime-int8", calibration_images=per_class)
     images = np.concatenate(seen)
     assert images.shape[0] == per_class
@@ -197,4 +199,4 @@ def test_one_lockstep_run_across_runtimes(tiny):
     out = measure_models({n: net for n in names}, MeasureSettings(**FAST_MEASURE), runtimes={"ort": "onnxruntime", "int8": "onnxruntime-int8"})
     assert {n: m.env["runtime"] for n, m in out.items()} == names
     assert [m.repeats for m in out.values()] == [3, 3, 3]  # the same rounds for all three
-    assert out["int8"].env["settings"]["runtime"] == "onnxruntime-int8" and "runtime" not in out["torch"].env["settings"]
+    assert out["int8"].env["settings"]["runtime"] == "onnxruntime-int8" and out["torch"].env["settings"]["runtime"] == "torch"

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from repvgg_nas import GROUPWISE_PATTERNS, RepVGGSpec, SpecError, UnknownNameError, groupwise_layers, zoo
+from repvgg_nas.spec import SPEC_VERSION
 
 
 def test_json_round_trip_and_stable_hash(tiny_spec):
@@ -17,17 +18,27 @@ def test_json_round_trip_and_stable_hash(tiny_spec):
 
 def test_hash_is_content_based_and_pinned():
     # Pinned: a change here silently invalidates every stored study and cache.
-    assert zoo.get("A0").hash == "bb313df03d17"
+    assert zoo.get("A0").hash == "c5e7b0a184af"
     assert zoo.get("A0").hash != zoo.get("A0", num_classes=10).hash
 
 
-def test_block_field_keeps_old_json_and_hash():
+def test_stored_spec_carries_its_version_and_another_is_refused():
     a0 = zoo.get("A0")
-    assert a0.block == "repvgg" and "block" not in a0.to_dict()
+    assert a0.to_dict()["spec_version"] == SPEC_VERSION
+    assert RepVGGSpec.from_dict({k: v for k, v in a0.to_dict().items() if k != "spec_version"}) == a0  # by hand
+    old = {**a0.to_dict(), "spec_version": 1}
+    with pytest.raises(SpecError) as e:
+        RepVGGSpec.from_dict(old)
+    msg = str(e.value)
+    assert "spec_version 1" in msg and f"spec_version {SPEC_VERSION} only" in msg and "\n" not in msg
+
+
+def test_block_field():
+    a0 = zoo.get("A0")
+    assert a0.block == "repvgg" and a0.to_dict()["block"] == "repvgg"
     qa = a0.replace(block="qarepvgg")
     assert qa.to_dict()["block"] == "qarepvgg" and qa.hash != a0.hash
     assert RepVGGSpec.from_json(qa.to_json()) == qa
-    assert RepVGGSpec.from_dict({**a0.to_dict(), "block": "repvgg"}).hash == "bb313df03d17"
     assert zoo.get("A0:qarepvgg") == qa and zoo.get("A0:repvgg") == a0
     assert zoo.get_entry("a0:QARepVGG").name == "RepVGG-A0:qarepvgg"
     assert "block=qarepvgg" in qa.summary() and "block" not in a0.summary()

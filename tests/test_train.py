@@ -22,6 +22,7 @@ from repvgg_nas.train import (
     evaluate,
     identity_init,
     init_model,
+    lr_factors,
     param_groups,
     train,
 )
@@ -118,7 +119,7 @@ def test_replace_keeps_clipping_off() -> None:
 
 def test_amp_on_without_cuda_is_config_error(small_data: DataBundle) -> None:
     with pytest.raises(ConfigError, match="CUDA"):
-        train(build_model(TINY), small_data, {"amp": "on", "epochs": 1}, device="cpu", progress=False)
+        train(build_model(TINY), small_data, {"amp": "on", "epochs": 1}, device="cpu")
 
 
 # ---------------------------------------------------------------------------
@@ -154,7 +155,7 @@ def test_train_hands_the_groups_to_sgd(small_data: DataBundle, monkeypatch: pyte
 
     monkeypatch.setattr(torch.optim, "SGD", Recording)
     model = build_model(SMALL)
-    train(model, small_data, {"epochs": 1, "batch_size": 32, "weight_decay": 1e-3}, progress=False)
+    train(model, small_data, {"epochs": 1, "batch_size": 32, "weight_decay": 1e-3})
     (opt,) = seen
     by_name = {g["name"]: g for g in opt.param_groups}
     assert by_name["decay"]["weight_decay"] == 1e-3 and by_name["no_decay"]["weight_decay"] == 0.0
@@ -164,15 +165,50 @@ def test_train_hands_the_groups_to_sgd(small_data: DataBundle, monkeypatch: pyte
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
 def test_schedules_warm_up_then_decay(name: str) -> None:
-    f = SCHEDULES.get(name)
     total, warmup = 100, 10
-    values = [f(s, total, warmup) for s in range(total)]
+    values = lr_factors(name, total, warmup)
     assert max(values) == pytest.approx(1.0, abs=0.02)
     assert values[0] < 0.2
     assert values[-1] < 0.01
     peak = values.index(max(values))
     assert all(a <= b + 1e-12 for a, b in zip(values[:peak], values[1 : peak + 1]))
     assert all(a >= b - 1e-12 for a, b in zip(values[peak:], values[peak + 1 :]))
+
+
+def _old_cosine(step: int, total: int, warmup: int) -> float:
+    """The hand-written cosine schedule torch's schedulers replaced (linear warmup, cosine to 0)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def _old_onecycle(step: int, total: int, warmup: int) -> float:
+    """The hand-written one-cycle schedule: linear ramp from peak/25, cosine down to peak/25/1e4."""
+    start, end = 1 / 25, 1 / 25 / 1e4
+    warmup = max(1, warmup)
+    if step < warmup:
+        return start + (1 - start) * step / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return end + (1 - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@pytest.mark.parametrize("name, old", [("cosine", _old_cosine), ("onecycle", _old_onecycle)])
+@pytest.mark.parametrize("total, warmup", [(468 * 6, 468), (100, 10), (10, 0), (10, 1), (10, 2), (7, 7), (1, 0), (1, 1)])
+def test_torch_schedules_give_the_hand_written_learning_rates(name, old, total, warmup) -> None:
+    expected = [old(s, total, warmup) for s in range(total)]
+    assert lr_factors(name, total, warmup) == pytest.approx(expected, rel=0, abs=1e-9)
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_train_steps_the_learning_rate_of_the_schedule(small_data: DataBundle, schedule: str) -> None:
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, schedule=schedule, warmup_epochs=0.5)
+    seen: list[float] = []
+    train(build_model(TINY), small_data, cfg, progress=lambda s: seen.append(s.lr))
+    steps = small_data.steps_per_epoch(32)
+    old = {"cosine": _old_cosine, "onecycle": _old_onecycle}[schedule]
+    expected = [0.05 * old(s, 2 * steps, round(0.5 * steps)) for s in range(2 * steps)]
+    assert seen == pytest.approx(expected, rel=0, abs=1e-9)
 
 
 # ---------------------------------------------------------------------------
@@ -224,7 +260,7 @@ def test_identity_init_blocks_start_as_affine_copies() -> None:
 def test_train_beats_chance_on_an_easy_task() -> None:
     data = _colour_bundle()
     model = init_model(TINY.with_num_classes(4), seed=0)
-    res = train(model, data, {"epochs": 3, "batch_size": 32, "lr": 0.05}, progress=False)
+    res = train(model, data, {"epochs": 3, "batch_size": 32, "lr": 0.05})
     assert isinstance(res, TrainResult)
     assert res.epochs == 3 and len(res.history) == 3
     assert res.steps == 3 * data.steps_per_epoch(32)
@@ -235,7 +271,7 @@ def test_train_beats_chance_on_an_easy_task() -> None:
 
 def test_train_reduces_loss_on_synthetic(small_data: DataBundle) -> None:
     model = init_model(TINY, seed=0)
-    res = train(model, small_data, {"epochs": 4, "batch_size": 32, "lr": 0.05}, progress=False)
+    res = train(model, small_data, {"epochs": 4, "batch_size": 32, "lr": 0.05})
     assert res.history[-1]["loss"] < res.history[0]["loss"]
     assert all(math.isfinite(h["loss"]) for h in res.history)
 
@@ -244,7 +280,7 @@ def test_train_is_deterministic_for_a_seed(small_data: DataBundle) -> None:
     def run(seed: int) -> tuple[TrainResult, dict[str, torch.Tensor]]:
         model = init_model(SMALL, seed=seed)
         cfg = {"epochs": 1, "batch_size": 32, "seed": seed}
-        return train(model, small_data, cfg, progress=False), model.state_dict()
+        return train(model, small_data, cfg), model.state_dict()
 
     (r1, s1), (r2, s2), (r3, s3) = run(0), run(0), run(1)
     assert r1.final_loss == r2.final_loss
@@ -257,10 +293,10 @@ def test_stopped_and_resumed_run_equals_one_run(small_data: DataBundle, tmp_path
     """The rungs of a multi-fidelity search continue a run: pausing after epoch 1 (and 2) changes nothing."""
     cfg = {"epochs": 3, "batch_size": 32, "seed": 3, "warmup_epochs": 0.5}
     whole = init_model(SMALL, seed=3)
-    r_whole = train(whole, small_data, cfg, progress=False)
+    r_whole = train(whole, small_data, cfg)
     assert r_whole.state is None
     model = init_model(SMALL, seed=3)
-    r = train(model, small_data, cfg, progress=False, stop_epoch=1)
+    r = train(model, small_data, cfg, stop_epoch=1)
     assert r.epochs == 1 and r.state is not None and r.state.epoch == 1
     for stop in (2, 3):
         state = r.state
@@ -270,7 +306,7 @@ def test_stopped_and_resumed_run_equals_one_run(small_data: DataBundle, tmp_path
             state = TrainState.from_dict(back["state"])
             model = init_model(SMALL, seed=99)
             model.load_state_dict(back["model"])
-        r = train(model, small_data, cfg, progress=False, resume=state, stop_epoch=stop)
+        r = train(model, small_data, cfg, resume=state, stop_epoch=stop)
     assert r.epochs == 3 and r.steps == r_whole.steps and r.state is None
     assert r.final_loss == r_whole.final_loss
     assert [h["loss"] for h in r.history] == [h["loss"] for h in r_whole.history]
@@ -281,18 +317,18 @@ def test_stopped_and_resumed_run_equals_one_run(small_data: DataBundle, tmp_path
 def test_resume_refuses_a_finished_piece(small_data: DataBundle) -> None:
     cfg = {"epochs": 2, "batch_size": 32}
     model = init_model(SMALL, seed=0)
-    r = train(model, small_data, cfg, progress=False, stop_epoch=1)
+    r = train(model, small_data, cfg, stop_epoch=1)
     with pytest.raises(ValueError, match="already did 1 epoch"):
-        train(model, small_data, cfg, progress=False, resume=r.state, stop_epoch=1)
+        train(model, small_data, cfg, resume=r.state, stop_epoch=1)
     with pytest.raises(ValueError, match="stop_epoch must be in 1..2"):
-        train(model, small_data, cfg, progress=False, stop_epoch=3)
+        train(model, small_data, cfg, stop_epoch=3)
 
 
 def test_huge_lr_raises_divergence_error(small_data: DataBundle) -> None:
     model = init_model(SMALL, seed=0)
     cfg = {"epochs": 2, "batch_size": 32, "lr": 1e6, "max_grad_norm": 0, "warmup_epochs": 0}
     with pytest.raises(DivergenceError, match=r"non-finite loss at epoch \d+ step \d+") as info:
-        train(model, small_data, cfg, progress=False)
+        train(model, small_data, cfg)
     err = info.value
     assert isinstance(err, RuntimeError) and not isinstance(err, RepVGGNasError)
     assert err.reason == str(err) and err.epoch >= 1 and err.step >= 1
@@ -315,7 +351,7 @@ def test_injected_nan_names_exact_epoch_and_step(small_data: DataBundle) -> None
     steps = small_data.steps_per_epoch(32)  # 5
     model = _NaNAfter(build_model(TINY), after=steps + 2)  # epoch 2, step 2
     with pytest.raises(DivergenceError) as info:
-        train(model, small_data, {"epochs": 3, "batch_size": 32}, progress=False)
+        train(model, small_data, {"epochs": 3, "batch_size": 32})
     assert str(info.value) == "non-finite loss at epoch 2 step 2"
     assert (info.value.epoch, info.value.step) == (2, 2)
     assert len(info.value.history) == 1  # the completed first epoch is kept
@@ -324,13 +360,13 @@ def test_injected_nan_names_exact_epoch_and_step(small_data: DataBundle) -> None
 def test_head_smaller_than_dataset_is_config_error(small_data: DataBundle) -> None:
     model = build_model(TINY.with_num_classes(5))
     with pytest.raises(ConfigError, match="5 classes"):
-        train(model, small_data, {"epochs": 1}, progress=False)
+        train(model, small_data, {"epochs": 1})
 
 
 def test_channel_mismatch_is_config_error(small_data: DataBundle) -> None:
     model = build_model(RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=10, in_channels=1))
     with pytest.raises(ConfigError, match="1 input channels"):
-        train(model, small_data, {"epochs": 1}, progress=False)
+        train(model, small_data, {"epochs": 1})
 
 
 def test_progress_bar_runs(small_data: DataBundle, capsys: pytest.CaptureFixture[str]) -> None:
@@ -346,7 +382,7 @@ def test_progress_bar_runs(small_data: DataBundle, capsys: pytest.CaptureFixture
 
 def test_evaluate_train_and_deploy_form_agree(small_data: DataBundle) -> None:
     model = init_model(SMALL, seed=0)
-    train(model, small_data, {"epochs": 1, "batch_size": 32}, progress=False)
+    train(model, small_data, {"epochs": 1, "batch_size": 32})
     model.train()
     acc = evaluate(model, small_data, batch_size=25)
     assert model.training  # mode restored

@@ -19,8 +19,11 @@ runs:
   measures one architecture twice, in memory or persisted to a JSON file for
   resumed studies.
 - ``runtimes``: what a net is measured in (``torch``, ``onnxruntime``,
-  ``onnxruntime-int8``), and the validation accuracy of a deploy net in a
-  quantized runtime (what ships).
+  ``onnxruntime-int8``), a pure registry the settings validate against;
+  ``onnxrun`` exports, quantizes and runs a net in an ONNX runtime. (The
+  validation accuracy of a deploy net in a runtime needs data, so it lives
+  above this package: :func:`repvgg_nas.evaluation.runtime_accuracy`.)
+- ``memory``: the peak activation memory of a deploy net (``peak_memory_mb``).
 - ``bench`` compares train form, deploy form and ResNet baselines (the
   library of ``python -m repvgg_nas.bench``).
 """
@@ -40,8 +43,11 @@ from .bench import (
 )
 from .cache import ThroughputCache
 from .host import cpu_busy_fraction, device_name, environment
-from .runtimes import RUNTIMES, Runtime, check_runtime, quantize_onnx, runtime_accuracy
-from .settings import COMPILE_MODES, DTYPES, DtypeInfo, MeasureSettings, resolve_device
+from .memory import LayerActivations, layer_activations, peak_activation_elements, peak_memory_mb
+from ..devices import resolve_device
+from .onnxrun import quantize_onnx
+from .runtimes import RUNTIMES, Runtime, check_runtime
+from .settings import COMPILE_MODES, DTYPES, DtypeInfo, MeasureSettings
 from .specs import measure_spec, measure_specs
 from .timing import Measurement, measure_model, measure_models
 
@@ -64,7 +70,10 @@ __all__ = [
     "Runtime",
     "check_runtime",
     "quantize_onnx",
-    "runtime_accuracy",
+    "peak_memory_mb",
+    "peak_activation_elements",
+    "layer_activations",
+    "LayerActivations",
     # the bench library (python -m repvgg_nas.bench)
     "BASELINES", "DENSE_FP16_PEAK_TFLOPS", "dense_fp16_peak", "baseline_model",
     "baseline_complexity", "run_benchmark", "repeatability", "write_csv", "wait_for_idle",

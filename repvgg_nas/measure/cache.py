@@ -26,7 +26,9 @@ from .timing import Measurement
 
 __all__ = ["CACHE_FORMAT_VERSION", "ThroughputCache"]
 
-CACHE_FORMAT_VERSION = 1
+# The layout of the cache file and of its keys (settings with every field, the
+# spec hash of its spec_version): written in the file, checked when it is read.
+CACHE_FORMAT_VERSION = 2
 
 
 class ThroughputCache:
@@ -54,10 +56,11 @@ class ThroughputCache:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"throughput cache {path} cannot be read: {e}") from None
-        if not isinstance(data, dict) or data.get("format_version") != CACHE_FORMAT_VERSION:
+        found = data.get("format_version") if isinstance(data, dict) else None
+        if found != CACHE_FORMAT_VERSION:
             raise ConfigError(
-                f"throughput cache {path} is not a format_version {CACHE_FORMAT_VERSION} cache; "
-                f"delete it or pass another path"
+                f"throughput cache {path} has format_version {found!r}; this version reads "
+                f"format_version {CACHE_FORMAT_VERSION} only: delete it or pass another path"
             )
         entries = data.get("entries", {})
         return entries if isinstance(entries, dict) else {}
@@ -66,8 +69,8 @@ class ThroughputCache:
     def key(spec: RepVGGSpec | str, settings: MeasureSettings, deploy: bool = True) -> str:
         """Cache key; ``settings`` are resolved first so ``auto`` names the real device.
 
-        The runtime is in the settings and its version beside torch's; both are
-        left out for ``torch``, so keys from before runtimes existed still hit.
+        The runtime is in the settings, and the versions of its packages
+        (onnxruntime; none for ``torch``) beside torch's.
         """
         s = settings.resolved()
         spec_hash = spec if isinstance(spec, str) else spec.hash

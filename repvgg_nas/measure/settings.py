@@ -10,20 +10,21 @@ checked against CUDA availability) by :meth:`MeasureSettings.resolve_device`.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from dataclasses import replace as _replace
 from typing import Any
 
 import torch
 
-from ..config import check_bool, check_int, check_number, dataclass_from_dict
+from ..config import Table, Wording
+from ..devices import DEVICE_NAMES, check_device_name
+from ..devices import resolve_device as _resolve_device
 from ..errors import ConfigError
 from ..registry import Registry
 from .runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime, check_runtime_device
 
-__all__ = ["DTYPES", "DtypeInfo", "COMPILE_MODES", "MeasureSettings", "resolve_device"]
+__all__ = ["DTYPES", "DtypeInfo", "COMPILE_MODES", "MeasureSettings", "SETTINGS_WORDING"]
 
 
 @dataclass(frozen=True)
@@ -45,26 +46,17 @@ DTYPES.register("bf16", DtypeInfo("bf16", torch.bfloat16, tf32=False, cpu=False)
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-def _invalid(name: str, value: Any, allowed: str) -> ConfigError:
-    """The error for ``measure.<name>``: the key, the bad value, what is allowed."""
-    return ConfigError(f"measure.{name} = {value!r} is invalid; {allowed}")
-
-
-def _check(name: str, value: Any, check: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-    """Run a shared :mod:`repvgg_nas.config` check on ``measure.<name>``.
-
-    Its verdict is kept; the message keeps the ``measure.<name> = <value> is
-    invalid`` form that study configs have always reported.
-    """
-    key = f"measure.{name}"
-    try:
-        check(key, value, *args, **kwargs)
-    except ConfigError as e:
-        detail = str(e).removeprefix(key).strip()
-        raise _invalid(name, value, detail.rpartition(", got ")[0] or detail) from None
+# ``measure.key = value is invalid; ...``: the form the runtime registry's
+# messages take too, so every ``[measure]`` problem reads alike.
+SETTINGS_WORDING = Wording(
+    wrong_type="{source}{key} = {value} is invalid; must be {expected}",
+    not_finite="{source}{key} = {value} is invalid; must be {expected}",
+    out_of_range="{source}{key} = {value} is invalid; must be {expected}",
+    not_allowed="{source}{key} = {value} is invalid; allowed: {choices}",
+    invalid="{source}{key} = {value} is invalid; {expected}",
+    other="{source}{key}: {message}",
+    unknown="{source}unknown {table} keys {unknown_list}; allowed: {allowed_list}",
+)
 
 
 @dataclass(frozen=True)
@@ -97,9 +89,7 @@ class MeasureSettings:
             threads leave free) is dropped: a shared 2-core box otherwise
             reports its neighbours, not the net. 1.0 keeps every repeat.
         runtime: what the net runs in (:data:`~.runtimes.RUNTIMES`): ``torch``,
-            ``onnxruntime`` (fp32) or ``onnxruntime-int8`` (static PTQ). Left
-            out of :meth:`to_dict` when ``torch``, so figures and cache keys
-            from before the field existed stay valid.
+            ``onnxruntime`` (fp32) or ``onnxruntime-int8`` (static PTQ).
     """
 
     device: str = "auto"
@@ -123,25 +113,28 @@ class MeasureSettings:
     def __post_init__(self) -> None:
         runtime = check_runtime(self.runtime)  # unknown name or missing package: one line
         object.__setattr__(self, "runtime", runtime.name)
-        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device.strip().lower()):
-            raise _invalid("device", self.device, "allowed: auto, cpu, cuda, cuda:N")
-        object.__setattr__(self, "device", self.device.strip().lower())
-        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
-            raise _invalid("dtype", self.dtype, f"allowed: {', '.join(DTYPES.list())}")
-        object.__setattr__(self, "dtype", DTYPES.canonical(self.dtype))
-        if self.compile_mode not in COMPILE_MODES:
-            raise _invalid("compile_mode", self.compile_mode, f"allowed: {', '.join(COMPILE_MODES)}")
+        t = Table({f.name: getattr(self, f.name) for f in fields(self)}, "measure", wording=SETTINGS_WORDING)
+        device = check_device_name(self.device)
+        if device is None:
+            raise t.reject("device", self.device, f"allowed: {DEVICE_NAMES}")
+        dtype = t.get("dtype", str)
+        if dtype not in DTYPES:
+            raise t.reject("dtype", dtype, f"allowed: {', '.join(DTYPES.list())}")
+        t.get("compile_mode", str, choices=COMPILE_MODES)
         for name in ("channels_last", "compile", "cuda_graphs"):
-            _check(name, getattr(self, name), check_bool)
+            t.get(name, bool)
         for name in ("batch_size", "resolution", "min_repeats", "max_repeats"):
-            _check(name, getattr(self, name), check_int, 1)
-        _check("warmup", self.warmup, check_int, 0)
-        _check("threads", self.threads, check_int, 1, allow_none=True)
+            t.get(name, int, min=1)
+        t.get("warmup", int, min=0)
+        if self.threads is not None:
+            t.get("threads", int, min=1)
         if self.max_repeats < self.min_repeats:
-            raise _invalid("max_repeats", self.max_repeats, f"must be >= min_repeats ({self.min_repeats})")
-        for name in ("target_cv", "min_repeat_s", "max_seconds"):
-            _check(name, getattr(self, name), check_number, 0)
-        _check("max_other_load", self.max_other_load, check_number, 0, 1, lo_open=True)
+            raise t.reject("max_repeats", self.max_repeats, f"must be >= min_repeats ({self.min_repeats})")
+        values = {name: t.get(name, float, min=0) for name in ("target_cv", "min_repeat_s", "max_seconds")}
+        values["max_other_load"] = t.get("max_other_load", float, min=0, max=1, min_open=True)
+        values.update(device=device, dtype=DTYPES.canonical(dtype))
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
         if self.device == "cpu":
             self._check_for_device("cpu")
         if runtime.name != DEFAULT_RUNTIME:
@@ -177,26 +170,11 @@ class MeasureSettings:
         Raises ConfigError when CUDA is asked for but missing, or when the
         settings do not fit the resolved device (e.g. fp16 under ``auto`` on a CPU host).
         """
-        name = self.device
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        if name.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise ConfigError(
-                    f"measure.device = {self.device!r} but CUDA is not available on this "
-                    f"machine (torch {torch.__version__}); use 'cpu' or 'auto'"
-                )
-            index = int(name.split(":")[1]) if ":" in name else torch.cuda.current_device()
-            if index >= torch.cuda.device_count():
-                raise ConfigError(
-                    f"measure.device = {self.device!r} but only {torch.cuda.device_count()} "
-                    f"CUDA device(s) exist"
-                )
-            self._check_for_device("cuda")
-            check_runtime_device(self.runtime, f"cuda:{index}")  # e.g. onnxruntime without its CUDA provider
-            return torch.device("cuda", index)
-        self._check_for_device("cpu")
-        return torch.device("cpu")
+        device = _resolve_device(self.device, key="measure.device")
+        self._check_for_device(device.type)
+        if device.type == "cuda":  # e.g. onnxruntime without its CUDA provider
+            check_runtime_device(self.runtime, f"cuda:{device.index}")
+        return device
 
     def resolved(self) -> MeasureSettings:
         """A copy with a concrete device and (on CPU) a concrete thread count.
@@ -215,10 +193,8 @@ class MeasureSettings:
         return RUNTIMES.get(self.runtime).precision or self.dtype
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        if d["runtime"] == DEFAULT_RUNTIME:
-            del d["runtime"]  # keeps the cache keys of torch figures from before the field
-        return d
+        """Every field: what a cache key and a recorded measurement hold."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys), used in cache keys."""
@@ -231,19 +207,14 @@ class MeasureSettings:
         ``where`` names the table in messages (e.g. ``study.toml: measure``).
         """
         try:
-            return dataclass_from_dict(cls, data, where)
+            if data is None:
+                return cls()
+            t = Table(data, "measure", wording=SETTINGS_WORDING)
+            names = [f.name for f in fields(cls)]
+            kwargs = t.take(names)
+            t.finish(names)
+            return cls(**kwargs)  # types and ranges: __post_init__, worded alike
         except ConfigError as e:
             if where != "measure":
                 raise ConfigError(f"{where}: {e}") from None
             raise
-
-
-def resolve_device(device: torch.device | str | None = "auto") -> torch.device:
-    """The one device resolver: ``None``/``auto`` -> CUDA when available, else CPU.
-
-    Shorthand for ``MeasureSettings(device=device).resolve_device()``, so a
-    CUDA device that is missing, or an unknown name, is a ConfigError here
-    rather than a torch error later. A ``torch.device`` is taken by its name.
-    """
-    name = "auto" if device is None else str(device)
-    return MeasureSettings(device=name).resolve_device()

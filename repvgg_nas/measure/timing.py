@@ -30,7 +30,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..spec import RepVGGSpec
 from .host import _cpu_count, _OtherLoad, environment
-from .runtimes import RUNTIMES, onnx_step, runtime_versions
+from .onnxrun import onnx_step
+from .runtimes import RUNTIMES, runtime_versions
 from .settings import DTYPES, MeasureSettings
 
 __all__ = ["Measurement", "measure_model", "measure_models"]
@@ -239,7 +240,7 @@ def _prepare(
     """Move/convert ``model``, build the input, compile/capture, warm up, calibrate.
 
     In an onnxruntime runtime the step is a session run of the exported net
-    (:func:`~.runtimes.onnx_step`); warm-up and calibration are the same.
+    (:func:`~.onnxrun.onnx_step`); warm-up and calibration are the same.
     """
     if RUNTIMES.get(settings.runtime).onnx:
         step = onnx_step(model, settings, channels)

@@ -27,7 +27,8 @@ from ..checkpoint import save_checkpoint
 from ..counting import complexity
 from ..data import DataBundle
 from ..layout import StudyPaths
-from ..measure import RUNTIMES, ThroughputCache, measure_spec, runtime_accuracy
+from ..evaluation import runtime_accuracy
+from ..measure import RUNTIMES, ThroughputCache, measure_spec
 from ..model import FusionMismatchError, check_fusion, fusion_error, reparameterize
 from ..storage import FIXED_PARAMS
 from ..train import DivergenceError, StepCallback, evaluate, init_model, train
