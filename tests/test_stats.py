@@ -16,7 +16,8 @@ from repvgg_nas import ConfigError
 from repvgg_nas.search import load_study_config
 from repvgg_nas.stats import (
     CLAIM_COLUMNS, DEFAULT_EQUIVALENCE_POINTS, EQUIVALENCE, accuracy_equivalent, architecture_stats, claim_text,
-    claims_frame, dominates, hypervolume, hypervolume_2d, pareto_frame, pareto_mask, study_equivalence,
+    claims_frame, dominates, equivalence_sigmas, hypervolume, hypervolume_2d, pareto_frame, pareto_mask,
+    study_equivalence,
     trials_frame, verdict,
 )
 
@@ -41,23 +42,26 @@ def test_a_large_gap_inside_the_noise_is_inconclusive_not_as_accurate():
 
 
 def test_a_small_gap_with_a_tight_interval_is_as_accurate():
-    # Reads "+0.3 ± 0.4 pts": the interval 0.26 ± 2 x 0.36 = [-0.46, 0.98] lies inside ± 1 point.
-    said = verdict(0.0026, 0.0036, 2.3, 0.05, 2.0)
+    # 0.3 ± 0.4 pts: two one-sided tests at the error rate of the 2-SE difference test use 1.69 SE,
+    # [-0.38, 0.98] lies inside ± 1 point.
+    said = verdict(0.003, 0.004, 2.3, 0.05, 2.0)
     assert said == "as accurate, 2.3x faster"
-    row = {"reference": "A0", "verdict": said, "accuracy_diff": 0.0026, "accuracy_diff_se": 0.0036,
+    row = {"reference": "A0", "verdict": said, "accuracy_diff": 0.003, "accuracy_diff_se": 0.004,
            "speed_ratio": 2.3, "speed_ratio_spread": float("nan")}
     assert claim_text(row) == "A0: as accurate, 2.3x faster (+0.3 ± 0.4 pts, 2.30x)"
-    # Exactly 0.30 ± 0.40 reaches 1.1 points at 2 standard errors: not shown equivalent at the default rule,
-    # equivalent at 1.5 standard errors or a 1.1-point margin.
-    assert verdict(0.003, 0.004, 2.3, 0.05, 2.0) == "inconclusive on accuracy (+0.3 ± 0.4 pts), 2.3x faster"
-    assert verdict(0.003, 0.004, 2.3, 0.05, 1.5) == "as accurate, 2.3x faster"
-    assert verdict(0.003, 0.004, 2.3, 0.05, 2.0, 0.011 + 1e-12) == "as accurate, 2.3x faster"
+    # A wider interval is not shown equivalent: 0.3 ± 0.5 reaches 1.15 points.
+    assert verdict(0.003, 0.005, 2.3, 0.05, 2.0) == "inconclusive on accuracy (+0.3 ± 0.5 pts), 2.3x faster"
+
+
+@pytest.mark.parametrize(("sigmas", "z"), [(0.0, 0.0), (1.0, 0.4752), (2.0, 1.6901), (3.0, 2.7822)])
+def test_equivalence_uses_the_difference_tests_error_rate(sigmas, z):
+    assert equivalence_sigmas(sigmas) == pytest.approx(z, abs=1e-4)
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
-@pytest.mark.parametrize(("margin", "same"), [(0.5, True), (0.5 + 1e-9, True), (0.5 - 1e-9, False)])
-def test_the_equivalence_boundary_is_inclusive_on_both_sides(sign, margin, same):
-    # Exact binary fractions: 0.25 ± 2 x 0.125 reaches 0.5 exactly.
+@pytest.mark.parametrize(("nudge", "same"), [(0.0, True), (1e-9, True), (-1e-9, False)])
+def test_the_equivalence_boundary_is_inclusive_on_both_sides(sign, nudge, same):
+    margin = 0.25 + equivalence_sigmas(2.0) * 0.125 + nudge  # the interval's far end, exactly
     assert accuracy_equivalent(sign * 0.25, 0.125, 2.0, margin) is same
     said = verdict(sign * 0.25, 0.125, 3.0, 0.5, 2.0, margin)
     assert said == ("as accurate, 3.0x faster" if same

@@ -27,6 +27,7 @@ from .fidelity import fidelity_frame
 from ..stats import (
     CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, completed, fidelity, hypervolume_frame,
     hypervolume_reference, hypervolume_time_frame, is_reference, study_equivalence, study_sigmas,
+    equivalence_sigmas,
 )
 from .frames import empty_message, front_table_frame, report_trials_frame, status_frame
 from .importance import empty_importance, importance_frame
@@ -100,7 +101,8 @@ def _trust_rows(study: optuna.Study, trials: pd.DataFrame) -> list[tuple[str, st
         ("trust", "seeds per architecture", f"{trust.get('seeds', 1)} (front and references; the front is taken "
          f"on mean accuracy)"),
         ("trust", "claim rule", f"dominates = accuracy gap > {sigmas:g} combined standard errors and speed ratio "
-         f"beyond its measured spread; as accurate = the gap ± {sigmas:g} combined standard errors inside "
+         f"beyond its measured spread; as accurate = the gap ± {equivalence_sigmas(sigmas):.2f} combined standard errors (two one-sided tests "
+         f"at the same error rate) inside "
          f"± {100 * study_equivalence(study):g} pts ([trust] equivalence_points), else inconclusive on accuracy"),
     ]
     if not stats.empty:

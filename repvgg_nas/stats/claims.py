@@ -6,8 +6,9 @@ mean over seeds) with its combined standard error ``se`` (:mod:`.noise`), at
 equivalence_points`` / 100:
 
 - *beyond the noise*: ``d > k*se`` (more accurate) or ``d < -k*se`` (less);
-- *equivalent*: the interval ``d ± k*se`` lies inside ``[-m, m]``, ends
-  included (two one-sided tests at ``k`` standard errors). A gap that is not
+- *equivalent*: the interval ``d ± z*se`` lies inside ``[-m, m]``, ends
+  included: two one-sided tests at the error rate of the test above
+  (``z`` = :func:`equivalence_sigmas` ``(k)``, 1.69 at ``k`` = 2). A gap that is not
   beyond the noise is not thereby "as accurate": with too few seeds or too
   small a validation set neither test passes, and the claim says so.
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from statistics import NormalDist
 from typing import Any
 
 import pandas as pd
@@ -50,7 +52,7 @@ from .noise import standard_error
 
 __all__ = [
     "CLAIM_COLUMNS", "DEFAULT_EQUIVALENCE_POINTS", "DOMINATES", "EQUIVALENCE", "INCONCLUSIVE", "TIES",
-    "accuracy_equivalent", "claim_text", "claims_frame", "verdict",
+    "accuracy_equivalent", "claim_text", "equivalence_sigmas", "claims_frame", "verdict",
 ]
 
 DOMINATES = "dominates"
@@ -67,9 +69,22 @@ CLAIM_COLUMNS = (
 )
 
 
+def equivalence_sigmas(sigmas: float) -> float:
+    """Standard errors of the equivalence interval that tests at the same error rate as ``sigmas`` does.
+
+    The difference test at ``k`` standard errors errs with probability ``a = 2 * (1 - Phi(k))``; two
+    one-sided tests at level ``a`` use the ``1 - 2a`` interval, ``d ± z(1 - a) * se`` (1.69 SE at k = 2).
+    """
+    if sigmas <= 0:
+        return 0.0
+    nd = NormalDist()
+    return nd.inv_cdf(2 * nd.cdf(sigmas) - 1)
+
+
 def accuracy_equivalent(acc_diff: float, acc_se: float, sigmas: float, equivalence: float = EQUIVALENCE) -> bool:
-    """Whether ``acc_diff ± sigmas*acc_se`` lies inside ``±equivalence`` (ends included; False when unknown)."""
-    reach = abs(acc_diff) + sigmas * acc_se
+    """Whether ``acc_diff ± equivalence_sigmas(sigmas) * acc_se`` lies inside ``±equivalence`` (ends included;
+    False when unknown)."""
+    reach = abs(acc_diff) + equivalence_sigmas(sigmas) * acc_se
     return bool(reach <= equivalence)  # NaN compares False: an unknown gap is never equivalent
 
 
