@@ -219,7 +219,7 @@ def test_stats_imports_nothing_above_it():
 
     import repvgg_nas.stats as stats
 
-    allowed = {"attrs", "files", "errors"}
+    allowed = {"attrs", "files", "errors", "objectives"}  # plumbing and the objective table
     for path in Path(stats.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level >= 2:  # from .. or from ..x
@@ -228,3 +228,45 @@ def test_stats_imports_nothing_above_it():
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 assert not any(m.startswith("repvgg_nas") for m in mods), (path.name, mods)
+
+
+# ---- a third objective: peak memory (minimized) ---------------------------------------------------------------
+def _three_objective_frame():
+    import pandas as pd
+
+    rows = [  # (number, reference, accuracy, images/s, peak MB)
+        (0, "A0", 0.70, 100.0, 50.0),
+        (1, None, 0.69, 90.0, 20.0),   # dominated on accuracy and speed, but the leanest: on the 3-D front
+        (2, None, 0.68, 80.0, 60.0),   # dominated in every coordinate by trial 0
+        (3, None, 0.72, 120.0, 70.0),
+    ]
+    frame = pd.DataFrame([{"number": n, "state": "COMPLETE", "reference": r, "accuracy": a, "throughput": t,
+                           "peak_memory_mb": m, "spec_hash": f"h{n}", "feasible": True, "val_size": 2000}
+                          for n, r, a, t, m in rows])
+    frame.attrs["extra_objectives"] = ("peak_memory_mb",)
+    return frame
+
+
+def test_the_front_takes_a_minimized_third_objective():
+    frame = _three_objective_frame()
+    stats = architecture_stats(frame)
+    assert set(stats.loc[stats["on_front"], "number"]) == {0, 1, 3}
+    assert list(stats["peak_memory_mb"]) == [50.0, 20.0, 60.0, 70.0]
+    frame.attrs["extra_objectives"] = ()
+    two = architecture_stats(frame)
+    assert set(two.loc[two["on_front"], "number"]) == {3}
+    assert "peak_memory_mb" not in two
+
+
+def test_hypervolume_history_in_three_objectives():
+    from repvgg_nas.stats import hypervolume_frame, hypervolume_reference
+
+    frame = _three_objective_frame()
+    ref, text = hypervolume_reference(frame, floor=0.6)
+    assert ref == (0.6, 0.0, -70.0) and "70.0 MB" in text
+    hv = hypervolume_frame(frame, ref)
+    # References only: A0 spans (0.1 accuracy) x (100 img/s) x (70 - 50 MB).
+    assert hv["references_hypervolume"].iloc[0] == pytest.approx(0.1 * 100 * 20)
+    final = hypervolume([(0.70, 100, -50), (0.69, 90, -20), (0.72, 120, -70)], ref)
+    assert hv["hypervolume"].iloc[-1] == pytest.approx(final)
+    assert list(hv["front_size"]) == [1, 2, 2, 3]

@@ -214,9 +214,9 @@ class _Objective:
         trial.set_user_attr(RUNTIME, cfg.measure.runtime)
         trial.set_user_attr(PRECISION, cfg.measure.precision)
         lap("measure")
-        for name, value in cfg.objectives.constraints(meas.images_per_s, cx.params, cx.macs).items():
+        for name, value in cfg.objectives.limits.constraints(meas.images_per_s, cx.params, cx.macs).items():
             trial.set_constraint(name, value)
-        broken = cfg.objectives.violations(meas.images_per_s, cx.params, cx.macs)
+        broken = cfg.objectives.limits.violations(meas.images_per_s, cx.params, cx.macs)
         if broken:
             trial.set_user_attr(PRUNE_REASON, "; ".join(broken))
             raise optuna.TrialPruned("; ".join(broken))

@@ -41,7 +41,7 @@ from .hypervolume import (
     hypervolume_time_frame,
 )
 from .noise import PRIOR_SEED_STD, standard_error
-from .pareto import OBJECTIVES, dominates, pareto_mask
+from .pareto import OBJECTIVES, dominates, extra_objectives, frame_objectives, pareto_mask
 from .trials import (
     completed,
     constraint_values,
@@ -49,6 +49,7 @@ from .trials import (
     is_reference,
     pareto_frame,
     study_equivalence,
+    study_objectives,
     study_sigmas,
     trials_frame,
     write_csv,
@@ -75,6 +76,9 @@ __all__ = [
     "completed",
     "constraint_values",
     "dominates",
+    "extra_objectives",
+    "frame_objectives",
+    "study_objectives",
     "elapsed_seconds",
     "fidelity",
     "front_numbers",

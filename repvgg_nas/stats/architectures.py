@@ -15,7 +15,7 @@ import pandas as pd
 
 from ._values import column, flag, present
 from .noise import PRIOR_SEED_STD, standard_error
-from .pareto import pareto_mask
+from .pareto import extra_objectives, pareto_mask
 
 __all__ = ["STATS_COLUMNS", "architecture_stats"]
 
@@ -77,6 +77,7 @@ def architecture_stats(
     seed = column(samples, "train_seed").map(lambda v: int(v) if present(v) else -1)
     samples = samples[~samples.assign(_seed=seed).duplicated(subset=["spec_hash", "_seed"])]
 
+    extra = extra_objectives(trials)
     rows: list[dict[str, Any]] = []
     for h, group in proxy.groupby("spec_hash", sort=False):
         first = group.sort_values("number")
@@ -112,6 +113,9 @@ def architecture_stats(
             "long_accuracy": float(lg["accuracy"].astype(float).mean()) if not lg.empty else float("nan"),
             "long_n": len(lg), "long_epochs": int(lg["train_epochs"].iloc[0]) if not lg.empty else None,
         })
+        for o in extra:  # deterministic per net (peak memory): the median of its runs is its value
+            vals = [float(v) for v in column(group, o.column) if present(v)]
+            rows[-1][o.column] = float(np.median(vals)) if vals else float("nan")
         rows[-1]["feasible"] = all(not present(v) or bool(v) for v in column(group, "feasible"))
         if lk:
             rows[-1]["throughput_source"] = "lockstep"
@@ -128,15 +132,16 @@ def architecture_stats(
     ]
     ok = stats["feasible"].to_numpy(dtype=bool)
     on_front = np.zeros(len(stats), dtype=bool)
-    on_front[ok] = pareto_mask(stats.loc[ok, "accuracy_mean"], stats.loc[ok, "throughput"])
+    others = [o.sign * stats[o.column].astype(float) for o in extra]  # every coordinate maximized
+    on_front[ok] = pareto_mask(stats.loc[ok, "accuracy_mean"], stats.loc[ok, "throughput"], *[c[ok] for c in others])
     stats["on_front"] = on_front
     has_long = stats["long_accuracy"].notna()
     on_long = np.zeros(len(stats), dtype=bool)
     has_long &= stats["feasible"].astype(bool)
     if has_long.any():
         on_long[has_long.to_numpy()] = pareto_mask(stats.loc[has_long, "long_accuracy"],
-                                                   stats.loc[has_long, "throughput"])
+                                                   stats.loc[has_long, "throughput"], *[c[has_long] for c in others])
     stats["on_long_front"] = on_long
     stats.attrs["pooled_seed_std"] = pooled
     stats.attrs["seed_std_source"] = "measured" if measured else "prior"
-    return stats[list(STATS_COLUMNS)].sort_values("number").reset_index(drop=True)
+    return stats[[*STATS_COLUMNS, *(o.column for o in extra)]].sort_values("number").reset_index(drop=True)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ._values import is_reference_name
 from .architectures import architecture_stats
-from .pareto import dominates
+from .pareto import extra_objectives
 from .trials import completed, is_reference
 
 __all__ = [
@@ -102,17 +102,39 @@ def accuracy_floor(stats: pd.DataFrame, sigmas: float = 2.0, configured: float |
 
 def hypervolume_reference(
     trials: pd.DataFrame, sigmas: float = 2.0, floor: float | None = None,
-) -> tuple[tuple[float, float], str]:
-    """The reference point (accuracy floor, 0 images/s) and a sentence naming where the floor comes from.
+) -> tuple[tuple[float, ...], str]:
+    """The reference point (accuracy floor, 0 images/s[, the worst of each extra objective]) in maximized
+    coordinates, and a sentence naming where it comes from.
 
     With (0, 0) the fastest net dominated the area whatever its accuracy; the
     floor (:func:`accuracy_floor`: the study's ``[trust]
     accuracy_floor``, else the lowest reference's mean accuracy minus
     ``sigmas`` standard errors) counts only nets that are not worse, beyond
-    the noise, than every paper config.
+    the noise, than every paper config. A minimized extra objective (peak
+    memory) has no natural worst value, so its reference is the largest value
+    any completed net reached (negated: every coordinate is maximized), and
+    every net counts in it.
     """
     value, text = accuracy_floor(architecture_stats(trials), sigmas, floor)
-    return (value, 0.0), text
+    point = [value, 0.0]
+    done = completed(trials)
+    for o in extra_objectives(trials):
+        vals = done[o.column].astype(float) if o.column in done else pd.Series(dtype=float)
+        worst = (vals.max() if o.sign < 0 else vals.min()) if vals.notna().any() else 0.0
+        point.append(o.sign * float(worst))
+        text += f", {o.label} {o.show(worst)} (the worst any net reached)"
+    return tuple(point), text
+
+
+def _points(frame: pd.DataFrame) -> list[tuple[float, ...]]:
+    """Each row as a point of maximized coordinates: accuracy, throughput, then signed extra objectives."""
+    cols = [frame["accuracy"].astype(float), frame["throughput"].astype(float)]
+    cols += [o.sign * frame[o.column].astype(float) for o in extra_objectives(frame)]
+    return list(zip(*(c.tolist() for c in cols)))
+
+
+def _dominates(p: Sequence[float], q: Sequence[float]) -> bool:
+    return all(a >= b for a, b in zip(p, q)) and any(a > b for a, b in zip(p, q))
 
 
 def _search_rows(done: pd.DataFrame) -> pd.DataFrame:
@@ -182,14 +204,13 @@ def _history(trials: pd.DataFrame, reference: Sequence[float] | None, by_time: b
         done = done.sort_values("number")
     feasible = done["feasible"] if "feasible" in done else pd.Series(True, index=done.index)
     refs = done[is_reference(done) & feasible]
-    ref_hv = hypervolume_2d(zip(refs["accuracy"], refs["throughput"]), reference) if len(refs) else float("nan")
+    ref_hv = hypervolume(_points(refs), reference) if len(refs) else float("nan")
     rows: list[dict[str, Any]] = []
-    front: list[dict[str, float]] = []  # distinct non-dominated points so far
-    for (_, r), ok in zip(done.iterrows(), feasible):
-        p = {"accuracy": float(r["accuracy"]), "throughput": float(r["throughput"])}
-        if ok and not any(q == p or dominates(q, p) for q in front):
-            front = [q for q in front if not dominates(p, q)] + [p]
-        hv = hypervolume_2d(((q["accuracy"], q["throughput"]) for q in front), reference)
+    front: list[tuple[float, ...]] = []  # distinct non-dominated points so far
+    for (_, r), p, ok in zip(done.iterrows(), _points(done), feasible):
+        if ok and not any(q == p or _dominates(q, p) for q in front):
+            front = [q for q in front if not _dominates(p, q)] + [p]
+        hv = hypervolume(front, reference)
         rows.append({
             "number": int(r["number"]), "hypervolume": hv, "references_hypervolume": ref_hv,
             "ratio": hv / ref_hv if ref_hv and ref_hv == ref_hv else float("nan"), "front_size": len(front),

@@ -11,8 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["OBJECTIVES", "dominates", "pareto_mask"]
+from ..objectives import Objective, objectives_for
+
+__all__ = ["OBJECTIVES", "dominates", "extra_objectives", "frame_objectives", "pareto_mask"]
 
 # The study's objectives, both maximized: proxy accuracy and measured images/s.
 OBJECTIVES = ("accuracy", "throughput")
@@ -46,3 +49,14 @@ def pareto_mask(*columns: Any) -> np.ndarray:
         better = (pts >= pts[i]).all(axis=1) & (pts > pts[i]).any(axis=1)
         keep[i] = not better.any()
     return keep
+
+
+def frame_objectives(frame: pd.DataFrame) -> tuple[Objective, ...]:
+    """The objective table a trials frame was made with (``trials_frame`` notes its extra objectives in
+    ``frame.attrs``; a frame without the note has the two base objectives)."""
+    return objectives_for(frame.attrs.get("extra_objectives", ()))
+
+
+def extra_objectives(frame: pd.DataFrame) -> tuple[Objective, ...]:
+    """The frame's objectives beyond accuracy and throughput (``[objectives] extra``)."""
+    return frame_objectives(frame)[2:]

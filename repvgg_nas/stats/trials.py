@@ -8,7 +8,8 @@ each reference (:mod:`.claims`). The study's ``[trust]`` table, stored on
 the study, sets the claim rule's numbers (:func:`study_sigmas`,
 :func:`study_equivalence`).
 
-Both objectives (proxy accuracy, measured images/s) are maximized.
+The objective columns come from the study's objective table
+(:func:`study_objectives`): accuracy, throughput and any ``[objectives] extra``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import pandas as pd
 
 from .. import attrs
 from ..files import atomic_write
+from ..objectives import Objective, objectives_for
 from ._values import is_reference_name
 from .architectures import architecture_stats
 from .claims import DEFAULT_EQUIVALENCE_POINTS, DOMINATES, EQUIVALENCE, claim_text, claims_frame
 
 __all__ = [
-    "completed", "constraint_values", "front_numbers", "is_reference", "pareto_frame", "study_equivalence",
+    "completed", "constraint_values", "study_objectives", "front_numbers", "is_reference", "pareto_frame", "study_equivalence",
     "study_sigmas", "trials_frame", "write_csv",
 ]
 
@@ -91,6 +93,13 @@ def constraint_values(t: optuna.trial.FrozenTrial) -> list[float]:
     return [float(v) for v in (c or ())]
 
 
+def study_objectives(study: optuna.Study) -> tuple[Objective, ...]:
+    """The study's objective table, in the order of its trials' values (``[objectives] extra`` as stored)."""
+    stored = study.user_attrs.get(attrs.STUDY_OBJECTIVES)
+    extra = stored.get("extra", []) if isinstance(stored, dict) else []
+    return objectives_for(extra if isinstance(extra, list) else [])
+
+
 def front_numbers(study: optuna.Study) -> set[int]:
     """Trial numbers on the Pareto front of a study, per architecture on mean accuracy over seeds.
 
@@ -117,17 +126,15 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """
     lockstep = study.user_attrs.get(attrs.STUDY_LOCKSTEP) or {}
     by_arch = lockstep.get("archs", {}) if isinstance(lockstep, dict) else {}
+    table = study_objectives(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
         if ua.get(attrs.SURPLUS):  # a worker's extra trial that found every slot taken: never run
             continue
-        row = {
-            "number": t.number,
-            "state": t.state.name,
-            "accuracy": t.values[0] if t.values else None,
-            "throughput": t.values[1] if t.values else None,
-        }
+        row = {"number": t.number, "state": t.state.name}
+        for i, o in enumerate(table):
+            row[o.column] = t.values[i] if t.values and i < len(t.values) else None
         for k in _ATTR_COLUMNS:
             row[k] = ua.get(k)
         lk = by_arch.get(ua.get(attrs.SPEC_HASH)) if isinstance(by_arch, dict) else None
@@ -148,6 +155,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
+    frame.attrs["extra_objectives"] = tuple(o.name for o in table[2:])
     recorded = [int(v) for v in frame[attrs.VAL_SIZE] if isinstance(v, (int, float)) and not isinstance(v, bool)
                 and v == v]
     frame.attrs["val_size"] = _study_val_size(study) or (max(recorded) if recorded else None)

@@ -12,7 +12,7 @@ neither the search loop nor the report.
 from __future__ import annotations
 
 from .config import (
-    FIDELITY_MODES, SAMPLERS, FidelityConfig, Objectives, SamplerConfig, StudyConfig, TrustConfig, load_study_config,
+    FIDELITY_MODES, LIMIT_KEYS, SAMPLERS, FidelityConfig, Limits, Objectives, SamplerConfig, StudyConfig, TrustConfig, load_study_config,
 )
 from .promotion import PROMOTION_RULES, PromotionRule, RuleSettings
 from .space import Dim, SearchSpace, load_space
@@ -23,6 +23,8 @@ __all__ = [
     "load_space",
     "FIDELITY_MODES",
     "FidelityConfig",
+    "LIMIT_KEYS",
+    "Limits",
     "Objectives",
     "SAMPLERS",
     "PROMOTION_RULES",

@@ -24,6 +24,7 @@ from ..errors import ConfigError, RepVGGNasError
 from ..measure import MeasureSettings
 from ..prune import PruneJob
 from ..registry import Registry
+from ..objectives import EXTRA_OBJECTIVES, Objective, objectives_for
 from ..stats import DEFAULT_EQUIVALENCE_POINTS, PRIOR_SEED_STD
 from .promotion import PROMOTION_RULES
 from ..train import TrainConfig
@@ -31,7 +32,7 @@ from .. import zoo
 from .space import SearchSpace, load_space
 
 __all__ = [
-    "Objectives", "SamplerConfig", "StudyConfig", "SAMPLERS", "TrustConfig", "FidelityConfig", "FIDELITY_MODES",
+    "LIMIT_KEYS", "Limits", "Objectives", "SamplerConfig", "StudyConfig", "SAMPLERS", "TrustConfig", "FidelityConfig", "FIDELITY_MODES",
     "load_study_config",
 ]
 
@@ -41,24 +42,18 @@ STUDY_KEYS = (
 )
 
 
-@dataclass(frozen=True)
-class Objectives:
-    """Both objectives are maximized: top-1 accuracy and measured images/s.
+LIMIT_KEYS = ("min_throughput", "max_params_m", "max_gmacs")
 
-    The optional limits become Optuna constraints (``Trial.set_constraint``),
-    which the samplers read; all of them are known before training, so a trial
-    that breaks one is pruned without spending training time.
-    """
+
+@dataclass(frozen=True)
+class Limits:
+    """Optional limits on a net, known before training: each becomes an Optuna constraint
+    (``Trial.set_constraint``), which the samplers read, and a trial that breaks one is pruned untrained.
+    They are not objectives: nothing is optimized toward them."""
 
     min_throughput: float | None = None
     max_params_m: float | None = None
     max_gmacs: float | None = None
-
-    @classmethod
-    def from_table(cls, t: Table) -> Objectives:
-        kw = {k: t.get(k, float, None, min=0.0) for k in ("min_throughput", "max_params_m", "max_gmacs")}
-        t.finish(("min_throughput", "max_params_m", "max_gmacs"))
-        return cls(**kw)
 
     def constraints(self, throughput: float, params: int, macs: int) -> dict[str, float]:
         """Optuna constraint values (<= 0 is feasible), one per configured limit."""
@@ -82,7 +77,44 @@ class Objectives:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {k: getattr(self, k) for k in LIMIT_KEYS if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True)
+class Objectives:
+    """The ``[objectives]`` table: what the study optimizes and the limits it keeps.
+
+    Accuracy and measured images/s are always optimized; ``extra`` names
+    optional objectives of :data:`repvgg_nas.objectives.EXTRA_OBJECTIVES`
+    (``["peak_memory_mb"]``), in the order their values follow. :attr:`table`
+    is the objective table every layer reads.
+    """
+
+    extra: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    @classmethod
+    def from_table(cls, t: Table) -> Objectives:
+        raw = t.get("extra", list, [])
+        extra = []
+        for i, name in enumerate(raw):
+            if not isinstance(name, str) or name not in EXTRA_OBJECTIVES:
+                raise t.error(f"extra[{i}]", f"{name!r} is not an extra objective; choose from "
+                              f"{EXTRA_OBJECTIVES.list()}")
+            canonical = EXTRA_OBJECTIVES.canonical(name)
+            if canonical not in extra:
+                extra.append(canonical)
+        limits = Limits(**{k: t.get(k, float, None, min=0.0) for k in LIMIT_KEYS})
+        t.finish(("extra", *LIMIT_KEYS))
+        return cls(tuple(extra), limits)
+
+    @property
+    def table(self) -> tuple[Objective, ...]:
+        """The study's objectives in the order of a trial's values."""
+        return objectives_for(self.extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.limits.to_dict(), "extra": list(self.extra)}
 
 
 def _nsga2(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
