@@ -380,3 +380,21 @@ def test_report_renders_in_headless_chromium(tmp_path):
         assert [u for u in browser.requests() if not u.startswith(("file:", "data:", "blob:"))] == []
     finally:
         browser.close()
+
+
+def test_scatter_colours_and_hovers_a_third_objective():
+    from repvgg_nas.report.scatter import FRONT, pruned_links_frame, scatter_figure
+
+    from .test_stats import _three_objective_frame
+
+    frame = _three_objective_frame()
+    frame["kind"], frame["on_long_front"] = "trial", False
+    frame["on_front"] = frame["number"].isin([0, 1, 3])
+    fig = scatter_figure(frame, pruned_links_frame(frame))
+    front = next(t for t in fig.data if t.name == FRONT)
+    assert front.mode == "markers"  # not a staircase: the front lives in three dimensions
+    assert list(front.marker.color) == [20.0, 50.0, 70.0] and front.marker.showscale
+    assert "peak activation memory 20.0 MB (minimized)" in front.hovertext[0]
+    frame.attrs["extra_objectives"] = ()
+    two = next(t for t in scatter_figure(frame, pruned_links_frame(frame)).data if t.name == FRONT)
+    assert two.mode == "lines+markers" and "peak" not in two.hovertext[0]

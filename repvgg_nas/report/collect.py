@@ -27,7 +27,7 @@ from .fidelity import fidelity_frame
 from ..stats import (
     CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, completed, fidelity, hypervolume_frame,
     hypervolume_reference, hypervolume_time_frame, is_reference, study_equivalence, study_sigmas,
-    equivalence_sigmas,
+    equivalence_sigmas, study_objectives,
 )
 from .frames import empty_message, front_table_frame, report_trials_frame, status_frame
 from .importance import empty_importance, importance_frame
@@ -169,6 +169,8 @@ def summary_frame(
     devices = sorted({str(d) for d in trials.get("device", pd.Series(dtype=object)) if isinstance(d, str) and d})
     counts = status_frame(trials)
     space = ua.get(attrs.STUDY_SPACE)
+    stored = ua.get(attrs.STUDY_OBJECTIVES)
+    limits = {k: v for k, v in stored.items() if k != "extra"} if isinstance(stored, dict) else {}
     rows = [
         ("study", "name", study.study_name),
         ("study", "description", ua.get(attrs.STUDY_DESCRIPTION) or ""),
@@ -177,8 +179,8 @@ def summary_frame(
         ("study", "target trials", ua.get(attrs.STUDY_N_TRIALS, "")),
         ("study", "search space", f"{ua.get(attrs.STUDY_SPACE, '?')} (hash {ua.get(attrs.STUDY_SPACE_HASH, '?')})" if space else ""),
         ("study", "sampler", f"{_kv(ua.get(attrs.STUDY_SAMPLER, {}))}, seed={ua.get(attrs.STUDY_SEED, '?')}" if ua.get(attrs.STUDY_SAMPLER) else ""),
-        ("study", "objectives", "maximize accuracy, maximize throughput" + (
-            f"; limits: {_kv(ua[attrs.STUDY_OBJECTIVES])}" if ua.get(attrs.STUDY_OBJECTIVES) else "")),
+        ("study", "objectives", ", ".join(f"{o.direction} {o.name}" for o in study_objectives(study)) + (
+            f"; limits: {_kv(limits)}" if limits else "")),
         ("study", "references", ", ".join(map(str, ua.get(attrs.STUDY_REFERENCES) or [])) or "none"),
         ("measurement", "device", ", ".join(devices) or "unknown"),
         ("measurement", "runtime", _runtime(ua.get(attrs.STUDY_MEASURE) or {})),

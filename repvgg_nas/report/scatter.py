@@ -13,7 +13,7 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..stats import architecture_stats, completed, is_reference
+from ..stats import architecture_stats, completed, extra_objectives, is_reference
 from .frames import report_trials_frame
 from .style import BLUE, GREEN, GREY, ORANGE, TEMPLATE, esc, num, present, throughput_axis
 
@@ -80,7 +80,12 @@ def scatter_points_frame(trials: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _hover(r: pd.Series) -> str:
+def _extra_lines(r: pd.Series, extra: tuple) -> list[str]:
+    """One hover line per extra objective (``[objectives] extra``), with its direction."""
+    return [f"{esc(o.label)} {esc(o.show(r[o.column]))} ({o.direction}d)" for o in extra if present(r.get(o.column))]
+
+
+def _hover(r: pd.Series, extra: tuple = ()) -> str:
     """One trial's hover card: the spec, its size and its measured figures."""
     ref = r.get("reference")
     head = f"<b>trial {int(r['number'])}</b>" + (f" [{esc(ref)}]" if present(ref) else "")
@@ -97,6 +102,7 @@ def _hover(r: pd.Series) -> str:
         + f" · {num(r['throughput'], ',.1f', ' img/s')}"
         f" · latency {num(r.get('latency_ms'), '.2f', ' ms')}",
     ]
+    lines += _extra_lines(r, extra)
     if present(r.get("long_accuracy")):
         lines.append(f"long-budget accuracy {num(r['long_accuracy'], '.4f')}")
     if present(r.get("measure_contended")) and bool(r.get("measure_contended")):
@@ -121,19 +127,23 @@ def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None
     dominated = rest[~rest["on_front"].astype(bool)]
     front = done[done["on_front"].astype(bool)].sort_values("throughput")
     fig = go.Figure()
+    extra = extra_objectives(trials)
+    shade = _shade(done, extra)
 
-    def points(frame: pd.DataFrame, **kw: Any) -> go.Scatter:
+    def points(frame: pd.DataFrame, colour: bool = False, **kw: Any) -> go.Scatter:
         bars = dict(thickness=1, width=3, color=kw.get("marker", {}).get("color", GREY))
+        if colour and shade is not None:  # a third objective: the marker colour shows it
+            kw["marker"] = {**kw.get("marker", {}), **shade(frame, kw["name"] == FRONT)}
         return go.Scatter(
             x=frame["throughput"].tolist(), y=frame["accuracy"].tolist(),
             error_y=dict(type="data", array=[float(v) if present(v) else 0.0 for v in frame["accuracy_se"]], **bars),
             error_x=dict(type="data", array=[float(v) for v in frame["throughput_err"]], **bars),
-            hovertext=[_hover(r) for _, r in frame.iterrows()], hoverinfo="text",
+            hovertext=[_hover(r, extra) for _, r in frame.iterrows()], hoverinfo="text",
             customdata=frame["number"].tolist(), **kw,
         )
 
     if not dominated.empty:
-        fig.add_trace(points(dominated, name=DOMINATED, mode="markers",
+        fig.add_trace(points(dominated, colour=True, name=DOMINATED, mode="markers",
                              marker=dict(color=GREY, size=8, opacity=0.35, line=dict(width=0))))
     if not links.empty:
         xs: list[float | None] = []
@@ -144,7 +154,9 @@ def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None
         fig.add_trace(go.Scatter(x=xs, y=ys, name=PRUNED_LINKS, mode="lines", hoverinfo="skip",
                                  line=dict(color=GREEN, width=1.5, dash="dot")))
     # vh: from a higher-accuracy point, drop to the next point's accuracy, then run right to it.
-    fig.add_trace(points(front, name=FRONT, mode="lines+markers", line=dict(color=BLUE, width=2, shape="vh"),
+    # With a third objective the front is not a staircase in this plane: its members are drawn, not joined.
+    fig.add_trace(points(front, colour=True, name=FRONT, mode="markers" if extra else "lines+markers",
+                         line=dict(color=BLUE, width=2, shape="vh"),
                          marker=dict(color=BLUE, size=11, line=dict(color="white", width=1))))
     if not pruned.empty:
         fig.add_trace(points(pruned, name=PRUNED, mode="markers", marker=dict(
@@ -173,6 +185,24 @@ def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None
         hoverlabel=dict(align="left"),
     )
     return fig
+
+
+def _shade(done: pd.DataFrame, extra: tuple) -> Any:
+    """Marker colours for the first extra objective (None without one): one scale for every trace, the
+    better end dark, its colour bar on the front's trace."""
+    if not extra or extra[0].column not in done or not done[extra[0].column].notna().any():
+        return None
+    o = extra[0]
+    lo, hi = float(done[o.column].min()), float(done[o.column].max())
+
+    def marker(frame: pd.DataFrame, bar: bool) -> dict[str, Any]:
+        out: dict[str, Any] = dict(color=frame[o.column].astype(float).tolist(), cmin=lo, cmax=hi,
+                                   colorscale="Viridis", reversescale=o.sign > 0, showscale=bar)
+        if bar:
+            out["colorbar"] = dict(title=dict(text=f"{o.label} ({o.unit})" if o.unit else o.label), len=0.6)
+        return out
+
+    return marker
 
 
 def plot_scatter(study: optuna.Study, device: str | None = None) -> go.Figure:
