@@ -1,7 +1,9 @@
-"""Where a study's results live: every path under ``reports/<study>/`` is named here.
+"""Where results live: every path under ``reports/<study>/`` is named here, and the user's cache folder.
 
 The search writes these files, the report and the prune CLI read them, and
-tests look for them; none of them spells a file name itself.
+tests look for them; none of them spells a file name itself. The cache
+folder (:func:`user_cache_dir`) holds what outlives one study: latency
+tables and trained references.
 """
 
 from __future__ import annotations
@@ -12,9 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_REPORTS_DIR", "StudyPaths", "sqlite_url", "sqlite_file", "pruned_path"]
+__all__ = [
+    "CACHE_DIR_ENV", "DEFAULT_REPORTS_DIR", "StudyPaths", "sqlite_url", "sqlite_file", "pruned_path", "user_cache_dir",
+]
 
 DEFAULT_REPORTS_DIR = "reports"
+CACHE_DIR_ENV = "REPVGG_NAS_CACHE_DIR"  # overrides the cache folder (tests, shared machines)
+
+
+def user_cache_dir() -> Path:
+    """The user's cache folder: ``$REPVGG_NAS_CACHE_DIR``, else ``$XDG_CACHE_HOME/repvgg-nas``, else
+    ``~/.cache/repvgg-nas``. Not created here: writers create what they write."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "repvgg-nas"
 _CHECKPOINT = re.compile(r"^trial_(\d+)\.pt$")
 
 
