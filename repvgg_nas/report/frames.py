@@ -21,8 +21,9 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from .. import attrs
+from .. import attrs, lifecycle
 from ..files import atomic_write
+from ..storage import constraint_values
 from .trust import DOMINATES, architecture_stats, claim_text, claims_frame
 
 __all__ = [
@@ -104,7 +105,7 @@ def _study_val_size(study: optuna.Study) -> int | None:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, objectives, architecture, figures and reasons (surplus trials left out).
+    """One row per trial: state, objectives, architecture, figures and reasons (lost trials, which never ran, left out).
 
     ``on_front``/``on_long_front`` mark the trial naming an architecture on the
     front of mean proxy accuracy (long-budget accuracy) vs throughput;
@@ -118,11 +119,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
-        if ua.get(attrs.SURPLUS):  # a worker's extra trial that found every slot taken: never run
+        if lifecycle.lost(t):  # created, found its slot taken, never run
             continue
+        how = lifecycle.outcome(t)
         row = {
             "number": t.number,
             "state": t.state.name,
+            "role": lifecycle.role(t).value,
+            "outcome": how.value if how is not None else None,
             "accuracy": t.values[0] if t.values else None,
             "throughput": t.values[1] if t.values else None,
         }
@@ -217,13 +221,8 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 
 def _constraint_values(t: optuna.trial.FrozenTrial) -> list[float]:
-    """Constraint values of a trial (<= 0 is feasible), from Optuna 5 or 4 storage."""
-    c = getattr(t, "constraints", None)
-    if c is None:
-        c = t.system_attrs.get("constraints")
-    if isinstance(c, dict):
-        return [float(v) for v in c.values()]
-    return [float(v) for v in (c or ())]
+    """Constraint values of a trial (<= 0 is feasible)."""
+    return constraint_values(t)
 
 
 def report_trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -301,15 +300,11 @@ def front_table_frame(trials: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame
     return table.assign(role=roles, dominated_by=beaten_by)
 
 
-def _reason_kind(reason: str) -> str:
-    """A reason as counted in the status table: a rung stop without the trial that dominated it
-    (a stop by the time budget is counted apart), a pause by the time budget without its rung and seconds."""
-    if attrs.is_paused_reason(reason):
-        return f"{attrs.INTERRUPTED}: {attrs.RUNG_PAUSED} by {attrs.TIME_BUDGET_STOP}"
-    if not reason.startswith(attrs.RUNG_STOPPED):
-        return reason
-    head, _, why = reason.partition(":")
-    return f"{head}: out of time" if attrs.TIME_BUDGET_STOP in why else head
+def _reason_kind(reason: str, outcome: object = None) -> str:
+    """A reason as counted in the status table (:func:`repvgg_nas.lifecycle.status_reason`): by the trial's
+    outcome, a rung stop without the trial that dominated it (a stop by the time budget counted apart), a
+    pause by the time budget without its rung and seconds."""
+    return lifecycle.status_reason(outcome, reason)
 
 
 def status_frame(trials: pd.DataFrame) -> pd.DataFrame:
@@ -319,9 +314,10 @@ def status_frame(trials: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for state, group in trials.groupby("state", sort=True):
         reasons: Counter[str] = Counter()
+        outcomes = group["outcome"] if "outcome" in group else [None] * len(group)
         for col in (attrs.FAIL_REASON, attrs.PRUNE_REASON):
             if col in group:
-                reasons.update(_reason_kind(v) for v in group[col] if isinstance(v, str) and v)
+                reasons.update(_reason_kind(v, how) for v, how in zip(group[col], outcomes) if isinstance(v, str) and v)
         text = "; ".join(f"{r} (x{n})" if n > 1 else r for r, n in reasons.most_common())
         rows.append({"state": state, "count": len(group), "reasons": text})
     return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
