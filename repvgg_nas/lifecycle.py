@@ -219,7 +219,7 @@ def retry_parent(t: FrozenTrial) -> int | None:
     origin = t.user_attrs.get(RETRY_OF)
     if origin is not None:
         return int(origin)
-    history = _optuna_history(t) if hasattr(t, "system_attrs") else []
+    history = _optuna_history(t) if isinstance(t, FrozenTrial) else []
     return history[-1] if history else None
 
 

@@ -51,10 +51,7 @@ import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from ..attrs import (
-    PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, RUNG, RUNG_OUT_OF_TIME, RUNG_PAUSED,
-    RUNG_STOPPED, RUNGS, SURPLUS, TIME_BUDGET_STOP,
-)
+from ..attrs import PRUNE_REASON, REFERENCE, RUNG, RUNG_OUT_OF_TIME, RUNG_PAUSED, RUNG_STOPPED, RUNGS, TIME_BUDGET_STOP
 from .. import lifecycle
 from ..checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..data import DataBundle
