@@ -13,7 +13,7 @@ __all__ = [
     "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE", "PRUNE_REASON", "PRUNE_TARGET_MET", "PRUNED_RATIO", "REFERENCE",
     "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "SURPLUS", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
     "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
-    "INTERRUPTED", "DUPLICATE", "arch_key", "ROLE", "OUTCOME", "STUDY_SCHEMA",
+    "INTERRUPTED", "DUPLICATE", "arch_key", "ROLE", "OUTCOME", "SCHEMA",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
     "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME", "RUNG_PAUSED",
@@ -102,7 +102,7 @@ STUDY_PRUNE = "prune"
 # ---- study user attrs written after creation -----------------------------------------
 STUDY_TRUST = "trust"  # the [trust] table of the latest run
 STUDY_LOCKSTEP = "lockstep_measurement"  # front + references re-measured together: when, load, figures
-STUDY_SCHEMA = "schema_version"  # lifecycle.SCHEMA_VERSION the study was written under
+SCHEMA = "schema_version"  # study attr: lifecycle.SCHEMA_VERSION the study was written under (not config)
 STUDY_FIDELITY = "fidelity"  # the [fidelity] table (rung budgets, reduction factor, mode); absent: one budget
 
 

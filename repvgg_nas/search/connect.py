@@ -11,7 +11,7 @@ import optuna
 
 from .. import lifecycle, zoo
 from ..attrs import (
-    REFERENCE, STUDY_DATA, STUDY_FIDELITY, STUDY_MEASURE, STUDY_SCHEMA, STUDY_SEED, STUDY_SPACE, STUDY_SPACE_HASH,
+    REFERENCE, STUDY_DATA, STUDY_FIDELITY, STUDY_MEASURE, SCHEMA, STUDY_SEED, STUDY_SPACE, STUDY_SPACE_HASH,
     STUDY_TRAIN,
 )
 from ..errors import ConfigError
@@ -112,7 +112,7 @@ def open_study(
     if stored is None:
         for k, v in cfg.to_dict().items():
             study.set_user_attr(k, v)
-        study.set_user_attr(STUDY_SCHEMA, lifecycle.SCHEMA_VERSION)
+        study.set_user_attr(SCHEMA, lifecycle.SCHEMA_VERSION)
         for ref in cfg.references:
             study.enqueue_trial(cfg.space.params_for(zoo.get_entry(ref)),
                                 user_attrs=lifecycle.created_attrs(lifecycle.Role.REFERENCE, **{REFERENCE: ref}))
@@ -121,7 +121,7 @@ def open_study(
 
 def _check_schema(study: optuna.Study, cfg: StudyConfig, label: str) -> None:
     """Refuse a study written under another version of what a trial records (its roles and outcomes)."""
-    found = study.user_attrs.get(STUDY_SCHEMA)
+    found = study.user_attrs.get(SCHEMA)
     if found != lifecycle.SCHEMA_VERSION:
         raise ConfigError(
             f"study {cfg.name!r} in {label} was written with trial schema version {found or 1}, but this "
