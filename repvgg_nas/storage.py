@@ -278,6 +278,7 @@ def ask_trial(study: optuna.Study, number: int | None = None) -> optuna.Trial | 
                 return None
         except optuna.exceptions.UpdateFinishedTrialError:
             return None
+    study._thread_local.cached_all_trials = None  # as study.ask does: a sampler's view is per trial
     return optuna.Trial(study, trial_id)
 
 
