@@ -11,9 +11,9 @@ __all__ = [
     "ACCURACY", "ADMITTED", "ARCH", "ARCH_PREFIX", "DEVICE", "DUPLICATE_OF", "FAIL_REASON",
     "FINAL_LOSS", "FUSION_ERROR", "LATENCY_MS", "MACS", "MEASURE_CACHED", "MEASURE_EXCLUSIVE",
     "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE", "PRUNE_REASON", "PRUNE_TARGET_MET", "PRUNED_RATIO", "REFERENCE",
-    "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "SURPLUS", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
+    "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
     "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
-    "INTERRUPTED", "DUPLICATE", "arch_key", "is_paused_reason", "IMAGES_PER_S", "PEAK_MEMORY_MB",
+    "INTERRUPTED", "DUPLICATE", "arch_key", "ROLE", "OUTCOME", "SCHEMA", "IMAGES_PER_S", "PEAK_MEMORY_MB",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
     "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME", "RUNG_PAUSED",
@@ -23,6 +23,7 @@ __all__ = [
 ]
 
 # ---- trial user attrs: what the trial is --------------------------------------------
+ROLE = "role"  # lifecycle.Role, written when the trial is created
 REFERENCE = "reference"  # zoo name of a paper reference config (enqueued first)
 SPEC = "spec"  # RepVGGSpec.to_dict() of the sampled network
 SPEC_HASH = "spec_hash"
@@ -74,15 +75,15 @@ PEAK_MEMORY_MB = "peak_memory_mb"  # peak activation memory of the deploy net (o
 WORKER = "worker"
 WORKER_START = "worker_start"
 ADMITTED = "admitted"
-SURPLUS = "surplus"  # a trial that found no free slot (never trained, never counted)
 RETRY_OF = "retry_of"  # a re-queued trial names the one whose worker died
 DUPLICATE_OF = "duplicate_of"  # same architecture as an earlier completed trial
-FAIL_REASON = "fail_reason"
-PRUNE_REASON = "prune_reason"
+OUTCOME = "outcome"  # lifecycle.Outcome, written when the trial ends (before it is told)
+FAIL_REASON = "fail_reason"  # for people only: nothing parses it
+PRUNE_REASON = "prune_reason"  # for people only: nothing parses it
 
 # ---- values with a meaning ----------------------------------------------------------
-INTERRUPTED = "interrupted"  # fail_reason prefix of a trial cut short by Ctrl-C or a dead worker
-DUPLICATE = "duplicate"  # surplus reason prefix: another trial already answers for the same slot
+INTERRUPTED = "interrupted"  # how the reason of a trial cut short by Ctrl-C or a dead worker begins
+DUPLICATE = "duplicate"  # how the reason of a lost trial begins: another trial answers for the same slot
 
 # ---- study user attrs: the study config as stored at creation (StudyConfig.to_dict()) --
 STUDY_NAME = "name"
@@ -102,6 +103,7 @@ STUDY_PRUNE = "prune"
 # ---- study user attrs written after creation -----------------------------------------
 STUDY_TRUST = "trust"  # the [trust] table of the latest run
 STUDY_LOCKSTEP = "lockstep_measurement"  # front + references re-measured together: when, load, figures
+SCHEMA = "schema_version"  # study attr: lifecycle.SCHEMA_VERSION the study was written under (not config)
 STUDY_FIDELITY = "fidelity"  # the [fidelity] table (rung budgets, reduction factor, mode); absent: one budget
 
 
@@ -109,8 +111,3 @@ def arch_key(dimension: str) -> str:
     """The trial attr holding a search-space dimension's value (``arch_a``, ...)."""
     return f"{ARCH_PREFIX}{dimension}"
 
-
-def is_paused_reason(fail_reason: object) -> bool:
-    """Whether a ``fail_reason`` is that of a candidate paused mid-climb by the time budget (the next run
-    continues it), not of a trial that failed or was cut short otherwise."""
-    return str(fail_reason or "").startswith(f"{INTERRUPTED}: {RUNG_PAUSED}")

@@ -21,14 +21,31 @@ that a dead worker never loses a trial:
 Any URL that cannot be opened is a :class:`ConfigError` (one line, exit code 2)
 naming the URL with its password hidden; nothing is created for it.
 
-The two private Optuna attributes the search cannot do without
-(``Study._storage``, ``FrozenTrial._trial_id``) are read here and nowhere else.
+Optuna's private attributes the search cannot do without (``Study._storage``,
+``Study._study_id``, ``FrozenTrial._trial_id``, the storage behind Optuna's
+cache, the journal's file) and its system attrs (an enqueued trial's fixed
+params, constraint values, the heartbeat retry's record) are read here and
+nowhere else.
+
+**The claim lock.** A worker checks the study's slots and asks for a trial
+as one step under :func:`claim_lock`, so two workers never both take the last
+slot: an ``fcntl.flock`` on a file beside a journal or SQLite file (every
+process sharing the file shares the lock; it dies with its process), a
+PostgreSQL session advisory lock (``pg_advisory_lock``) on the RDB storage's
+own engine, and a process-local lock for an in-memory study or any other
+database, where a race is still caught after ``ask`` and the loser recorded
+as lost (:class:`repvgg_nas.lifecycle.Outcome`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import re
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +55,9 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartb
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from .attrs import FAIL_REASON, REFERENCE, REPEAT_OF, RETRY_OF
+from .attrs import REFERENCE, RETRY_OF, ROLE
 from .errors import ConfigError
+from .lifecycle import Outcome, end, is_linked
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",
@@ -50,7 +68,12 @@ __all__ = [
     "RETRY_HISTORY",
     "SQLITE_TIMEOUT_S",
     "RetryStaleTrial",
+    "ask_trial",
+    "claim_lock",
+    "constraint_values",
+    "enqueued_params",
     "fail_trial",
+    "heartbeat",
     "has_heartbeat",
     "study_heartbeat",
     "make_storage",
@@ -114,16 +137,174 @@ def study_heartbeat(study: optuna.Study) -> int | None:
     return storage.get_heartbeat_interval() if has_heartbeat(storage) else None
 
 
-def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
-    """Mark a RUNNING trial of another (dead) process FAIL, with ``fail_reason = reason``.
+class _StoredTrial:
+    """A trial of another process, as :func:`repvgg_nas.lifecycle.end` writes to it."""
+
+    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
+        self.storage, self.trial_id = storage, trial_id
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+
+def fail_trial(study: optuna.Study, trial: FrozenTrial, reason: str, how: Outcome = Outcome.DIED) -> None:
+    """Mark a RUNNING trial of another (dead) process FAIL with outcome ``how`` and ``fail_reason = reason``.
 
     ``Study.tell`` only finishes trials this process asked for, so this goes to
     the storage by the private ``FrozenTrial._trial_id``. Raises Optuna's
     ``UpdateFinishedTrialError`` when another process finished it first.
     """
     storage = study_storage(study)
-    storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, reason)
+    end(_StoredTrial(storage, trial._trial_id), how, reason)
     storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def enqueued_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The params a trial ran with or, still queued, was enqueued with (Optuna's ``fixed_params``)."""
+    return dict(trial.params or trial.system_attrs.get(FIXED_PARAMS) or {})
+
+
+def constraint_values(trial: FrozenTrial) -> list[float]:
+    """The trial's constraint values (<= 0 is feasible); empty when it has none."""
+    c = getattr(trial, "constraints", None)
+    if c is None:
+        c = trial.system_attrs.get("constraints")
+    if isinstance(c, dict):
+        return [float(v) for v in c.values()]
+    return [float(v) for v in (c or ())]
+
+
+def _backend(study: optuna.Study) -> BaseStorage:
+    """The storage itself, under Optuna's cache wrapper of RDB storages."""
+    storage = study_storage(study)
+    return getattr(storage, "_backend", storage) if type(storage).__name__ == "_CachedStorage" else storage
+
+
+_LOCAL_LOCKS: dict[str, threading.Lock] = {}
+_LOCAL_GUARD = threading.Lock()
+
+
+def _local_lock(name: str) -> threading.Lock:
+    with _LOCAL_GUARD:
+        return _LOCAL_LOCKS.setdefault(name, threading.Lock())
+
+
+@contextlib.contextmanager
+def _flock(path: Path, name: str) -> Iterator[None]:
+    with _local_lock(f"{path}"):  # threads of one process: flock on separate opens would not exclude them
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _pg_lock(storage: RDBStorage, name: str) -> Iterator[None]:
+    from sqlalchemy import text
+
+    key = int.from_bytes(hashlib.sha256(f"repvgg_nas claim {name}".encode()).digest()[:8], "big", signed=True)
+    with storage.engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.commit()
+
+
+_HELD = threading.local()  # claim locks this thread holds: taking one again is a no-op, not a deadlock
+
+
+@contextlib.contextmanager
+def claim_lock(study: optuna.Study) -> Iterator[None]:
+    """The study's claim lock (see the module doc): hold it to check the slots and ask as one step.
+    Re-entrant within a thread."""
+    key = f"{id(_backend(study))}:{study.study_name}"
+    held: set[str] = getattr(_HELD, "keys", set())
+    _HELD.keys = held
+    if key in held:
+        yield
+        return
+    with _claim_lock(study):
+        held.add(key)
+        try:
+            yield
+        finally:
+            held.discard(key)
+
+
+def _claim_lock(study: optuna.Study) -> contextlib.AbstractContextManager[Any]:
+    storage = _backend(study)
+    name = study.study_name
+    if isinstance(storage, JournalStorage):
+        path = getattr(getattr(storage, "_backend", None), "_file_path", None)
+        if path is not None:
+            return _flock(Path(f"{path}.claim.lock"), name)
+    if isinstance(storage, RDBStorage):
+        from sqlalchemy.engine import make_url
+
+        url = make_url(storage.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return _flock(Path(f"{url.database}.claim.lock"), name)
+        if url.get_backend_name() == "postgresql":
+            return _pg_lock(storage, name)
+    return _local_lock(f"{id(storage)}:{name}")
+
+
+def ask_trial(study: optuna.Study, number: int | None = None) -> optuna.Trial | None:
+    """``study.ask()`` for the queued trial ``number``, or for a new trial when None.
+
+    ``study.ask`` takes the oldest queued trial; the search must choose which
+    (the one its slot admits), so a queued trial is taken by number, and a new
+    one is created past the queue. Returns None when another process took the
+    queued trial first.
+    """
+    storage = study_storage(study)
+    with warnings.catch_warnings():  # "heartbeat ... used with Study.optimize": the search beats itself
+        warnings.simplefilter("ignore", UserWarning)
+        if number is None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return study.ask()
+    if number is None:
+        trial_id = storage.create_new_trial(study._study_id)
+    else:
+        queued = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)) if t.number == number]
+        if not queued:
+            return None
+        trial_id = queued[0]._trial_id
+        try:
+            if not storage.set_trial_state_values(trial_id, TrialState.RUNNING):
+                return None
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return None
+    study._thread_local.cached_all_trials = None  # as study.ask does: a sampler's view is per trial
+    return optuna.Trial(study, trial_id)
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Beat for ``trial`` while it runs, as ``study.optimize`` does (nothing without a heartbeat)."""
+    interval = study_heartbeat(study)
+    if interval is None:
+        yield
+        return
+    storage = study_storage(study)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
@@ -145,7 +326,7 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         self.max_retry = max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.user_attrs.get(REPEAT_OF) is not None:
+        if is_linked(trial):
             return  # a linked re-training: the search queues its key again itself
         history = [*trial.system_attrs.get(RETRY_HISTORY, []), trial.number]
         if self.max_retry is not None and len(history) > self.max_retry:
@@ -156,6 +337,8 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
             RETRY_HISTORY: history,
         }
         user_attrs: dict[str, Any] = {RETRY_OF: trial.number}
+        if trial.user_attrs.get(ROLE) is not None:  # a retry keeps its original's role
+            user_attrs[ROLE] = trial.user_attrs[ROLE]
         if trial.user_attrs.get(REFERENCE):
             user_attrs[REFERENCE] = trial.user_attrs[REFERENCE]
         study.add_trial(optuna.trial.create_trial(

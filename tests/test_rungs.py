@@ -211,14 +211,14 @@ def test_dominating_needs_both_objectives_and_names_the_most_accurate():
     assert stopped_at([_rec(0, 0.5, 1.0), _rec(1, 0.4, 1.0), _rec(2, 0.4, 1.0, None)]) is None
 
 
-def test_rung_results_pool_every_candidate_but_surplus_and_linked_trials():
+def test_rung_results_pool_every_candidate_but_lost_and_linked_trials():
     study = optuna.create_study(directions=["maximize", "maximize"])
     rows: list[tuple[TS, dict]] = [
         (TS.COMPLETE, {"rungs": [_rec(0, 0.5, 100.0), _rec(1, 0.6, 100.0), _rec(2, 0.7, 100.0, None)]}),  # 0
         (TS.PRUNED, {"rungs": [_rec(0, 0.6, 50.0, False)]}),                                              # 1 stopped
         (TS.RUNNING, {"rungs": [_rec(0, 0.7, 20.0, None)]}),                      # 2 not decided yet: still a result
-        (TS.FAIL, {"rungs": [_rec(0, 0.8, 10.0)], "fail_reason": "interrupted: Ctrl-C"}),  # 3 died: its result stands
-        (TS.PRUNED, {"rungs": [_rec(0, 0.99, 999.0)], "surplus": "full"}),                  # 4 surplus: never counts
+        (TS.FAIL, {"rungs": [_rec(0, 0.8, 10.0)], "fail_reason": "interrupted: Ctrl-C", "outcome": "interrupted"}),  # 3 died: its result stands
+        (TS.PRUNED, {"rungs": [_rec(0, 0.99, 999.0)], "outcome": "lost"}),                 # 4 lost: never counts
         (TS.COMPLETE, {"rungs": [_rec(0, 0.99, 999.0)], "repeat_of": 0}),                   # 5 linked: never counts
         (TS.COMPLETE, {}),                                                                   # 6 single fidelity
         (TS.RUNNING, {"rungs": [_rec(0, None, 5.0, None)]}),                                 # 7 no accuracy yet
@@ -654,7 +654,7 @@ def test_retry_of_a_trial_stopped_before_it_said_so_is_stopped_untrained(tmp_pat
     dist = {"a": optuna.distributions.CategoricalDistribution([0.125, 0.25])}
     study.add_trial(optuna.trial.create_trial(state=TS.FAIL, params={"a": 0.25}, distributions=dist, user_attrs={
         "rungs": [_rec(0, 0.6, 50.0), {**_rec(1, 0.4, 50.0, False), "dominated_by": 7}],
-        "fail_reason": "interrupted: worker h:1 died"}))
+        "fail_reason": "interrupted: worker h:1 died", "outcome": "died"}))
     study.add_trial(optuna.trial.create_trial(state=TS.FAIL, params={"a": 0.25}, distributions=dist, user_attrs={
         "rungs": [_rec(0, 0.6, 50.0), _rec(1, 0.4, 50.0, None)]}))  # died before deciding rung 1
     monkeypatch.setattr(rungs_mod, "train", _no_training)
@@ -675,7 +675,7 @@ def test_retry_of_a_trial_stopped_before_it_said_so_is_stopped_untrained(tmp_pat
     assert [r["promoted"] for r in trial.user_attrs["rungs"]] == [True]
     # Killed after a stop by the time budget (its next rung needed more than a whole run's): stopped too.
     study.add_trial(optuna.trial.create_trial(state=TS.FAIL, params={"a": 0.25}, distributions=dist, user_attrs={
-        "rungs": [{**_rec(0, 0.6, 50.0, False), "out_of_time": True}], "fail_reason": "interrupted: worker h:1 died"}))
+        "rungs": [{**_rec(0, 0.6, 50.0, False), "out_of_time": True}], "fail_reason": "interrupted: worker h:1 died", "outcome": "died"}))
     study.enqueue_trial({"a": 0.25}, user_attrs={"retry_of": 4})
     trial = study.ask()
     with pytest.raises(optuna.TrialPruned, match=r"stopped at rung 1/3 \(1 epoch\): rung 2 needs more than all of "
@@ -683,26 +683,24 @@ def test_retry_of_a_trial_stopped_before_it_said_so_is_stopped_untrained(tmp_pat
         climb(trial, spec, 50.0, **kw)
 
 
-def test_a_surplus_retry_leaves_the_paused_net_of_the_live_retry(tmp_path):
-    """Two retries of one killed trial (Optuna's heartbeat and a recovery both queued one): the second is
-    surplus and must not delete the rung checkpoint the first is climbing from."""
-    from repvgg_nas.search.objective import _Objective
+def test_a_second_retry_never_runs_and_leaves_the_paused_net_of_the_live_retry(tmp_path):
+    """Two retries of one killed trial (Optuna's heartbeat and a recovery both queued one): the slot check
+    before the ask refuses the second while the first runs, so it is never asked for, never trains and never
+    deletes the rung checkpoint the first is climbing from."""
+    from repvgg_nas.search.events import Waiting
+    from repvgg_nas.search.loop import claim_search_trial
 
-    cfg = load_study_config(write_tiny_study(tmp_path, epochs=EPOCHS, tail=FIDELITY))
     paths = StudyPaths.of("tiny", tmp_path / "r")
     paths.rung_checkpoints.mkdir(parents=True)
     paused = paths.rung_checkpoint(0)
     paused.write_bytes(b"paused net")
     study = optuna.create_study(directions=["maximize", "maximize"])
-    died_attrs = {"fail_reason": "interrupted: worker h:1 died"}
+    died_attrs = {"fail_reason": "interrupted: worker h:1 died", "outcome": "died"}
     study.add_trial(optuna.trial.create_trial(state=TS.FAIL, user_attrs=died_attrs))
     study.add_trial(optuna.trial.create_trial(state=TS.RUNNING, user_attrs={"retry_of": 0, "admitted": True}))
     study.enqueue_trial({}, user_attrs={"retry_of": 0})
-    objective = _Objective(cfg, SimpleNamespace(), torch.device("cpu"), ThroughputCache(tmp_path / "c.json"), paths,
-                           target=3)
-    study.optimize(objective, n_trials=1)
-    t = study.trials[2]
-    assert t.state == TS.PRUNED and t.user_attrs["surplus"].startswith("duplicate")
+    assert claim_search_trial(study, 1) == Waiting(1, 0, 1)
+    assert study.trials[2].state == TS.WAITING and len(study.trials) == 3
     assert paused.read_bytes() == b"paused net"
 
 
@@ -716,7 +714,7 @@ def test_a_killed_references_retry_climbs_though_its_architecture_was_stopped_me
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{reports / 'tiny' / 'study.db'}")
     decided = [_rec(0, 0.5, 100.0)]
     for state, attrs in [
-        (TS.FAIL, {"rungs": decided, "rung": 0, "fail_reason": "interrupted: Ctrl-C"}),  # the reference, killed
+        (TS.FAIL, {"rungs": decided, "rung": 0, "fail_reason": "interrupted: Ctrl-C", "outcome": "interrupted"}),  # the reference, killed
         (TS.PRUNED, {"rungs": [{**_rec(0, 0.5, 100.0, False), "dominated_by": 9}], "rung": 0,  # its twin, stopped
                      "prune_reason": "stopped at rung 1/3 (1 epoch): trial 9 dominates it"}),
     ]:
@@ -823,9 +821,9 @@ def test_a_retry_of_a_retry_takes_over_the_chain_and_is_not_judged_by_its_own_ea
     study = optuna.create_study(directions=["maximize", "maximize"])
     dist = {"a": optuna.distributions.CategoricalDistribution([0.125, 0.25])}
     study.add_trial(optuna.trial.create_trial(state=TS.FAIL, params={"a": 0.25}, distributions=dist, user_attrs={
-        "rungs": [_rec(0, 0.6, 50.0), _rec(1, 0.9, 50.0, None)], "fail_reason": "interrupted: Ctrl-C"}))
+        "rungs": [_rec(0, 0.6, 50.0), _rec(1, 0.9, 50.0, None)], "fail_reason": "interrupted: Ctrl-C", "outcome": "interrupted"}))
     study.add_trial(optuna.trial.create_trial(state=TS.FAIL, params={"a": 0.25}, distributions=dist, user_attrs={
-        "retry_of": 0, "fail_reason": "interrupted: Ctrl-C"}))
+        "retry_of": 0, "fail_reason": "interrupted: Ctrl-C", "outcome": "interrupted"}))
     study.enqueue_trial({"a": 0.25}, user_attrs={"retry_of": 1})
     trial = study.ask()
     spec = RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=10)
@@ -852,16 +850,20 @@ def test_quantized_runtime_promotes_on_the_quantized_accuracy(tmp_path, monkeypa
             assert r["accuracy"] == 0.123 and r["float_accuracy"] is not None and r["float_accuracy"] != 0.123
 
 
-def test_a_study_made_before_rungs_existed_resumes_only_with_one_rung(tmp_path):
+def test_a_study_of_an_older_trial_schema_is_refused_in_one_line(tmp_path):
+    """A study written before trials stored their role and outcome cannot be read right: it is refused,
+    naming the study, the storage, both versions and what to do."""
     cfg = load_study_config(write_tiny_study(tmp_path, n=1, epochs=EPOCHS, tail=FIDELITY))
     storage = f"sqlite:///{tmp_path / 'old.db'}"
     old = optuna.create_study(study_name=cfg.name, storage=storage, directions=["maximize", "maximize"])
     for k, v in cfg.to_dict().items():
         if k != "fidelity":  # what an older version stored
             old.set_user_attr(k, v)
-    with pytest.raises(ConfigError, match=r"fidelity\.rungs = 1.*--rungs"):
+    with pytest.raises(ConfigError, match=r"study 'tiny' in sqlite:///.*old\.db was written with trial schema "
+                                          r"version 1, but .* reads version 2 only: start a new study") as e:
         open_study(cfg, storage)
-    open_study(cfg.replace(fidelity=FidelityConfig(rungs=1)), storage)
+    assert "\n" not in str(e.value)
+    assert open_study(cfg, f"sqlite:///{tmp_path / 'new.db'}").user_attrs["schema_version"] == 2
 
 
 # ---------------------------------------------------------------------------
@@ -1057,30 +1059,43 @@ def test_a_spent_time_budget_starts_no_trial_and_says_so(tmp_path, capsys):
     assert "time budget of 0 s spent: 0 of 2 trials finished; run the same command again" in err
 
 
-def test_optuna_warnings_for_ctrl_c_and_pauses_are_dropped_and_real_failures_kept():
-    """No traceback on the console for a trial the time budget or Ctrl-C cut short (the run says so in one
-    line and the trial records why); a real failure keeps Optuna's warning and its traceback."""
+def test_ctrl_c_and_pauses_end_their_trial_quietly_and_real_failures_keep_a_traceback():
+    """The loop tells the study itself, so Optuna logs nothing for any of them: a trial the time budget or
+    Ctrl-C cut short ends FAIL with its structured outcome and reason (the run says so in one line), and a
+    real failure ends FAIL as failed with one warning, traceback included, on the search's logger."""
     import logging
+
+    from repvgg_nas import lifecycle
+    from repvgg_nas.search.loop import run_trial
 
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("optuna").addHandler(handler)
-    objective_mod._quiet_pauses()
+    for name in ("optuna", "repvgg_nas"):
+        logging.getLogger(name).addHandler(handler)
     study = optuna.create_study()
     try:
-        for error in (KeyboardInterrupt(), rungs_mod.TimeBudgetPaused("budget spent")):
-            def cut(trial, error=error):
-                raise error
-            with pytest.raises(type(error)):
-                study.optimize(cut, n_trials=1)
+        def paused(trial):
+            lifecycle.end(trial, lifecycle.Outcome.PAUSED, "interrupted: paused at rung 1/3")
+            raise rungs_mod.TimeBudgetPaused("paused at rung 1/3")
+        assert lifecycle.outcome(run_trial(study, study.ask(), paused, lambda e: None)) == lifecycle.Outcome.PAUSED
+
+        def ctrl_c(trial):
+            raise KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):
+            run_trial(study, study.ask(), ctrl_c, lambda e: None)
 
         def broken(trial):
             raise ValueError("boom")
-        study.optimize(broken, n_trials=1, catch=(ValueError,))
+        failed = run_trial(study, study.ask(), broken, lambda e: None)
     finally:
-        logging.getLogger("optuna").removeHandler(handler)
-    failed = [r.getMessage() for r in records if " failed " in r.getMessage()]
-    assert failed and all(m.startswith("Trial 2 ") for m in failed), failed
-    assert any(r.exc_info and isinstance(r.exc_info[1], ValueError) for r in records)
+        for name in ("optuna", "repvgg_nas"):
+            logging.getLogger(name).removeHandler(handler)
+    assert [lifecycle.outcome(t) for t in study.trials] == [
+        lifecycle.Outcome.PAUSED, lifecycle.Outcome.INTERRUPTED, lifecycle.Outcome.FAILED]
+    assert study.trials[1].user_attrs["fail_reason"] == "interrupted: Ctrl-C"
+    assert failed.state == TS.FAIL and failed.user_attrs["fail_reason"] == "ValueError: boom"
+    warned = [r for r in records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and warned[0].getMessage().startswith("Trial 2 failed")
+    assert warned[0].exc_info and isinstance(warned[0].exc_info[1], ValueError)

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
+
+from repvgg_nas import lifecycle
 import pytest
 
 from repvgg_nas import ConfigError
@@ -155,7 +157,7 @@ def load(url: str, name: str) -> optuna.Study:
 
 def search_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False)
-            if t.user_attrs.get("parent_trial") is None and not t.user_attrs.get("surplus")]
+            if lifecycle.role(t) != lifecycle.Role.PRUNED_VARIANT and not lifecycle.lost(t)]
 
 
 def kill_a_training_worker(url: str, name: str, procs_alive: Callable[[], bool], timeout: float = 180) -> dict:
@@ -277,12 +279,12 @@ def _study_with(states_attrs: list[tuple[TS, dict]]) -> list[optuna.trial.Frozen
 def test_slots_count_each_result_once_and_retries_keep_their_place():
     trials = _study_with([
         (TS.COMPLETE, {}),                                    # 0
-        (TS.FAIL, {"fail_reason": "interrupted: worker x died"}),  # 1 died...
+        (TS.FAIL, {"fail_reason": "interrupted: worker x died", "outcome": "died"}),  # 1 died...
         (TS.RUNNING, {"admitted": True}),                    # 2
         (TS.WAITING, {"retry_of": 1}),                        # 3 ...retried: holds slot 1
         (TS.FAIL, {"fail_reason": "diverged: nan"}),          # 4 a real failure counts
         (TS.COMPLETE, {"parent_trial": 0}),                   # 5 pruned variant: not a search trial
-        (TS.PRUNED, {"surplus": "full"}),                     # 6 surplus: never counts
+        (TS.PRUNED, {"outcome": "lost"}),                     # 6 lost: never ran, never counts
     ])
     s = slot_state(trials, 4)
     assert (s.done, s.held, s.running, s.admissible_waiting) == (2, 4, 1, 1)
@@ -307,30 +309,38 @@ def test_surplus_and_duplicate_trials_are_refused():
     assert slot_state(trials, 2).finished
 
 
-def test_a_trial_that_finds_every_slot_taken_is_surplus_and_never_counted():
-    """The race the accounting exists for: a worker asks for a trial after the others filled the target."""
-    from types import SimpleNamespace
-
+def test_a_worker_that_finds_every_slot_taken_asks_for_no_trial():
+    """The race the accounting exists for: a worker looks for a trial after the others filled the target.
+    The slot check and the ask are one step under the claim lock, so it creates no trial at all; the
+    reference queued past the target stays queued for a longer run."""
     from repvgg_nas.report import trials_frame
-    from repvgg_nas.search.objective import _Objective
+    from repvgg_nas.search.loop import DONE, claim_search_trial
 
     study = optuna.create_study(directions=["maximize", "maximize"])
     study.add_trial(optuna.trial.create_trial(values=[0.5, 100.0]))           # 0: another worker's result
-    study.enqueue_trial({"x": 3}, user_attrs={"reference": "RepVGG-A0"})      # 1: a queued reference
-    fake = SimpleNamespace(worker=current_worker(), target=1)
+    study.enqueue_trial({"x": 3}, user_attrs={"reference": "RepVGG-A0", "role": "reference"})  # 1: queued
+    assert claim_search_trial(study, 1) == DONE
+    assert len(study.trials) == 2 and study.trials[1].state == TS.WAITING
+    trial = claim_search_trial(study, 2)  # a target of 2 admits the queued reference, by number
+    assert isinstance(trial, optuna.Trial) and trial.number == 1 and trial.user_attrs["admitted"]
+    assert lifecycle.role(study.trials[1]) == lifecycle.Role.REFERENCE
+    assert set(trials_frame(study)["number"]) == {0, 1}
 
-    def objective(trial):
-        _Objective._claim_slot(fake, trial)
-        return 0.9, 900.0  # never reached: the slot is taken
 
-    study.optimize(objective, n_trials=3)  # the surplus trial stops the worker after one trial
+def test_a_trial_that_lost_its_slot_after_the_ask_ends_lost_and_is_never_counted():
+    """Where the claim lock cannot span processes, the check after the ask catches a lost race: the trial
+    ends at once with the structured outcome ``lost``, which every count and the frames skip."""
+    from repvgg_nas.report import trials_frame
+    from repvgg_nas.search.loop import claim_trial
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    study.add_trial(optuna.trial.create_trial(values=[0.5, 100.0]))  # 0: filled the target meanwhile
+    assert claim_trial(study, None, target=1) is None
     t = study.trials[1]
-    assert t.state == TS.PRUNED and "fill the target of 1" in t.user_attrs["surplus"]
-    assert len(study.trials) == 3  # stopped at once; the reference is queued again for a longer run
-    again = study.trials[2]
-    assert again.state == TS.WAITING and again.user_attrs == {"reference": "RepVGG-A0"}
-    assert again.system_attrs["fixed_params"] == {"x": 3}
+    assert t.state == TS.PRUNED and lifecycle.outcome(t) == lifecycle.Outcome.LOST
+    assert "fill the target of 1" in t.user_attrs["prune_reason"] and "surplus" not in t.user_attrs
     assert slot_state(study.trials, 1).finished and 1 not in set(trials_frame(study)["number"])
+    assert not lifecycle.counts_toward_target(t) and not lifecycle.is_search(t)
 
 
 # ---- worker identity, recovery and the device lock ------------------------------------------------
@@ -352,10 +362,10 @@ def test_recovery_retries_only_trials_of_dead_local_workers(tmp_path):
     assert recover_trials(study, finished=True) == []  # already retried: never twice
     # Finished as interrupted: a Ctrl-C'd trial is queued again at start-up; one that another
     # worker's recovery failed a moment ago is left to that worker, which queues it itself.
-    for reason in ("interrupted: Ctrl-C", "interrupted: worker elsewhere:1 died"):
+    for reason, outcome in (("interrupted: Ctrl-C", "interrupted"), ("interrupted: worker elsewhere:1 died", "died")):
         study.add_trial(optuna.trial.create_trial(
             state=TS.FAIL, params={"x": 1}, distributions={"x": optuna.distributions.IntDistribution(0, 9)},
-            user_attrs={"fail_reason": reason},
+            user_attrs={"fail_reason": reason, "outcome": outcome},
         ))
     assert recover_trials(study, finished=True) == [4]
 

@@ -219,7 +219,7 @@ def test_stats_imports_nothing_above_it():
 
     import repvgg_nas.stats as stats
 
-    allowed = {"attrs", "files", "errors", "objectives"}  # plumbing and the objective table
+    allowed = {"attrs", "files", "errors", "objectives", "lifecycle", "storage"}  # plumbing, the objective table
     for path in Path(stats.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level >= 2:  # from .. or from ..x

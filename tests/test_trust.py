@@ -200,7 +200,7 @@ def _linked(study: optuna.Study) -> dict[tuple, list[optuna.trial.FrozenTrial]]:
     out: dict[tuple, list] = {}
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
-        if ua.get("repeat_of") is not None and not ua.get("surplus"):
+        if ua.get("repeat_of") is not None and ua.get("outcome") != "lost":
             out.setdefault((ua["repeat_of"], ua.get("train_seed"), ua.get("train_epochs")), []).append(t)
     return out
 

@@ -19,6 +19,7 @@ from .frames import empty_message, front_table_frame, report_trials_frame, statu
 from .hypervolume import REFERENCE_HV, SEARCH_HV, hypervolume_figure, plot_hypervolume
 from .importance import IMPORTANCE_EVALUATORS, ImportanceResult, importance_figure, importance_frame, plot_importance
 from .load import load_report_study
+from ..outputs import STUDY_OUTPUTS
 from .page import render_html, write_report
 from .rungs import CLIMBED, RUNG_LINKS, plot_rungs, rung_counts, rungs_caption, rungs_figure, rungs_frame, study_budgets
 from .scatter import (
@@ -56,6 +57,10 @@ from ..stats import (
     verdict,
     write_csv,
 )
+
+# Every search run refreshes the page: the search calls the writers registered here (it cannot import report).
+if "report" not in STUDY_OUTPUTS:
+    STUDY_OUTPUTS.register("report", write_report)
 
 __all__ = [
     "CLIMBED",

@@ -15,7 +15,7 @@ from collections import Counter
 import optuna
 import pandas as pd
 
-from .. import attrs
+from .. import attrs, lifecycle
 from ..stats import completed, constraint_values, pareto_frame, trials_frame
 
 __all__ = [
@@ -91,15 +91,11 @@ def front_table_frame(trials: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame
     return table.assign(role=roles, dominated_by=beaten_by)
 
 
-def _reason_kind(reason: str) -> str:
-    """A reason as counted in the status table: a rung stop without the trial that dominated it
-    (a stop by the time budget is counted apart), a pause by the time budget without its rung and seconds."""
-    if attrs.is_paused_reason(reason):
-        return f"{attrs.INTERRUPTED}: {attrs.RUNG_PAUSED} by {attrs.TIME_BUDGET_STOP}"
-    if not reason.startswith(attrs.RUNG_STOPPED):
-        return reason
-    head, _, why = reason.partition(":")
-    return f"{head}: out of time" if attrs.TIME_BUDGET_STOP in why else head
+def _reason_kind(reason: str, outcome: object = None) -> str:
+    """A reason as counted in the status table (:func:`repvgg_nas.lifecycle.status_reason`): by the trial's
+    outcome, a rung stop without the trial that dominated it (a stop by the time budget counted apart), a
+    pause by the time budget without its rung and seconds."""
+    return lifecycle.status_reason(outcome, reason)
 
 
 def status_frame(trials: pd.DataFrame) -> pd.DataFrame:
@@ -109,9 +105,10 @@ def status_frame(trials: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for state, group in trials.groupby("state", sort=True):
         reasons: Counter[str] = Counter()
+        outcomes = group["outcome"] if "outcome" in group else [None] * len(group)
         for col in (attrs.FAIL_REASON, attrs.PRUNE_REASON):
             if col in group:
-                reasons.update(_reason_kind(v) for v in group[col] if isinstance(v, str) and v)
+                reasons.update(_reason_kind(v, how) for v, how in zip(group[col], outcomes) if isinstance(v, str) and v)
         text = "; ".join(f"{r} (x{n})" if n > 1 else r for r, n in reasons.most_common())
         rows.append({"state": state, "count": len(group), "reasons": text})
     return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))

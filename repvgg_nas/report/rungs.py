@@ -20,7 +20,8 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial
 from plotly.colors import sample_colorscale
 
-from .. import attrs
+from .. import attrs, lifecycle
+from ..lifecycle import taken_over
 from .style import GREY, TEMPLATE, esc, num, present, throughput_axis
 
 __all__ = [
@@ -59,22 +60,11 @@ def _epochs_text(epochs: Any) -> str:
     return f"{epochs} epoch{'s' * (epochs != 1)}" if present(epochs) else "? epochs"
 
 
-def taken_over(trials: Iterable[FrozenTrial]) -> set[int]:
-    """Trials whose climb a retry has taken over: one that started (not only queued) and was not surplus."""
-    out = set()
-    for t in trials:
-        origin = t.user_attrs.get(attrs.RETRY_OF)
-        if (isinstance(origin, (int, float)) and not isinstance(origin, bool)
-                and t.state != optuna.trial.TrialState.WAITING and not t.user_attrs.get(attrs.SURPLUS)):
-            out.add(int(origin))
-    return out
-
-
 def _climbers(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """Trials whose ``rungs`` attr is their own climb.
 
     Duplicates copy their twin's attrs, seed repeats and long re-trainings
-    never climb, surplus trials never ran, and a killed or paused trial's
+    never climb, lost trials never ran, and a killed or paused trial's
     decided rungs are carried on by the retry that took it over (:func:`taken_over`).
     """
     trials = list(trials)
@@ -82,9 +72,9 @@ def _climbers(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     out = []
     for t in trials:
         ua = t.user_attrs
-        if not ua.get(attrs.RUNGS) or ua.get(attrs.SURPLUS) or t.number in retried:
+        if not ua.get(attrs.RUNGS) or lifecycle.lost(t) or t.number in retried:
             continue
-        if ua.get(attrs.DUPLICATE_OF) is not None or ua.get(attrs.REPEAT_OF) is not None:
+        if ua.get(attrs.DUPLICATE_OF) is not None or lifecycle.is_linked(t):
             continue
         out.append(t)
     return out
@@ -100,7 +90,7 @@ def _final_state(t: FrozenTrial, records: Sequence[dict[str, Any]], n_rungs: int
     last = int(records[-1]["rung"])
     if t.state == optuna.trial.TrialState.COMPLETE and last >= n_rungs - 1:
         return CLIMBED
-    if t.state == optuna.trial.TrialState.FAIL and attrs.is_paused_reason(t.user_attrs.get(attrs.FAIL_REASON)):
+    if lifecycle.paused(t):
         return f"{attrs.RUNG_PAUSED} at rung {last + 1}/{n_rungs} ({_epochs_text(records[-1].get('epochs'))}, out of time)"
     return f"{t.state.name.lower()} after rung {last + 1}/{n_rungs}"
 

@@ -7,6 +7,7 @@
 - :mod:`.objective`: one trial (sample, train, fuse, check, evaluate, measure);
 - :mod:`.rungs`: multi-fidelity search: a candidate climbs the rungs of the training budget;
 - :mod:`.slots`: exact trial counts with several workers, crash recovery;
+- :mod:`.loop`: the ask/tell worker loop (a trial is asked for only once its slot is claimed);
 - :mod:`.locks`: the per-device measurement lock shared by local workers;
 - :mod:`.launch`: worker identity and the ``--workers N`` launcher;
 - :mod:`.connect`: opening (or resuming) a study on its storage;

@@ -23,9 +23,10 @@ from typing import Any
 
 import optuna
 
+from .. import lifecycle
 from ..attrs import (
-    ARCH, DUPLICATE_OF, FAIL_REASON, MEASURE_CONTENDED, PARAMS, PRUNE_REASON, REFERENCE, REPEAT_OF, RUNG_STOPPED,
-    TRAIN_EPOCHS, TRAIN_SEED,
+    ARCH, DUPLICATE_OF, FAIL_REASON, MEASURE_CONTENDED, PARAMS, PRUNE_REASON, REFERENCE, REPEAT_OF, TRAIN_EPOCHS,
+    TRAIN_SEED,
 )
 from ..cli import ArgumentParser, StepBar, format_table, run_cli
 from ..config import Override
@@ -42,7 +43,6 @@ from .events import (
 from .launch import launch_workers, visible_gpus, worker_argv, worker_env
 from .run import run_search
 from ..study.promotion import PROMOTION_RULES, RuleSettings
-from .slots import paused
 from ..study import StudyConfig, load_study_config
 
 __all__ = ["main", "pareto_table", "trial_line"]
@@ -69,10 +69,8 @@ def trial_line(t: optuna.trial.FrozenTrial) -> str:
         return (f"trial {t.number}{ref}: acc {t.values[0]:.3f}, {t.values[1]:.0f} img/s, "
                 f"{ua.get(PARAMS, 0) / 1e6:.2f}M params | {ua.get(ARCH, '')}")
     reason = ua.get(FAIL_REASON) or ua.get(PRUNE_REASON) or ""
-    if t.state == TrialState.PRUNED and str(reason).startswith(RUNG_STOPPED):  # multi-fidelity: not promoted
-        return f"trial {t.number}{ref}: {reason} | {ua.get(ARCH, '')}"
-    if paused(t):  # multi-fidelity: promoted, its next rung left to the next run
-        return f"trial {t.number}{ref}: {str(reason).partition(': ')[2]} | {ua.get(ARCH, '')}"
+    if lifecycle.stopped_at_rung(t) or lifecycle.paused(t):  # multi-fidelity: not promoted, or its next rung
+        return f"trial {t.number}{ref}: {lifecycle.short_reason(t)} | {ua.get(ARCH, '')}"  # left to the next run
     return f"trial {t.number}{ref}: {t.state.name.lower()} ({reason}) | {ua.get(ARCH, '')}"
 
 

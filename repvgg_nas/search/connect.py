@@ -9,9 +9,10 @@ from typing import Any
 
 import optuna
 
-from .. import zoo
+from .. import lifecycle, zoo
 from ..attrs import (
-    REFERENCE, STUDY_DATA, STUDY_FIDELITY, STUDY_MEASURE, STUDY_SEED, STUDY_SPACE, STUDY_SPACE_HASH, STUDY_TRAIN,
+    REFERENCE, STUDY_DATA, STUDY_FIDELITY, STUDY_MEASURE, SCHEMA, STUDY_SEED, STUDY_SPACE, STUDY_SPACE_HASH,
+    STUDY_TRAIN,
 )
 from ..errors import ConfigError
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
@@ -40,14 +41,13 @@ _RESUME_FREE = {STUDY_MEASURE: {"device"}, STUDY_DATA: {"download"}}
 def _changed_setting(stored: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:
     """The first ``(table.key, stored, new)`` that differs between two ``StudyConfig.to_dict()`` values.
 
-    Only keys present in both are compared, so a study created before a key
-    existed still resumes; values are compared as stored (JSON).
+    Only keys present in both are compared (a key the config gained with a
+    default leaves the study's meaning unchanged); values are compared as
+    stored (JSON).
     """
     def plain(v: Any) -> Any:
         return json.loads(json.dumps(v))
 
-    if STUDY_FIDELITY not in stored:  # made before multi-fidelity search: every candidate got the full budget
-        stored = {**stored, STUDY_FIDELITY: {"rungs": 1}}
     if STUDY_SEED in stored and plain(stored[STUDY_SEED]) != plain(new[STUDY_SEED]):
         return STUDY_SEED, stored[STUDY_SEED], new[STUDY_SEED]
     for table in _RESUME_TABLES:
@@ -87,6 +87,8 @@ def open_study(
     except Exception as e:  # SQLAlchemy's OperationalError and friends
         raise ConfigError(f"cannot open storage {label!r}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     stored = study.user_attrs.get(STUDY_SPACE_HASH)
+    if stored is not None:
+        _check_schema(study, cfg, label)
     if stored is not None and stored != cfg.space.hash:
         raise ConfigError(
             f"study {cfg.name!r} in {label} was created with search space "
@@ -110,9 +112,22 @@ def open_study(
     if stored is None:
         for k, v in cfg.to_dict().items():
             study.set_user_attr(k, v)
+        study.set_user_attr(SCHEMA, lifecycle.SCHEMA_VERSION)
         for ref in cfg.references:
-            study.enqueue_trial(cfg.space.params_for(zoo.get_entry(ref)), user_attrs={REFERENCE: ref})
+            study.enqueue_trial(cfg.space.params_for(zoo.get_entry(ref)),
+                                user_attrs=lifecycle.created_attrs(lifecycle.Role.REFERENCE, **{REFERENCE: ref}))
     return study
+
+
+def _check_schema(study: optuna.Study, cfg: StudyConfig, label: str) -> None:
+    """Refuse a study written under another version of what a trial records (its roles and outcomes)."""
+    found = study.user_attrs.get(SCHEMA)
+    if found != lifecycle.SCHEMA_VERSION:
+        raise ConfigError(
+            f"study {cfg.name!r} in {label} was written with trial schema version {found or 1}, but this "
+            f"version of repvgg-nas reads version {lifecycle.SCHEMA_VERSION} only: start a new study "
+            f"(another study file name or --storage)"
+        )
 
 
 def connect(

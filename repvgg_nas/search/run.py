@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,29 +18,31 @@ from typing import Any
 import optuna
 import torch
 
+from .. import lifecycle
 from ..attrs import (
-    ACCURACY, ARCH, DEVICE, FAIL_REASON, INTERRUPTED, LATENCY_MS, MACS, PARAMS, PARENT_TRIAL, PRUNE,
-    PRUNE_TARGET_MET, PRUNED_RATIO, REFERENCE, SPEC, SPEC_HASH, SPEEDUP, SURPLUS, arch_key,
+    ACCURACY, ARCH, DEVICE, LATENCY_MS, MACS, OUTCOME, PARAMS, PARENT_TRIAL, PRUNE, PRUNE_TARGET_MET, PRUNED_RATIO,
+    REPEAT_OF, SPEC, SPEC_HASH, SPEEDUP, STUDY_LOCKSTEP, STUDY_TRUST, TRAIN_EPOCHS, TRAIN_SEED, arch_key,
 )
-from ..attrs import REPEAT_OF, STUDY_LOCKSTEP, STUDY_TRUST, TRAIN_EPOCHS, TRAIN_SEED
 from ..attrs import MEASURE_CONTENDED, OTHER_LOAD, THROUGHPUT_CV, THROUGHPUT_IQR, VAL_SIZE
 from ..checkpoint import load_model, save_checkpoint
 from ..data import DataBundle, load_data
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
+from ..lifecycle import Outcome, Role
 from ..measure import MeasureSettings, ThroughputCache, measure_specs
 from ..prune import run_prune
-from ..report import write_report
+from ..outputs import write_study_outputs
 from ..stats import architecture_stats, front_numbers, pareto_frame, study_sigmas, trials_frame, write_csv
 from ..spec import RepVGGSpec
-from ..storage import DEFAULT_HEARTBEAT_INTERVAL, FIXED_PARAMS, study_heartbeat
+from ..storage import DEFAULT_HEARTBEAT_INTERVAL, claim_lock, enqueued_params, study_heartbeat
 from .connect import connect, recover_interrupted
 from .events import (
     EventCallback, Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, SearchEvent,
-    StudyStarted, TimeUp, TrialFinished, TrialTakenOver, Waiting,
+    StudyStarted, TimeUp, TrialFinished, Waiting,
 )
+from .loop import DONE, RAN, claim_linked_trial, drive, run_trial, work
 from .objective import ARCH_DIMENSIONS, _Objective, failure_reason
 from .rungs import paused_by_time
-from .slots import died, recover_trials, repeat_key, slot_state
+from .slots import repeat_key, slot_state
 from ..study import StudyConfig
 
 __all__ = [
@@ -50,8 +51,6 @@ __all__ = [
 ]
 
 TrialState = optuna.trial.TrialState
-_DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-ROLES = ("all", "worker", "finalize")
 
 
 @dataclass
@@ -63,33 +62,15 @@ class SearchResult:
     interrupted: bool = False
 
 
-def _fail_dead_trials(study: optuna.Study, heartbeat_interval: int | None) -> None:
-    """Fail (and so re-queue) trials whose worker is gone: Optuna's heartbeat where the
-    storage has one, otherwise :func:`slots.recover_trials` for dead workers on this host."""
-    if heartbeat_interval is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-    else:
-        recover_trials(study, running=True, finished=False)
-
-
 def _ignore(event: SearchEvent) -> None:
     pass
 
 
 def counts_as_done(t: optuna.trial.FrozenTrial) -> bool:
-    """Finished trials count toward n_trials, except those cut short by the user or a crash,
-    pruned variants (added after the search, not sampled), linked re-trainings (seed
-    repeats, long re-trainings) and surplus trials of a worker that found every slot
-    taken. (Study-wide counts use :func:`slots.slot_state`.)"""
-    return (
-        t.state in _DONE
-        and not str(t.user_attrs.get(FAIL_REASON, "")).startswith(INTERRUPTED)
-        and t.user_attrs.get(PARENT_TRIAL) is None
-        and t.user_attrs.get(REPEAT_OF) is None
-        and not t.user_attrs.get(SURPLUS)
-    )
+    """Whether a finished trial counts toward n_trials (:func:`repvgg_nas.lifecycle.counts_toward_target`):
+    a search or reference trial with a result, not one cut short, a pruned variant, a linked
+    re-training or a lost one. (Study-wide counts use :func:`slots.slot_state`.)"""
+    return lifecycle.counts_toward_target(t)
 
 
 def _keep_checkpoints(study: optuna.Study, paths: StudyPaths) -> None:
@@ -105,10 +86,9 @@ def _keep_checkpoints(study: optuna.Study, paths: StudyPaths) -> None:
     """
     trials = study.get_trials(deepcopy=False)
     finished = {t.number for t in trials if t.state.is_finished()}
-    keep = front_numbers(study) | {
-        t.number for t in trials if t.user_attrs.get(REFERENCE) or t.user_attrs.get(PARENT_TRIAL) is not None
-        or t.user_attrs.get(TRAIN_EPOCHS) is not None  # long re-trainings: the better-trained nets
-    }
+    # References, pruned variants and long re-trainings (the better-trained nets) are kept too.
+    kept_roles = (Role.REFERENCE, Role.PRUNED_VARIANT, Role.LONG_RETRAIN)
+    keep = front_numbers(study) | {t.number for t in trials if lifecycle.role(t) in kept_roles}
     for n, f in paths.checkpoint_trials().items():
         if n in finished and n not in keep:
             f.unlink(missing_ok=True)
@@ -128,10 +108,8 @@ def prune_front(
     trials = study.get_trials(deepcopy=False)
     done = {t.user_attrs.get(PARENT_TRIAL) for t in trials}
     front = front_numbers(study)
-    parents = [
-        t for t in trials
-        if t.number in front and t.user_attrs.get(PARENT_TRIAL) is None and t.number not in done
-    ]
+    parents = [t for t in trials if t.number in front and lifecycle.role(t) != Role.PRUNED_VARIANT
+               and t.number not in done]
     for parent in parents:
         path = paths.checkpoint(parent.number)
         if not path.is_file():
@@ -143,36 +121,43 @@ def prune_front(
         except Exception as e:  # a failed prune must not lose the search results
             on_event(PruneFailed(parent.number, failure_reason(e)))
             continue
-        final, spec, meas = out.final, out.model.spec, out.measurement
-        # Speed as rounded as the pruning table shows it; accuracy unrounded (its standard error needs it).
-        accuracy, images_per_s = float(final.accuracy), round(final.images_per_s, 1)
-        attrs = {
-            PARENT_TRIAL: parent.number,
-            PRUNED_RATIO: cfg.prune.ratio if cfg.prune.ratio is not None else None,
-            PRUNE: cfg.prune.to_dict(),
-            SPEEDUP: round(images_per_s / round(out.original.images_per_s, 1), 3),
-            PRUNE_TARGET_MET: out.met,
-            SPEC: spec.to_dict(), SPEC_HASH: spec.hash, ARCH: spec.summary(),
-            PARAMS: final.params, MACS: final.macs,
-            LATENCY_MS: round(final.latency_ms, 2), ACCURACY: accuracy,
-            DEVICE: parent.user_attrs.get(DEVICE), VAL_SIZE: data.val_size,
-            # The pruned net's own spread and load flag: its claims are only as sure as its measurement.
-            THROUGHPUT_IQR: meas.images_per_s_iqr if meas else None,
-            THROUGHPUT_CV: meas.robust_cv if meas else None,
-            MEASURE_CONTENDED: meas.contended if meas else None,
-            OTHER_LOAD: meas.env.get("other_cpu_load") if meas else None,
-        }
-        for k in ARCH_DIMENSIONS:
-            attrs[arch_key(k)] = parent.user_attrs.get(arch_key(k))
-        study.add_trial(optuna.trial.create_trial(values=[float(accuracy), float(images_per_s)], user_attrs=attrs))
-        # Looked up by parent, not taken as the last trial: another worker may have added one since.
-        number = max(t.number for t in study.get_trials(deepcopy=False)
-                     if t.user_attrs.get(PARENT_TRIAL) == parent.number and t.user_attrs.get(SPEC_HASH) == spec.hash)
-        save_checkpoint(paths.checkpoint(number), out.model, spec, meta={
-            "study": cfg.name, "trial": number, "parent_trial": parent.number,
-            "accuracy": accuracy, "throughput": images_per_s, "data": cfg.data.to_dict(),
-        })
+        _add_pruned_variant(study, cfg, parent, out, data, paths)
     return len(parents)
+
+
+def _add_pruned_variant(study: optuna.Study, cfg: StudyConfig, parent: optuna.trial.FrozenTrial, out: Any,
+                        data: DataBundle, paths: StudyPaths) -> None:
+    """Add the pruned net of ``parent`` as a complete trial of role pruned_variant, and its checkpoint."""
+    assert cfg.prune is not None
+    final, spec, meas = out.final, out.model.spec, out.measurement
+    # Speed as rounded as the pruning table shows it; accuracy unrounded (its standard error needs it).
+    accuracy, images_per_s = float(final.accuracy), round(final.images_per_s, 1)
+    attrs = lifecycle.created_attrs(Role.PRUNED_VARIANT, **{
+        OUTCOME: Outcome.COMPLETE.value, PARENT_TRIAL: parent.number,
+        PRUNED_RATIO: cfg.prune.ratio if cfg.prune.ratio is not None else None,
+        PRUNE: cfg.prune.to_dict(),
+        SPEEDUP: round(images_per_s / round(out.original.images_per_s, 1), 3),
+        PRUNE_TARGET_MET: out.met,
+        SPEC: spec.to_dict(), SPEC_HASH: spec.hash, ARCH: spec.summary(),
+        PARAMS: final.params, MACS: final.macs,
+        LATENCY_MS: round(final.latency_ms, 2), ACCURACY: accuracy,
+        DEVICE: parent.user_attrs.get(DEVICE), VAL_SIZE: data.val_size,
+        # The pruned net's own spread and load flag: its claims are only as sure as its measurement.
+        THROUGHPUT_IQR: meas.images_per_s_iqr if meas else None,
+        THROUGHPUT_CV: meas.robust_cv if meas else None,
+        MEASURE_CONTENDED: meas.contended if meas else None,
+        OTHER_LOAD: meas.env.get("other_cpu_load") if meas else None,
+    })
+    for k in ARCH_DIMENSIONS:
+        attrs[arch_key(k)] = parent.user_attrs.get(arch_key(k))
+    study.add_trial(optuna.trial.create_trial(values=[float(accuracy), float(images_per_s)], user_attrs=attrs))
+    # Looked up by parent, not taken as the last trial: another worker may have added one since.
+    number = max(t.number for t in study.get_trials(deepcopy=False)
+                 if t.user_attrs.get(PARENT_TRIAL) == parent.number and t.user_attrs.get(SPEC_HASH) == spec.hash)
+    save_checkpoint(paths.checkpoint(number), out.model, spec, meta={
+        "study": cfg.name, "trial": number, "parent_trial": parent.number,
+        "accuracy": accuracy, "throughput": images_per_s, "data": cfg.data.to_dict(),
+    })
 
 
 def linked_wanted(study: optuna.Study, cfg: StudyConfig) -> list[tuple[int, int | None, int | None]]:
@@ -199,9 +184,8 @@ def linked_wanted(study: optuna.Study, cfg: StudyConfig) -> list[tuple[int, int 
 
 
 def _linked_done(trials: list[optuna.trial.FrozenTrial], key: tuple[int, int | None, int | None]) -> bool:
-    """A trial holds the finished result of the linked re-training ``key`` (not one that died)."""
-    return any(repeat_key(t) == key and t.state.is_finished() and not died(t) and not t.user_attrs.get(SURPLUS)
-               for t in trials)
+    """A trial holds the finished result of the linked re-training ``key`` (not one cut short)."""
+    return any(repeat_key(t) == key and lifecycle.holds_result(t) for t in trials)
 
 
 def _linked_pending(study: optuna.Study, cfg: StudyConfig) -> bool:
@@ -213,27 +197,29 @@ def _linked_pending(study: optuna.Study, cfg: StudyConfig) -> bool:
 def _queue_linked(study: optuna.Study, cfg: StudyConfig) -> tuple[int, int]:
     """Queue every wanted linked re-training the study does not hold yet; return (seeds, long) queued.
 
-    A key is held by a queued, running or finished trial; one that died
-    (Ctrl-C, a dead worker) is queued again, a finished one never.
+    A key is held by a queued, running or finished trial; one that was cut
+    short (Ctrl-C, a dead worker) is queued again, a finished one never. Runs
+    under the claim lock, so two workers never queue the same key.
     """
-    trials = study.get_trials(deepcopy=False)
-    by_number = {t.number: t for t in trials}
-    held = {repeat_key(t) for t in trials if repeat_key(t) is not None and not t.user_attrs.get(SURPLUS) and not died(t)}
-    seeds = longs = 0
-    for key in linked_wanted(study, cfg):
-        if key in held or key[0] not in by_number:
-            continue
-        origin = by_number[key[0]]
-        params = origin.params or dict(origin.system_attrs.get(FIXED_PARAMS) or {})
-        attrs: dict[str, Any] = {REPEAT_OF: key[0]}
-        if key[1] is not None:
-            attrs[TRAIN_SEED] = key[1]
-            seeds += 1
-        if key[2] is not None:
-            attrs[TRAIN_EPOCHS] = key[2]
-            longs += 1
-        study.enqueue_trial(params, user_attrs=attrs)
-    return seeds, longs
+    with claim_lock(study):
+        trials = study.get_trials(deepcopy=False)
+        by_number = {t.number: t for t in trials}
+        held = {repeat_key(t) for t in trials if repeat_key(t) is not None and not lifecycle.lost(t)
+                and not lifecycle.needs_rerun(t)}
+        seeds = longs = 0
+        for key in linked_wanted(study, cfg):
+            if key in held or key[0] not in by_number:
+                continue
+            attrs: dict[str, Any] = {REPEAT_OF: key[0]}
+            if key[1] is not None:
+                attrs[TRAIN_SEED] = key[1]
+                seeds += 1
+            if key[2] is not None:
+                attrs[TRAIN_EPOCHS] = key[2]
+                longs += 1
+            role = Role.LONG_RETRAIN if key[2] is not None else Role.SEED_REPEAT
+            study.enqueue_trial(enqueued_params(by_number[key[0]]), user_attrs=lifecycle.created_attrs(role, **attrs))
+        return seeds, longs
 
 
 def run_linked(
@@ -242,49 +228,42 @@ def run_linked(
 ) -> None:
     """Queue and run the ``[trust]`` re-trainings of the front and the references until none is missing.
 
-    They are ordinary Optuna trials (fixed params, ``repeat_of``/``train_seed``/
-    ``train_epochs`` attrs), so storages, workers and crash recovery treat them
-    like search trials, but they take no search slot. The front may change as
-    means come in, so this loops: queue what is missing, run it, look again.
-    It stops when nothing is missing and none runs, or when a round takes
-    nothing from the queue. While re-trainings run elsewhere (another worker,
-    or a killed run whose heartbeat has not yet expired) it waits, as
-    :func:`_work` does, and queues again any that died. Optuna runs the oldest
-    queued trial first: a search trial queued earlier (a reference past the
-    target) is pruned as surplus and queued again behind the re-trainings,
-    and the next round runs them.
+    They are ordinary Optuna trials (fixed params, roles seed_repeat and
+    long_retrain, ``repeat_of``/``train_seed``/``train_epochs`` attrs), asked
+    and told through the same loop as search trials, but they take no search
+    slot. The front may change as means come in, so each step queues what is
+    missing, then runs one queued re-training. It stops when nothing is
+    missing and none runs, or after ``rounds`` steps that had to queue
+    re-trainings anew. While re-trainings run elsewhere (another worker, or a
+    killed run whose heartbeat has not yet expired) it waits (:func:`.loop.drive`),
+    and queues again any that died. Queued search trials (a reference past the
+    target) are left in the queue: a linked step takes its own trials only.
     """
     emit = on_event or _ignore
-    interval = study_heartbeat(study)
-    poll = min(5.0, float(interval)) if interval is not None else 2.0
-    said_wait = False
+    left = [rounds]
+    announced = [False]
 
-    def queued() -> set[int]:
-        return {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-
-    while rounds > 0:
-        _fail_dead_trials(study, interval)
+    def step() -> str | Waiting:
         seeds, longs = _queue_linked(study, cfg)
         trials = study.get_trials(deepcopy=False)
-        waiting = [t for t in trials if t.state == TrialState.WAITING and repeat_key(t)]
-        if not waiting:
+        waiting = sum(t.state == TrialState.WAITING and repeat_key(t) is not None for t in trials)
+        if seeds or longs or (waiting and not announced[0]):
+            left[0] -= bool(seeds or longs)
+            announced[0] = True
+            emit(LinkedQueued(seeds, longs, waiting))
+        trial = claim_linked_trial(study) if left[0] >= 0 else None
+        if trial is None:
             running = sum(t.state == TrialState.RUNNING and repeat_key(t) is not None for t in trials)
-            if not running:
-                return
-            if not said_wait:
-                wanted = linked_wanted(study, cfg)
-                emit(Waiting(running, len(wanted) - sum(_linked_done(trials, k) for k in wanted), len(wanted)))
-                said_wait = True
-            time.sleep(poll)
-            continue
-        rounds -= 1
-        said_wait = False
-        emit(LinkedQueued(seeds, longs, len(waiting)))
-        before = queued()
-        study.optimize(objective, n_trials=len(waiting), catch=(Exception,), callbacks=[after_trial],
-                       gc_after_trial=True)
-        if not before - queued():
-            return
+            if not running or left[0] < 0:
+                return DONE
+            wanted = linked_wanted(study, cfg)
+            return Waiting(running, len(wanted) - sum(_linked_done(trials, k) for k in wanted), len(wanted))
+        frozen = run_trial(study, trial, objective, emit)
+        if frozen is not None:
+            after_trial(study, frozen)
+        return RAN
+
+    drive(study, step, emit)
 
 
 def remeasure_front(study: optuna.Study, measure: MeasureSettings, on_event: EventCallback | None = None) -> dict[str, Any] | None:
@@ -333,46 +312,115 @@ def write_outputs(study: optuna.Study, out_dir: str | Path) -> tuple[Any, Any]:
     return trials, pareto
 
 
-def _work(
-    study: optuna.Study, objective: _Objective, after_trial: Callable[..., None], target: int,
-    deadline: float | None, on_event: EventCallback,
-) -> None:
-    """Run trials until the study holds ``target`` finished search trials.
+@dataclass(frozen=True)
+class _Plan:
+    """What one ``role`` of :func:`run_search` does."""
 
-    ``study.optimize`` alone is not enough with several workers: its count is
-    per worker, and a worker that stops as soon as every slot is taken could
-    leave for good while another worker's running trial is about to die and be
-    retried. So this loop runs trials while a slot is free (or a queued retry
-    may run), and otherwise waits, checking for dead workers' trials (Optuna's
-    heartbeat, or :func:`slots.recover_trials` for storages without one),
-    until the target is reached or nothing is in flight any more.
-    """
-    interval = study_heartbeat(study)
-    poll = min(5.0, float(interval)) if interval is not None else 2.0
-    said_wait = False
-    while True:
-        _fail_dead_trials(study, interval)
-        state = slot_state(study.get_trials(deepcopy=False), target)
-        left = None if deadline is None else deadline - time.monotonic()
-        if state.finished or (left is not None and left <= 0):
-            return
-        if state.runnable:
-            try:
-                study.optimize(
-                    objective, n_trials=None, timeout=left, catch=(Exception,),
-                    callbacks=[after_trial], gc_after_trial=True,
-                )
-            except optuna.exceptions.UpdateFinishedTrialError as e:
-                # Another worker declared this one's trial dead (missed heartbeats) and retried it.
-                on_event(TrialTakenOver(str(e).splitlines()[0]))
-            said_wait = False
-            continue
-        if state.running == 0:
-            return
-        if not said_wait:
-            on_event(Waiting(state.running, state.done, target))
-            said_wait = True
-        time.sleep(poll)
+    search: bool  # run search trials (this process is a worker)
+    finalize: bool  # prune the front, re-measure it in lockstep, write the outputs and the report
+    recover: bool  # re-queue trials cut short in earlier runs (the single process, or the --workers parent)
+
+
+_PLANS = {
+    "all": _Plan(search=True, finalize=True, recover=True),
+    "worker": _Plan(search=True, finalize=False, recover=False),
+    "finalize": _Plan(search=False, finalize=True, recover=False),
+}
+ROLES = tuple(_PLANS)
+
+
+@dataclass
+class _Run:
+    """What the phases of one :func:`run_search` call share."""
+
+    cfg: StudyConfig
+    study: optuna.Study
+    shown: str
+    paths: StudyPaths
+    data: DataBundle
+    measure: MeasureSettings
+    device: torch.device
+    cache: ThroughputCache
+    objective: _Objective
+    target: int
+    timeout: float | None
+    deadline: float | None
+    emit: EventCallback
+
+    @property
+    def linked(self) -> bool:
+        """Linked re-trainings can bring a trial back onto the front: checkpoints are deleted after them."""
+        return self.cfg.trust.seeds > 1 or self.cfg.trust.long_epochs is not None
+
+    def done(self) -> int:
+        return slot_state(self.study.get_trials(deepcopy=False), self.target).done
+
+
+def _open_run(cfg: StudyConfig, plan: _Plan, storage: str | None, n_trials: int | None, timeout: float | None,
+              reports_dir: str | Path, progress: bool, on_event: EventCallback | None, **beat: Any) -> _Run:
+    """Load the data, open the study and build the objective; nothing runs yet."""
+    timeout = cfg.time_budget(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout  # from this call: a resume gets it afresh
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    emit = on_event or _ignore
+    paths = StudyPaths.of(cfg.name, reports_dir)
+    measure = cfg.measure.resolved()
+    device = torch.device(measure.device)
+    data = load_data(cfg.data, device=device)  # before anything is written
+    study, shown = connect(cfg, storage, reports_dir, **beat)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if plan.finalize:
+        study.set_user_attr(STUDY_TRUST, cfg.trust.to_dict())  # the latest run's rule, read by the report
+    if plan.recover:
+        recover_interrupted(study, running=study_heartbeat(study) is None)
+    cache = ThroughputCache(paths.throughput_cache)
+    paths.checkpoints.mkdir(exist_ok=True)
+    target = n_trials if n_trials is not None else cfg.n_trials
+    objective = _Objective(cfg, data, device, cache, paths, on_step=emit if (progress and on_event is not None) else None,
+                           target=target, on_event=emit, deadline=deadline, budget=timeout)
+    return _Run(cfg, study, shown, paths, data, measure, device, cache, objective, target, timeout, deadline, emit)
+
+
+def _search_phase(run: _Run) -> None:
+    """The worker loop: search trials to the target (or the time budget), then, once the target is reached,
+    the linked re-trainings."""
+    study, emit = run.study, run.emit
+
+    def after_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        emit(TrialFinished(t, counts_as_done(t)))
+        if not run.linked:
+            _keep_checkpoints(study, run.paths)
+
+    if run.target - run.done() > 0:
+        work(study, run.objective, after_trial, run.target, run.deadline, emit)
+        trials = study.get_trials(deepcopy=False)
+        done, paused = slot_state(trials, run.target).done, len(paused_by_time(trials))
+        if run.deadline is not None and done < run.target and (paused or time.monotonic() >= run.deadline):
+            emit(TimeUp(run.timeout, done, run.target, paused))
+    if run.done() >= run.target:
+        _linked_phase(run)
+
+
+def _linked_phase(run: _Run) -> None:
+    run_linked(run.study, run.cfg, run.objective, lambda s, t: run.emit(TrialFinished(t, False)), run.emit)
+
+
+def _finalize(run: _Run) -> None:
+    """The end of a study: prune the front, re-measure it and the references together."""
+    if run.cfg.prune is not None:
+        prune_front(run.study, run.cfg, run.data, run.measure, run.device, run.cache, run.paths, run.emit)
+    remeasure_front(run.study, run.measure, run.emit)
+
+
+def _write_all(run: _Run, interrupted: bool, failure: Exception | None) -> SearchResult:
+    """The CSVs and the report (also after a failed end phase), then the checkpoint clean-up."""
+    trials, pareto = write_outputs(run.study, run.paths.root)
+    if failure is None and (not run.linked or not (interrupted or _linked_pending(run.study, run.cfg))):
+        _keep_checkpoints(run.study, run.paths)
+    write_study_outputs(run.study, run.paths.root, storage=run.shown)  # the report page (:mod:`repvgg_nas.outputs`)
+    if failure is not None:
+        raise failure
+    return SearchResult(run.study, run.paths.root, trials, pareto, interrupted)
 
 
 def run_search(
@@ -406,80 +454,32 @@ def run_search(
     front still run. If an end phase raises, the trials CSVs and the report
     are still written before the error propagates.
     """
-    if role not in ROLES:
+    if role not in _PLANS:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    timeout = cfg.time_budget(timeout)
-    deadline = None if timeout is None else time.monotonic() + timeout  # from this call: a resume gets it afresh
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    emit = on_event or _ignore
-    paths = StudyPaths.of(cfg.name, reports_dir)
+    plan = _PLANS[role]
     if device is not None:
         cfg = cfg.replace(measure=dataclasses.replace(cfg.measure, device=device))
-    measure = cfg.measure.resolved()
-    train_device = torch.device(measure.device)
-    target = n_trials if n_trials is not None else cfg.n_trials
-
-    data = load_data(cfg.data, device=train_device)  # before anything is written
-    study, shown = connect(cfg, storage, reports_dir, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    if role != "worker":
-        study.set_user_attr(STUDY_TRUST, cfg.trust.to_dict())  # the latest run's rule, read by the report
-    if role == "all":
-        recover_interrupted(study, running=study_heartbeat(study) is None)
-    cache = ThroughputCache(paths.throughput_cache)
-    paths.checkpoints.mkdir(exist_ok=True)
-    on_step = emit if (progress and on_event is not None) else None
-    objective = _Objective(cfg, data, train_device, cache, paths, on_step=on_step, target=target, on_event=emit,
-                           deadline=deadline, budget=timeout)
-
-    done = slot_state(study.get_trials(deepcopy=False), target).done
-    remaining = max(0, target - done) if role != "finalize" else 0
-    emit(StudyStarted(cfg.name, role, done, remaining, target, data.describe(), measure.device, shown))
-
-    # Linked re-trainings can bring a trial back onto the front: delete checkpoints only after them.
-    linked = cfg.trust.seeds > 1 or cfg.trust.long_epochs is not None
-
-    def after_trial(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-        emit(TrialFinished(t, counts_as_done(t)))
-        if not linked:
-            _keep_checkpoints(study, paths)
-        state = slot_state(study.get_trials(deepcopy=False), target)
-        if state.finished or not state.runnable:
-            study.stop()
-
-    def after_linked(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
-        emit(TrialFinished(t, False))
-
-    interrupted = False
-    failure: Exception | None = None
+    run = _open_run(cfg, plan, storage, n_trials, timeout, reports_dir, progress, on_event,
+                    heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    done = run.done()
+    remaining = max(0, run.target - done) if plan.search else 0
+    run.emit(StudyStarted(cfg.name, role, done, remaining, run.target, run.data.describe(), run.measure.device,
+                          run.shown))
+    interrupted, failure = False, None
     try:
-        if remaining:
-            _work(study, objective, after_trial, target, deadline, emit)
-            trials = study.get_trials(deepcopy=False)
-            done, paused = slot_state(trials, target).done, len(paused_by_time(trials))
-            if timeout is not None and deadline is not None and done < target and (
-                    paused or time.monotonic() >= deadline):
-                emit(TimeUp(timeout, done, target, paused))
-        if slot_state(study.get_trials(deepcopy=False), target).finished:
-            run_linked(study, cfg, objective, after_linked, emit)
-        if cfg.prune is not None and role != "worker":
-            prune_front(study, cfg, data, measure, train_device, cache, paths, emit)
-        if role != "worker":
-            remeasure_front(study, measure, emit)
+        if plan.search:
+            _search_phase(run)
+        elif run.done() >= run.target:
+            _linked_phase(run)
+        if plan.finalize:
+            _finalize(run)
     except KeyboardInterrupt:
         interrupted = True
-        emit(Interrupted())
+        run.emit(Interrupted())
     except Exception as e:  # an end phase failed (re-measurement, storage): keep what the search found
         failure = e
-    if role == "worker":
+    if not plan.finalize:
         if failure is not None:
             raise failure
-        return SearchResult(study, paths.root, None, None, interrupted)
-    trials, pareto = write_outputs(study, paths.root)
-    if failure is None and (not linked or not (interrupted or _linked_pending(study, cfg))):
-        _keep_checkpoints(study, paths)
-    write_report(study, paths.root, storage=shown)
-    if failure is not None:
-        raise failure
-    return SearchResult(study, paths.root, trials, pareto, interrupted)
-
+        return SearchResult(run.study, run.paths.root, None, None, interrupted)
+    return _write_all(run, interrupted, failure)

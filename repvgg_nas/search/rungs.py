@@ -53,15 +53,13 @@ import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from ..attrs import (
-    PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, RUNG, RUNG_OUT_OF_TIME, RUNG_PAUSED,
-    RUNG_STOPPED, RUNGS, SURPLUS, TIME_BUDGET_STOP,
-)
+from ..attrs import PRUNE_REASON, REFERENCE, RUNG, RUNG_OUT_OF_TIME, RUNG_PAUSED, RUNG_STOPPED, RUNGS, TIME_BUDGET_STOP
+from .. import lifecycle
 from ..checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..data import DataBundle
 from ..layout import StudyPaths
 from ..model import reparameterize
-from ..report.rungs import taken_over
+from ..lifecycle import taken_over
 from ..spec import RepVGGSpec
 from ..train import StepCallback, TrainConfig, TrainResult, TrainState, init_model, train
 from .events import EventCallback, RungDecided
@@ -90,7 +88,7 @@ def rung_results(trials: Iterable[FrozenTrial], rung: int, exclude: Iterable[int
     skip = set(exclude)
     out = []
     for t in trials:
-        if t.number in skip or t.user_attrs.get(SURPLUS) or t.user_attrs.get(REPEAT_OF) is not None:
+        if t.number in skip or lifecycle.lost(t) or lifecycle.is_linked(t):
             continue
         for r in rung_records(t):
             if r.get("rung") == rung and r.get("accuracy") is not None:
@@ -110,13 +108,8 @@ def rung_train_config(train_cfg: TrainConfig, epochs: int) -> TrainConfig:
 
 def _ancestors(trial: optuna.Trial, by_number: dict[int, FrozenTrial]) -> list[FrozenTrial]:
     """The killed trials this one retries, nearest first (a retry of a retry walks the whole chain)."""
-    out: list[FrozenTrial] = []
-    origin = trial.user_attrs.get(RETRY_OF)
-    while origin is not None and int(origin) in by_number and all(t.number != int(origin) for t in out):
-        t = by_number[int(origin)]
-        out.append(t)
-        origin = t.user_attrs.get(RETRY_OF)
-    return out
+    me = by_number.get(trial.number)
+    return lifecycle.retry_chain(me, by_number) if me is not None else []
 
 
 def _slot(number: int, by_number: dict[int, FrozenTrial]) -> int:

@@ -7,12 +7,14 @@
   original's place in line). A key is *held* while it has a result or a trial
   in flight. A trial may run only if fewer than ``target`` keys below its own
   are held and no other trial already answers for its key; otherwise it is
-  *surplus*: it is pruned untrained with the ``surplus`` attr, which every
-  count and report skips. See :func:`admission` and :func:`slot_state`.
+  not admitted. The loop checks this and asks for the trial as one step
+  under the study's claim lock (:func:`repvgg_nas.storage.claim_lock`), so
+  no trial is created that may not run. See :func:`admission` and
+  :func:`slot_state`.
 - **Linked re-trainings** (seed repeats, long re-trainings: ``repeat_of``)
   take no slot. Each is named by :func:`repeat_key` (architecture trial,
-  seed, epochs); :func:`repeat_taken` makes a second trial for the same key
-  surplus, so two workers that queue the same repeat train it once.
+  seed, epochs); :func:`repeat_taken` keeps a second trial for the same key
+  from running, so two workers that queue the same repeat train it once.
 - **Crash recovery.** A trial that was running when its worker died is failed
   and queued again (``retry_of`` names it). RDB storages use Optuna's
   heartbeat for this (:mod:`repvgg_nas.storage`); storages without one use
@@ -33,11 +35,10 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from ..attrs import (
-    ADMITTED, DUPLICATE, FAIL_REASON, INTERRUPTED, PARENT_TRIAL, REFERENCE, REPEAT_OF, RETRY_OF, SURPLUS,
-    TRAIN_EPOCHS, TRAIN_SEED, WORKER, WORKER_START, is_paused_reason,
-)
-from ..storage import FAILED_TRIAL, FIXED_PARAMS, RETRY_HISTORY, fail_trial
+from .. import lifecycle
+from ..attrs import ADMITTED, DUPLICATE, REFERENCE, REPEAT_OF, RETRY_OF, ROLE, TRAIN_EPOCHS, TRAIN_SEED, WORKER, WORKER_START
+from ..lifecycle import Outcome, cut_short_reason, retry_parent
+from ..storage import claim_lock, enqueued_params, fail_trial
 from .launch import pid_alive
 
 __all__ = [
@@ -57,30 +58,24 @@ __all__ = [
 UNKNOWN_WORKER_AFTER_S = 30.0  # a RUNNING trial with no worker attr this old is taken as dead
 
 
-def _reason(t: FrozenTrial) -> str:
-    return str(t.user_attrs.get(FAIL_REASON) or "")
-
-
 def is_search_trial(t: FrozenTrial) -> bool:
-    """A sampled or enqueued trial of the search: not a pruned variant, not a linked re-training, not surplus."""
-    return (t.user_attrs.get(PARENT_TRIAL) is None and t.user_attrs.get(REPEAT_OF) is None
-            and not t.user_attrs.get(SURPLUS))
+    """A sampled or reference trial of the search: not a pruned variant, not a linked re-training, not lost."""
+    return lifecycle.is_search(t)
 
 
 def repeat_key(t: FrozenTrial) -> tuple[int, int | None, int | None] | None:
     """(architecture trial, seed, epochs) of a linked re-training; None for any other trial."""
-    origin = t.user_attrs.get(REPEAT_OF)
-    if origin is None:
+    if not lifecycle.is_linked(t):
         return None
     seed, epochs = t.user_attrs.get(TRAIN_SEED), t.user_attrs.get(TRAIN_EPOCHS)
-    return int(origin), None if seed is None else int(seed), None if epochs is None else int(epochs)
+    return int(t.user_attrs[REPEAT_OF]), None if seed is None else int(seed), None if epochs is None else int(epochs)
 
 
 def repeat_taken(number: int, trials: Sequence[FrozenTrial]) -> str | None:
     """Why the linked re-training ``number`` must not run (None when it may).
 
-    Another trial of the same :func:`repeat_key` that finished (not by dying)
-    holds the result; one that runs with a lower number goes first.
+    Another trial of the same :func:`repeat_key` that holds a result does;
+    one that runs with a lower number goes first.
     """
     by_number = {t.number: t for t in trials}
     me = by_number.get(number)
@@ -88,9 +83,9 @@ def repeat_taken(number: int, trials: Sequence[FrozenTrial]) -> str | None:
     if key is None:
         return None
     for o in trials:
-        if o.number == number or o.user_attrs.get(SURPLUS) or repeat_key(o) != key:
+        if o.number == number or lifecycle.lost(o) or repeat_key(o) != key:
             continue
-        if o.state.is_finished() and not died(o):
+        if lifecycle.holds_result(o):
             return f"{DUPLICATE}: trial {o.number} already holds this re-training"
         if o.state == TrialState.RUNNING and o.number < number:
             return f"{DUPLICATE}: trial {o.number} already runs this re-training"
@@ -98,33 +93,19 @@ def repeat_taken(number: int, trials: Sequence[FrozenTrial]) -> str | None:
 
 
 def died(t: FrozenTrial) -> bool:
-    """FAIL because its run stopped (Ctrl-C, killed worker, stale heartbeat), not because of the net.
-
-    The objective records a ``fail_reason`` for every failure it sees, so a
-    FAIL without one was ended from outside (Optuna's heartbeat).
-    """
-    return t.state == TrialState.FAIL and (not _reason(t) or _reason(t).startswith(INTERRUPTED))
+    """FAIL because its run stopped (paused, Ctrl-C, killed worker, stale heartbeat), not because of the net."""
+    return lifecycle.cut_short(t)
 
 
 def paused(t: FrozenTrial) -> bool:
     """FAIL because the time budget ended the run mid-climb (:class:`.rungs.TimeBudgetPaused`): not a result,
     but a candidate the next run continues."""
-    return t.state == TrialState.FAIL and is_paused_reason(_reason(t))
+    return lifecycle.paused(t)
 
 
 def trial_key(t: FrozenTrial, by_number: Mapping[int, FrozenTrial]) -> int:
     """The slot a trial answers for: its number, or the first trial of its retry chain."""
-    seen: set[int] = set()
-    while True:
-        origin = t.user_attrs.get(RETRY_OF)
-        if origin is None:
-            first = t.system_attrs.get(FAILED_TRIAL)
-            return int(first) if first is not None else t.number
-        origin = int(origin)
-        if origin in seen or origin not in by_number:
-            return origin
-        seen.add(origin)
-        t = by_number[origin]
+    return lifecycle.slot_key(t, by_number)
 
 
 @dataclass(frozen=True)
@@ -167,7 +148,7 @@ class _Keys:
             self.members.setdefault(self.key[t.number], []).append(t)
         self.status: dict[int, str] = {}
         for k, group in self.members.items():
-            if any(t.state.is_finished() and not died(t) for t in group):
+            if any(lifecycle.holds_result(t) for t in group):
                 self.status[k] = "done"
             elif any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in group):
                 self.status[k] = "active"
@@ -186,7 +167,7 @@ class _Keys:
         for other in self.members.get(k, ()):
             if other.number == t.number:
                 continue
-            if other.state.is_finished() and not died(other):
+            if lifecycle.holds_result(other):
                 return f"{DUPLICATE}: trial {other.number} already holds the result for slot {k}"
             if other.state == TrialState.RUNNING and other.user_attrs.get(ADMITTED):
                 return f"{DUPLICATE}: trial {other.number} already runs slot {k}"
@@ -215,7 +196,7 @@ def slot_state(trials: Sequence[FrozenTrial], target: int) -> SlotState:
 
 
 def admission(trial: FrozenTrial | int, trials: Sequence[FrozenTrial], target: int) -> str | None:
-    """None when the (just started) trial may run; else why it is surplus.
+    """None when the (queued or just started) trial may run; else why not.
 
     A trial may run when fewer than ``target`` slot keys below its own are held
     and no other trial already has, or is admitted to compute, the result for
@@ -264,60 +245,67 @@ def recover_trials(
 
     ``running``: RUNNING trials whose worker ran on this host and is dead (or,
     with no worker recorded, that started over ``unknown_after_s`` ago) are
-    marked FAIL with ``fail_reason = "interrupted: ..."``. The FAIL update is
-    the claim: when two workers find the same dead trial, the storage lets only
-    one of them finish it, and only that one queues the retry. Storages with a
-    heartbeat leave this to Optuna (pass ``running=False``).
+    marked FAIL as died (:class:`~repvgg_nas.lifecycle.Outcome`). The FAIL
+    update is the claim: when two workers find the same dead trial, the storage
+    lets only one of them finish it, and only that one queues the retry.
+    Storages with a heartbeat leave this to Optuna (pass ``running=False``).
 
-    ``finished``: trials already FAIL as interrupted (Ctrl-C) with no retry yet
-    are queued again, and so are trials failed by a recovery whose worker died
-    before it could queue the retry (after ``unknown_after_s``). Checking "no
-    retry yet" is not atomic, so this belongs to one process at start-up (the
-    single search, or the ``--workers`` parent before it starts its workers).
+    ``finished``: trials cut short (Ctrl-C, paused) with no retry yet are
+    queued again, and so are trials failed by a recovery whose worker died
+    before it could queue the retry (after ``unknown_after_s``). All of it runs
+    under the study's claim lock, so "no retry yet" is checked and acted on as
+    one step.
     """
-    trials = study.get_trials(deepcopy=False)
-    by_number = {t.number: t for t in trials}
-    retried: set[int] = set()
-    for t in trials:
-        origin = t.user_attrs.get(RETRY_OF)
-        if origin is not None:
-            first = by_number.get(int(origin))
-            # A paused candidate's surplus retry never ran: its climb waits for one that will.
-            if not (t.user_attrs.get(SURPLUS) and first is not None and paused(first)):
-                retried.add(int(origin))
-        retried.update(int(n) for n in t.system_attrs.get(RETRY_HISTORY, []))
-    host, now = socket.gethostname(), _dt.datetime.now()
-    out = []
-    for t in trials:
-        if not is_search_trial(t):
-            if running and t.state == TrialState.RUNNING and repeat_key(t) is not None:
-                # A dead linked re-training is failed here; the run queues its key again (run._run_linked).
-                why = _dead_reason(t, host, now, unknown_after_s)
-                if why is not None:
-                    try:
-                        fail_trial(study, t, f"{INTERRUPTED}: {why}")
-                    except UpdateFinishedTrialError:
-                        pass
-            continue
-        if t.state == TrialState.RUNNING:
-            why = _dead_reason(t, host, now, unknown_after_s) if running else None
-            if why is None:
+    with claim_lock(study):
+        trials = study.get_trials(deepcopy=False)
+        retried = _retried(trials)
+        host, now = socket.gethostname(), _dt.datetime.now()
+        out = []
+        for t in trials:
+            if t.state == TrialState.RUNNING:
+                if not (running and _fail_if_dead(study, t, host, now, unknown_after_s) and lifecycle.is_search(t)):
+                    continue  # alive, or a linked re-training: the run queues its key again (run.queue_linked)
+            elif not (finished and lifecycle.is_search(t) and lifecycle.needs_rerun(t)):
                 continue
-            try:
-                fail_trial(study, t, f"{INTERRUPTED}: {why}")
-            except UpdateFinishedTrialError:
-                continue  # another worker finished or claimed it first
-        elif not (finished and t.state == TrialState.FAIL and _reason(t).startswith(INTERRUPTED)):
+            elif lifecycle.left_to_its_recovery(t) and not _older(t, now, unknown_after_s):
+                continue  # just failed by another worker's recovery, which queues the retry itself
+            if t.number in retried:
+                continue
+            study.enqueue_trial(enqueued_params(t), user_attrs=_retry_attrs(t))
+            retried.add(t.number)
+            out.append(t.number)
+        return out
+
+
+def _fail_if_dead(study: optuna.Study, t: FrozenTrial, host: str, now: _dt.datetime, unknown_after_s: float) -> bool:
+    """Fail ``t`` as died when its worker is gone; True when this call failed it."""
+    why = _dead_reason(t, host, now, unknown_after_s)
+    if why is None:
+        return False
+    try:
+        fail_trial(study, t, cut_short_reason(why), Outcome.DIED)
+    except UpdateFinishedTrialError:
+        return False  # another worker finished or claimed it first
+    return True
+
+
+def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Trials some retry already answers for."""
+    by_number = {t.number: t for t in trials}
+    out: set[int] = set()
+    for t in trials:
+        origin = retry_parent(t)
+        if origin is None:
             continue
-        elif _reason(t).startswith(f"{INTERRUPTED}: worker") and not _older(t, now, unknown_after_s):
-            continue  # just claimed by another worker's recovery, which queues the retry itself
-        if t.number in retried:
-            continue
-        attrs: dict[str, Any] = {RETRY_OF: t.number}
-        if t.user_attrs.get(REFERENCE):
-            attrs[REFERENCE] = t.user_attrs[REFERENCE]
-        params = t.params or dict(t.system_attrs.get(FIXED_PARAMS) or {})
-        study.enqueue_trial(params, user_attrs=attrs)
-        retried.add(t.number)
-        out.append(t.number)
+        first = by_number.get(origin)
+        if lifecycle.lost(t) and first is not None and lifecycle.paused(first):
+            continue  # a paused candidate's lost retry never ran: its climb waits for one that will
+        out.add(origin)
     return out
+
+
+def _retry_attrs(t: FrozenTrial) -> dict[str, Any]:
+    attrs: dict[str, Any] = {ROLE: lifecycle.role(t).value, RETRY_OF: t.number}
+    if t.user_attrs.get(REFERENCE):
+        attrs[REFERENCE] = t.user_attrs[REFERENCE]
+    return attrs

@@ -21,8 +21,9 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from .. import attrs
+from .. import attrs, lifecycle
 from ..files import atomic_write
+from ..storage import constraint_values
 from ..objectives import Objective, objectives_for
 from ._values import is_reference_name
 from .architectures import architecture_stats
@@ -83,16 +84,6 @@ def _study_val_size(study: optuna.Study) -> int | None:
     return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def constraint_values(t: optuna.trial.FrozenTrial) -> list[float]:
-    """Constraint values of a trial (<= 0 is feasible), from Optuna 5 or 4 storage."""
-    c = getattr(t, "constraints", None)
-    if c is None:
-        c = t.system_attrs.get("constraints")
-    if isinstance(c, dict):
-        return [float(v) for v in c.values()]
-    return [float(v) for v in (c or ())]
-
-
 def study_objectives(study: optuna.Study) -> tuple[Objective, ...]:
     """The study's objective table, in the order of its trials' values (``[objectives] extra`` as stored)."""
     stored = study.user_attrs.get(attrs.STUDY_OBJECTIVES)
@@ -113,7 +104,7 @@ def front_numbers(study: optuna.Study) -> set[int]:
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, objectives, architecture, figures and reasons (surplus trials left out).
+    """One row per trial: state, objectives, architecture, figures and reasons (lost trials, which never ran, left out).
 
     ``on_front``/``on_long_front`` mark the trial naming an architecture on the
     front of mean proxy accuracy (long-budget accuracy) vs throughput;
@@ -130,9 +121,11 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False):
         ua = t.user_attrs
-        if ua.get(attrs.SURPLUS):  # a worker's extra trial that found every slot taken: never run
+        if lifecycle.lost(t):  # created, found its slot taken, never run
             continue
-        row = {"number": t.number, "state": t.state.name}
+        how = lifecycle.outcome(t)
+        row = {"number": t.number, "state": t.state.name, "role": lifecycle.role(t).value,
+               "outcome": how.value if how is not None else None}
         for i, o in enumerate(table):
             row[o.column] = t.values[i] if t.values and i < len(t.values) else None
         for k in _ATTR_COLUMNS:

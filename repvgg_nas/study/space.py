@@ -204,9 +204,8 @@ class SearchSpace:
             "b": self.b.to_dict(),
             "groupwise": self.groupwise.to_dict(),
             "g": self.g.to_dict(),
+            "block": self.block.to_dict(),
         }
-        if self.block.to_dict() != DEFAULT_BLOCK:
-            d["block"] = self.block.to_dict()  # absent when default: older spaces keep their hash
         return d
 
     @property
