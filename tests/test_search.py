@@ -222,3 +222,42 @@ def test_study_prunes_front_members_and_links_them(tiny, tmp_path):
     # Resuming does not prune again nor count pruned variants as search trials.
     again = _run(p, tmp_path)
     assert len(again.study.trials) == len(res.study.trials)
+
+
+def test_a_third_objective_runs_end_to_end(tmp_path, capsys):
+    """``[objectives] extra = ["peak_memory_mb"]``: three Optuna directions, the value recorded and in the
+    CSVs, the front taken in three objectives, the report written, and resuming without it refused."""
+    path = write_tiny_study(tmp_path, 4, tail='[objectives]\nextra = ["peak_memory_mb"]\n')
+    res = _run(path, tmp_path)
+    assert [d.name for d in res.study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]
+    assert res.study.metric_names == ["accuracy", "images/s", "peak memory MB"]
+    df = res.trials
+    assert (df["peak_memory_mb"] > 0).all()
+    for t in res.study.trials:
+        assert t.values[2] == pytest.approx(t.user_attrs["peak_memory_mb"])
+    out = tmp_path / "reports" / "tiny"
+    import pandas as pd
+
+    assert "peak_memory_mb" in pd.read_csv(out / "trials.csv") and "peak_memory_mb" in pd.read_csv(out / "pareto.csv")
+    from repvgg_nas.stats import pareto_mask
+
+    done = df[df["state"] == "COMPLETE"].drop_duplicates("spec_hash")  # the front names each architecture once
+    three = pareto_mask(done["accuracy"], done["throughput"], -done["peak_memory_mb"])
+    assert set(done.loc[three, "number"]) == set(df.loc[df["on_front"], "number"])
+    html = (out / "index.html").read_text()
+    assert "minimize peak_memory_mb" in html and "peak activation memory" in html
+    hv = pd.read_csv(out / "report_hypervolume.csv")
+    assert (hv["hypervolume"] >= 0).all()
+    with pytest.raises(ConfigError, match="objectives.extra"):
+        _run(write_tiny_study(tmp_path, 4), tmp_path)
+
+
+def test_the_cli_line_shows_every_objective():
+    from repvgg_nas.objectives import objectives_for
+    from repvgg_nas.search.__main__ import trial_line
+
+    t = optuna.trial.create_trial(values=[0.7123, 1234.4, 61.26], user_attrs={"params": 1_500_000, "arch": "x"})
+    assert trial_line(t, objectives_for(["peak_memory_mb"])).startswith(
+        "trial -1: acc 0.712, 1234 img/s, 61.3 MB peak activation memory, 1.50M params")
+    two = optuna.trial.create_trial(values=[0.7123, 1234.4], user_attrs={"params": 1_500_000, "arch": "x"})
+    assert trial_line(two).startswith("trial -1: acc 0.712, 1234 img/s, 1.50M params")

@@ -43,7 +43,7 @@ from .bench import (
 )
 from .cache import ThroughputCache
 from .host import cpu_busy_fraction, device_name, environment
-from .memory import LayerActivations, layer_activations, peak_activation_elements, peak_memory_mb
+from .memory import BYTES_PER_ELEMENT, LayerActivations, deployed_peak_memory_mb, layer_activations, peak_activation_elements, peak_memory_mb
 from ..devices import resolve_device
 from .onnxrun import quantize_onnx
 from .runtimes import RUNTIMES, Runtime, check_runtime
@@ -71,6 +71,8 @@ __all__ = [
     "check_runtime",
     "quantize_onnx",
     "peak_memory_mb",
+    "BYTES_PER_ELEMENT",
+    "deployed_peak_memory_mb",
     "peak_activation_elements",
     "layer_activations",
     "LayerActivations",

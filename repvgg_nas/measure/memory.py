@@ -19,10 +19,15 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..spec import RepVGGSpec
+from .settings import MeasureSettings
 
-__all__ = ["LayerActivations", "layer_activations", "peak_activation_elements", "peak_memory_mb"]
+__all__ = [
+    "BYTES_PER_ELEMENT", "LayerActivations", "deployed_peak_memory_mb", "layer_activations", "peak_activation_elements", "peak_memory_mb",
+]
 
 MB = 1024 * 1024  # MiB, as torch.cuda's memory figures
+# Bytes of one activation element by the arithmetic a runtime computes in (MeasureSettings.precision).
+BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 
 class LayerActivations(NamedTuple):
@@ -69,3 +74,9 @@ def peak_memory_mb(
     if batch_size <= 0 or bytes_per_element <= 0:
         raise ValueError(f"batch_size and bytes_per_element must be positive, got {batch_size}, {bytes_per_element}")
     return peak_activation_elements(spec, resolution) * batch_size * bytes_per_element / MB
+
+
+def deployed_peak_memory_mb(spec: RepVGGSpec, settings: MeasureSettings) -> float:
+    """Peak activation memory of the deploy net as it is measured: at the settings' batch size, resolution
+    and arithmetic (the ``peak_memory_mb`` objective)."""
+    return peak_memory_mb(spec, settings.resolution, settings.batch_size, BYTES_PER_ELEMENT[settings.precision])

@@ -18,8 +18,8 @@ import plotly.graph_objects as go
 from .. import attrs
 from ..errors import ConfigError
 from ..registry import Registry
-from ..stats import OBJECTIVES
-from .style import BLUE, ORANGE, TEMPLATE, esc
+from ..stats import study_objectives
+from .style import BLUE, GREEN, ORANGE, TEMPLATE, esc
 
 __all__ = [
     "IMPORTANCE_EVALUATORS", "ImportanceResult",
@@ -67,7 +67,7 @@ def importance_frame(study: optuna.Study, evaluator: str = "ped-anova") -> Impor
 
     Pruned variants are left out (their figures come from pruning, not from
     their parameters), and so are seed repeats and long re-trainings. Targets are negated because PED-ANOVA ranks what it
-    takes to reach *low* values and both objectives are maximized; the other
+    takes to reach *low* values and a maximized objective is negated (a minimized one, as peak memory, is not); the other
     evaluators measure variance, which the sign does not change.
     """
     make = IMPORTANCE_EVALUATORS.get(evaluator)
@@ -90,12 +90,13 @@ def importance_frame(study: optuna.Study, evaluator: str = "ped-anova") -> Impor
         optuna.logging.set_verbosity(verbosity)
     sub.add_trials(searched)
     rows, notes = [], []
-    for i, objective in enumerate(OBJECTIVES):
+    for i, o in enumerate(study_objectives(study)):
+        objective = o.name
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 imp = optuna.importance.get_param_importances(
-                    sub, evaluator=make(), target=lambda t, i=i: -t.values[i]
+                    sub, evaluator=make(), target=lambda t, i=i, s=o.sign: -s * t.values[i]
                 )
         except ConfigError:
             raise
@@ -113,7 +114,7 @@ def importance_figure(imp: pd.DataFrame) -> go.Figure | None:
         return None
     order = imp.groupby("param")["importance"].max().sort_values().index.tolist()
     fig = go.Figure()
-    for objective, color in zip(OBJECTIVES, (BLUE, ORANGE)):
+    for objective, color in zip(dict.fromkeys(imp["objective"]), (BLUE, ORANGE, GREEN)):
         part = imp[imp["objective"] == objective].set_index("param").reindex(order)
         if part["importance"].notna().any():
             fig.add_trace(go.Bar(

@@ -42,6 +42,7 @@ from .events import (
 )
 from .launch import launch_workers, visible_gpus, worker_argv, worker_env
 from .run import run_search
+from ..objectives import BASE_OBJECTIVES, EXTRA_OBJECTIVES, Objective
 from ..study.promotion import PROMOTION_RULES, RuleSettings
 from ..study import StudyConfig, load_study_config
 
@@ -54,8 +55,8 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def trial_line(t: optuna.trial.FrozenTrial) -> str:
-    """One line for a finished trial: its figures, or its state and why."""
+def trial_line(t: optuna.trial.FrozenTrial, objectives: Sequence[Objective] = BASE_OBJECTIVES) -> str:
+    """One line for a finished trial: its figures (``objectives``: the study's table), or its state and why."""
     ua = t.user_attrs
     ref = f" [{ua[REFERENCE]}]" if ua.get(REFERENCE) else ""
     if ua.get(DUPLICATE_OF) is not None:
@@ -66,7 +67,9 @@ def trial_line(t: optuna.trial.FrozenTrial) -> str:
     if ua.get(MEASURE_CONTENDED):
         ref += " (throughput measured under load)"
     if t.state == TrialState.COMPLETE:
-        return (f"trial {t.number}{ref}: acc {t.values[0]:.3f}, {t.values[1]:.0f} img/s, "
+        shown = [f"{o.show(v)}" + (f" {o.label}" if k >= len(BASE_OBJECTIVES) else "")
+                 for k, (o, v) in enumerate(zip(objectives, t.values))]
+        return (f"trial {t.number}{ref}: acc {', '.join(shown)}, "
                 f"{ua.get(PARAMS, 0) / 1e6:.2f}M params | {ua.get(ARCH, '')}")
     reason = ua.get(FAIL_REASON) or ua.get(PRUNE_REASON) or ""
     if lifecycle.stopped_at_rung(t) or lifecycle.paused(t):  # multi-fidelity: not promoted, or its next rung
@@ -83,8 +86,9 @@ class Console:
     failures of pruning are shown either way.
     """
 
-    def __init__(self, progress: bool) -> None:
+    def __init__(self, progress: bool, objectives: Sequence[Objective] = BASE_OBJECTIVES) -> None:
         self.progress = progress
+        self.objectives = tuple(objectives)
         self.steps = StepBar(position=1, enabled=progress and sys.stderr.isatty())
         self.bar: Any = None
 
@@ -105,7 +109,7 @@ class Console:
             if e.counted and self.bar is not None:
                 self.bar.update(1)
             if self.progress:
-                self._write(trial_line(e.trial))
+                self._write(trial_line(e.trial, self.objectives))
         elif isinstance(e, Waiting):
             if self.progress:
                 _say(f"waiting: {e.running} trial(s) still running in other workers "
@@ -169,6 +173,7 @@ def pareto_table(pareto: Any) -> str:
     if pareto is None or len(pareto) == 0:
         return "no completed trials yet"
     rows = []
+    extra = [EXTRA_OBJECTIVES.get(n) for n in EXTRA_OBJECTIVES if EXTRA_OBJECTIVES.get(n).column in pareto]
     with_long = "long_claims" in pareto and any(isinstance(v, str) and v for v in pareto["long_claims"])
     for _, r in pareto.iterrows():
         se, n = r.get("accuracy_se"), r.get("n")
@@ -185,6 +190,7 @@ def pareto_table(pareto: Any) -> str:
             "img/s": f"{thr:.1f}" + ("!" if _given(r.get("contended")) and bool(r.get("contended")) else ""),
             "params_M": round(float(r["params_m"]), 3) if _given(r.get("params_m")) else "",
             "GMACs": round(float(r["gmacs"]), 3) if _given(r.get("gmacs")) else "",
+            **{o.name: o.show(r[o.column]) if _given(r.get(o.column)) else "" for o in extra},
             "claims": r.get("claims", r.get("dominates", "")) if r["on_front"] else "",
         }
         if with_long:
@@ -322,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"study {cfg.name} ({cfg.path})\n  space {cfg.space.name} (hash {cfg.space.hash}, "
             f"{cfg.space.size()} architectures)\n  references: {refs}\n  data: {cfg.data.to_dict()}\n"
             f"  train: {cfg.train.to_dict()}\n  measure: {cfg.measure.to_dict()}\n"
+            f"  objectives: {', '.join(f'{o.direction} {o.name}' for o in cfg.objectives.table)}\n"
             f"  budget: {budget_text(cfg, args.timeout)}\n"
             f"  sampler: {cfg.sampler.name}, seed {cfg.seed}, trials {args.n_trials or cfg.n_trials}\n"
             f"  storage: {redact_url(args.storage or default_storage(cfg, args.reports_dir))}\n"
@@ -329,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dry run: nothing was trained or written"
         )
         return 0
-    console = Console(progress=not args.no_progress)
+    console = Console(progress=not args.no_progress, objectives=cfg.objectives.table)
     common = dict(
         storage=args.storage, n_trials=args.n_trials, timeout=args.timeout, device=args.device,
         reports_dir=args.reports_dir, progress=not args.no_progress,

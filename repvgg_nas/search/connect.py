@@ -11,19 +11,20 @@ import optuna
 
 from .. import lifecycle, zoo
 from ..attrs import (
-    REFERENCE, STUDY_DATA, STUDY_FIDELITY, STUDY_MEASURE, SCHEMA, STUDY_SEED, STUDY_SPACE, STUDY_SPACE_HASH,
-    STUDY_TRAIN,
+    REFERENCE, STUDY_DATA, STUDY_FIDELITY, STUDY_MEASURE, SCHEMA, STUDY_OBJECTIVES, STUDY_SEED, STUDY_SPACE,
+    STUDY_SPACE_HASH, STUDY_TRAIN,
 )
 from ..errors import ConfigError
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
+from ..objectives import BASE_OBJECTIVES
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage, redact_url
 from .launch import worker_seed
 from .slots import recover_trials
-from ..study import StudyConfig
+from ..study import LIMIT_KEYS, StudyConfig
 
 __all__ = ["METRIC_NAMES", "default_storage", "open_study", "connect", "recover_interrupted"]
 
-METRIC_NAMES = ("accuracy", "images/s")  # the study's two objectives, both maximized
+METRIC_NAMES = tuple(o.metric for o in BASE_OBJECTIVES)  # the base objectives' names; a study's own: its table
 
 
 def default_storage(cfg: StudyConfig, reports_dir: str | Path = DEFAULT_REPORTS_DIR) -> str:
@@ -34,8 +35,9 @@ def default_storage(cfg: StudyConfig, reports_dir: str | Path = DEFAULT_REPORTS_
 # Stored settings a resumed study must share, besides its space: results under others do not mix.
 # Left out: measure.device (``auto``, ``cuda`` and ``cuda:0`` may name the same device) and
 # data.download (whether torchvision may fetch the data, not which data it is).
-_RESUME_TABLES = (STUDY_DATA, STUDY_TRAIN, STUDY_MEASURE, STUDY_FIDELITY)  # rung results of other rungs do not mix
-_RESUME_FREE = {STUDY_MEASURE: {"device"}, STUDY_DATA: {"download"}}
+# Objectives: values of other objectives do not mix either; the limits may change between runs.
+_RESUME_TABLES = (STUDY_DATA, STUDY_TRAIN, STUDY_MEASURE, STUDY_FIDELITY, STUDY_OBJECTIVES)
+_RESUME_FREE = {STUDY_MEASURE: {"device"}, STUDY_DATA: {"download"}, STUDY_OBJECTIVES: set(LIMIT_KEYS)}
 
 
 def _changed_setting(stored: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:
@@ -79,7 +81,7 @@ def open_study(
             study_name=cfg.name,
             storage=storage,
             sampler=sampler,
-            directions=["maximize", "maximize"],
+            directions=[o.direction for o in cfg.objectives.table],
             load_if_exists=True,
         )
     except (ValueError, ImportError, RuntimeError) as e:
@@ -108,7 +110,7 @@ def open_study(
     if study.metric_names is None:  # shown by optuna-dashboard and the optuna CLI instead of "Objective 0/1"
         with warnings.catch_warnings():  # experimental in Optuna 5 (stable interface since 3.2)
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(list(METRIC_NAMES))
+            study.set_metric_names([o.metric for o in cfg.objectives.table])
     if stored is None:
         for k, v in cfg.to_dict().items():
             study.set_user_attr(k, v)

@@ -22,14 +22,14 @@ from ..attrs import (
     THROUGHPUT_IQR, TRAIN_IMAGES_PER_S, TRAIN_SECONDS, WORKER, WORKER_START, arch_key,
 )
 from ..attrs import ADMITTED, MEASURE_CONTENDED, OTHER_LOAD, THROUGHPUT_CV, TRAIN_EPOCHS, TRAIN_SEED, VAL_SIZE
-from ..attrs import FLOAT_ACCURACY, PRECISION, RUNTIME
+from ..attrs import FLOAT_ACCURACY, IMAGES_PER_S, PEAK_MEMORY_MB, PRECISION, RUNTIME
 from ..checkpoint import save_checkpoint
 from ..counting import Complexity, complexity
 from ..data import DataBundle
 from ..layout import StudyPaths
 from ..evaluation import runtime_accuracy
 from ..lifecycle import Outcome, cut_short_reason, end
-from ..measure import RUNTIMES, ThroughputCache, measure_spec
+from ..measure import RUNTIMES, ThroughputCache, deployed_peak_memory_mb, measure_spec
 from ..model import FusionMismatchError, check_fusion, fusion_error, reparameterize
 from ..spec import RepVGGSpec
 from ..train import DivergenceError, StepCallback, TrainConfig, TrainResult, evaluate, init_model, train
@@ -91,7 +91,7 @@ class _Objective:
         self.worker = current_worker()
         self.deadline, self.budget = deadline, budget
 
-    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:
             out = self._run(trial)
         except optuna.TrialPruned:
@@ -128,7 +128,7 @@ class _Objective:
         if self.cfg.fidelity.multi and self.cfg.fidelity.mode == "continue":
             discard_paused(self.paths, trial)
 
-    def _run(self, trial: optuna.Trial) -> tuple[float, float]:
+    def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         laps = _Laps()
         spec = self._sample(trial)
         copied = self._copy_twin(trial, spec)
@@ -153,7 +153,11 @@ class _Objective:
         self._checkpoint(trial, deploy, spec, acc, meas.images_per_s)
         laps("checkpoint")
         trial.set_user_attr(PHASE_SECONDS, laps.phases)
-        return acc, meas.images_per_s
+        return self._values(trial)
+
+    def _values(self, trial: optuna.Trial) -> tuple[float, ...]:
+        """The trial's objective values in the study's table order, read from the attrs that hold them."""
+        return tuple(float(trial.user_attrs[o.attr]) for o in self.cfg.objectives.table)
 
     def _sample(self, trial: optuna.Trial) -> RepVGGSpec:
         """Sample the trial's spec (a queued trial's fixed params) and record its architecture."""
@@ -168,7 +172,7 @@ class _Objective:
         trial.set_user_attr(ARCH, spec.summary())
         return spec
 
-    def _copy_twin(self, trial: optuna.Trial, spec: RepVGGSpec) -> tuple[float, float] | None:
+    def _copy_twin(self, trial: optuna.Trial, spec: RepVGGSpec) -> tuple[float, ...] | None:
         """The values of an earlier trial of the same architecture, seed and budget, copied onto this one
         (None: there is none, train it). A stopped twin's copy is stopped too (raises ``TrialPruned``)."""
         if lifecycle.is_linked(trial):
@@ -184,7 +188,7 @@ class _Objective:
         trial.set_user_attr(DUPLICATE_OF, twin.number)
         if twin.state == TrialState.PRUNED:  # stopped at a rung: so is its duplicate
             raise optuna.TrialPruned(str(twin.user_attrs.get(PRUNE_REASON)))
-        return twin.values[0], twin.values[1]
+        return tuple(twin.values)
 
     def _measure(self, trial: optuna.Trial, spec: RepVGGSpec) -> Any:
         """The net's throughput (cached by spec; alone on the device when measured afresh), recorded."""
@@ -199,7 +203,8 @@ class _Objective:
                            (THROUGHPUT_CV, meas.robust_cv), (MEASURE_CONTENDED, meas.contended),
                            (OTHER_LOAD, meas.env.get("other_cpu_load")), (MEASURE_CACHED, meas.cached),
                            (DEVICE, meas.env.get("device_name")), (RUNTIME, cfg.measure.runtime),
-                           (PRECISION, cfg.measure.precision)):
+                           (PRECISION, cfg.measure.precision), (IMAGES_PER_S, meas.images_per_s),
+                           (PEAK_MEMORY_MB, deployed_peak_memory_mb(spec, cfg.measure))):
             trial.set_user_attr(key, value)
         return meas
 

@@ -23,12 +23,12 @@ from ..attrs import (
     ACCURACY, ARCH, DEVICE, LATENCY_MS, MACS, OUTCOME, PARAMS, PARENT_TRIAL, PRUNE, PRUNE_TARGET_MET, PRUNED_RATIO,
     REPEAT_OF, SPEC, SPEC_HASH, SPEEDUP, STUDY_LOCKSTEP, STUDY_TRUST, TRAIN_EPOCHS, TRAIN_SEED, arch_key,
 )
-from ..attrs import MEASURE_CONTENDED, OTHER_LOAD, THROUGHPUT_CV, THROUGHPUT_IQR, VAL_SIZE
+from ..attrs import IMAGES_PER_S, MEASURE_CONTENDED, OTHER_LOAD, PEAK_MEMORY_MB, THROUGHPUT_CV, THROUGHPUT_IQR, VAL_SIZE
 from ..checkpoint import load_model, save_checkpoint
 from ..data import DataBundle, load_data
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..lifecycle import Outcome, Role
-from ..measure import MeasureSettings, ThroughputCache, measure_specs
+from ..measure import MeasureSettings, ThroughputCache, deployed_peak_memory_mb, measure_specs
 from ..prune import run_prune
 from ..outputs import write_study_outputs
 from ..stats import architecture_stats, front_numbers, pareto_frame, study_sigmas, trials_frame, write_csv
@@ -140,7 +140,8 @@ def _add_pruned_variant(study: optuna.Study, cfg: StudyConfig, parent: optuna.tr
         PRUNE_TARGET_MET: out.met,
         SPEC: spec.to_dict(), SPEC_HASH: spec.hash, ARCH: spec.summary(),
         PARAMS: final.params, MACS: final.macs,
-        LATENCY_MS: round(final.latency_ms, 2), ACCURACY: accuracy,
+        LATENCY_MS: round(final.latency_ms, 2), ACCURACY: accuracy, IMAGES_PER_S: images_per_s,
+        PEAK_MEMORY_MB: deployed_peak_memory_mb(spec, cfg.measure),
         DEVICE: parent.user_attrs.get(DEVICE), VAL_SIZE: data.val_size,
         # The pruned net's own spread and load flag: its claims are only as sure as its measurement.
         THROUGHPUT_IQR: meas.images_per_s_iqr if meas else None,
@@ -150,7 +151,8 @@ def _add_pruned_variant(study: optuna.Study, cfg: StudyConfig, parent: optuna.tr
     })
     for k in ARCH_DIMENSIONS:
         attrs[arch_key(k)] = parent.user_attrs.get(arch_key(k))
-    study.add_trial(optuna.trial.create_trial(values=[float(accuracy), float(images_per_s)], user_attrs=attrs))
+    values = [float(attrs[o.attr]) for o in cfg.objectives.table]
+    study.add_trial(optuna.trial.create_trial(values=values, user_attrs=attrs))
     # Looked up by parent, not taken as the last trial: another worker may have added one since.
     number = max(t.number for t in study.get_trials(deepcopy=False)
                  if t.user_attrs.get(PARENT_TRIAL) == parent.number and t.user_attrs.get(SPEC_HASH) == spec.hash)
