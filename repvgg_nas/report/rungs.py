@@ -36,7 +36,7 @@ RUNG_LINKS = "one candidate's climb"
 
 RUNG_COLUMNS = (
     "number", "reference", "rung", "epochs", "accuracy", "throughput", "train_seconds", "promoted",
-    "dominated_by", "out_of_time", "stopped", "final_state", "state", "arch",
+    "dominated_by", "out_of_time", "stopped", "final_state", "state", "arch", "outcome",
 )
 RUNG_COUNT_COLUMNS = ("rung", "epochs", "reached", "stopped")
 
@@ -127,6 +127,7 @@ def rungs_frame(source: optuna.Study | Iterable[FrozenTrial], budgets: Sequence[
         if not records:
             continue
         final = _final_state(t, records, n_rungs)
+        how = lifecycle.outcome(t)
         ref = t.user_attrs.get(attrs.REFERENCE)
         for r in records:
             by = r.get("dominated_by")
@@ -138,7 +139,7 @@ def rungs_frame(source: optuna.Study | Iterable[FrozenTrial], budgets: Sequence[
                 "dominated_by": int(by) if isinstance(by, (int, float)) and not isinstance(by, bool) else None,
                 "out_of_time": bool(r.get(attrs.RUNG_OUT_OF_TIME)),
                 "stopped": r.get("promoted") is False, "final_state": final, "state": t.state.name,
-                "arch": t.user_attrs.get(attrs.ARCH),
+                "arch": t.user_attrs.get(attrs.ARCH), "outcome": how.value if how is not None else None,
             })
     frame = pd.DataFrame(rows, columns=list(RUNG_COLUMNS))
     frame["dominated_by"] = frame["dominated_by"].astype("Int64")
@@ -173,7 +174,7 @@ def rungs_caption(frame: pd.DataFrame, budgets: Sequence[int] = ()) -> str:
     candidates = int(frame["number"].nunique())
     top = int(frame.loc[frame["final_state"] == CLIMBED, "number"].nunique())
     parts.append(f"{top} climbed to the top")
-    paused = int(frame.loc[frame["final_state"].str.startswith(attrs.RUNG_PAUSED), "number"].nunique())
+    paused = int(frame.loc[frame["outcome"] == lifecycle.Outcome.PAUSED.value, "number"].nunique())
     if paused:
         parts.append(f"{paused} {'was' if paused == 1 else 'were'} paused by the time budget (the next run "
                      f"continues {'it' if paused == 1 else 'them'})")
