@@ -163,7 +163,7 @@ class SamplerConfig:
         return SAMPLERS.get(self.name)(self, seed)
 
 
-# ---- [fidelity]: rungs of the training budget (issue 14) ------------------------------------
+# ---- [fidelity]: rungs of the training budget ---------------------------------------------
 FIDELITY_MODES = ("continue", "retrain")
 
 
@@ -234,7 +234,7 @@ def _rung_epochs(epochs: int, eta: int, rungs: int, k: int) -> int:
     return max(1, round(epochs / eta ** (rungs - 1 - k)))
 
 
-# ---- [trust]: how far the front's claims can be trusted (issue 13) -------------------------
+# ---- [trust]: how far the front's claims can be trusted ------------------------------------
 @dataclass(frozen=True)
 class TrustConfig:
     """Seed repeats, a longer re-training and the claim rule (the ``[trust]`` table).
@@ -252,7 +252,7 @@ class TrustConfig:
     only when the accuracy gap ± ``claim_sigmas`` combined standard errors
     lies inside ± this many points (see :mod:`repvgg_nas.stats.claims`).
     ``prior_seed_std``: the seed-to-seed std of accuracy assumed while no
-    architecture has two seeds (default 0.012, the pooled spread of issue 13's
+    architecture has two seeds (default 0.012, the pooled spread of the
     a_family 3-seed repeats; see :mod:`repvgg_nas.stats.noise`), so one run
     per architecture still pays for seed noise; measured seeds replace it.
     """
