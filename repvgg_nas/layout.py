@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_REPORTS_DIR", "StudyPaths", "sqlite_url", "sqlite_file", "pruned_path"]
+__all__ = [
+    "DEFAULT_REPORTS_DIR", "StudyPaths", "sqlite_url", "sqlite_file", "pruned_path", "CACHE_DIR_ENV",
+    "user_cache_dir",
+]
 
 DEFAULT_REPORTS_DIR = "reports"
+CACHE_DIR_ENV = "REPVGG_NAS_CACHE_DIR"
 _CHECKPOINT = re.compile(r"^trial_(\d+)\.pt$")
 
 
@@ -28,6 +32,19 @@ def sqlite_file(url: str) -> Path | None:
     if not url.startswith("sqlite:///"):
         return None
     return Path(url[len("sqlite:///"):].split("?", 1)[0])
+
+
+def user_cache_dir() -> Path:
+    """The user's cache folder for figures that outlive a study (per-layer latency tables, ...).
+
+    ``$REPVGG_NAS_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/repvgg-nas``, else
+    ``~/.cache/repvgg-nas``. Not created here: a writer creates it (atomically) when it writes.
+    """
+    override = os.environ.get(CACHE_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(base).expanduser() / "repvgg-nas"
 
 
 def pruned_path(checkpoint: str | os.PathLike) -> Path:
