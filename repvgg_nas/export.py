@@ -150,8 +150,11 @@ def _onnx_logits(path: str | os.PathLike, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _onnx_check(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> OnnxCheck:
-    out = _onnx_logits(path, x)
+def _onnx_check(
+    path: str | os.PathLike, model: nn.Module, x: torch.Tensor, out: torch.Tensor | None = None
+) -> OnnxCheck:
+    """How closely the file's output (``out``, else run now) matches ``model(x)``."""
+    out = _onnx_logits(path, x) if out is None else out
     with torch.no_grad():
         ref = model.eval().float().cpu()(x.float().cpu())
     err = float((out - ref).abs().max())
@@ -189,7 +192,15 @@ def export_checked_onnx(
     def write(tmp: str) -> None:
         export_onnx(model, tmp, resolution, dynamo=dynamo)
         for x in inputs:
-            check = _onnx_check(tmp, model, x)
+            try:
+                out = _onnx_logits(tmp, x)
+            except Exception as e:  # onnxruntime's own error types, e.g. a size fixed in the graph
+                raise ExportMismatchError(
+                    f"ONNX export to {str(path)!r} cannot run in onnxruntime at batch {x.shape[0]}, "
+                    f"{x.shape[2]}x{x.shape[3]} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                    f"nothing was written"
+                ) from None
+            check = _onnx_check(tmp, model, x, out)
             if not check.relative_error <= tolerance:  # NaN fails too
                 raise ExportMismatchError(
                     f"ONNX export to {str(path)!r} does not match the torch model in onnxruntime at batch "
