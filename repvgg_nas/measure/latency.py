@@ -389,7 +389,8 @@ def load_latency_table(
             name, theirs, ours = diff
             raise ConfigError(
                 f"latency table {str(path)!r} was measured with {name} = {theirs!r}, but these settings "
-                f"have {name} = {ours!r}; name it explicitly to use it anyway, or build one for these settings"
+                f"have {name} = {ours!r}; build a table for these settings, or name this one explicitly as the "
+                f"table to use (load_latency_table(..., explicit=True))"
             )
     return table
 
