@@ -16,6 +16,7 @@ from .model import FUSION_TOLERANCE
 
 __all__ = [
     "export_torchscript", "export_onnx", "onnx_max_error", "export_checked_onnx", "OnnxCheck", "ExportMismatchError",
+    "input_channels", "check_sizes",
 ]
 
 
@@ -33,9 +34,25 @@ class OnnxCheck(NamedTuple):
         return f"max |onnxruntime - torch| = {self.max_error:.2e}, relative {self.relative_error:.2e}"
 
 
-def _example(model: nn.Module, resolution: int, batch: int) -> torch.Tensor:
+def input_channels(model: nn.Module) -> int:
+    """Channels of ``model``'s input: its spec's, else its first conv's (or linear's), else 3.
+
+    Any module, not only a whole RepVGG: one deploy block or the head alone is
+    exported and timed too (the per-layer latency table).
+    """
     spec = getattr(model, "spec", None)
-    channels = spec.in_channels if spec is not None else 3
+    if spec is not None and isinstance(getattr(spec, "in_channels", None), int):
+        return spec.in_channels
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+        if isinstance(m, nn.Linear):  # a head: global pool, then linear
+            return m.in_features
+    return 3
+
+
+def _example(model: nn.Module, resolution: int, batch: int) -> torch.Tensor:
+    channels = input_channels(model)
     p = next(model.parameters())
     return torch.randn(batch, channels, resolution, resolution, device=p.device, dtype=p.dtype)
 
@@ -58,8 +75,14 @@ def export_onnx(
     opset: int | None = None,
     dynamic_batch: bool = True,
     dynamo: bool = True,
+    dynamic_size: bool = True,
 ) -> Path:
-    """Export to a single ONNX file (input ``x``, output ``logits``, dynamic batch by default).
+    """Export to a single ONNX file (input ``x``, output ``logits``).
+
+    Batch, height and width are dynamic axes by default, so one file serves
+    any batch and input size (a conv stack with a global pool accepts any);
+    ``dynamic_batch=False`` / ``dynamic_size=False`` fix them to the example's
+    (batch 2, ``resolution``), which a timed session of one shape may prefer.
 
     ``dynamo=False`` uses torch's TorchScript-based exporter: deprecated
     upstream but about ten times faster on a plain conv stack (1 s instead of
@@ -68,9 +91,14 @@ def export_onnx(
     """
     model = model.eval()
     x = _example(model, resolution, 2)
+    axes: dict[int, str] = {}
+    if dynamic_batch:
+        axes[0] = "batch"
+    if dynamic_size:
+        axes.update({2: "height", 3: "width"})
     if not dynamo:
-        return atomic_write(Path(path), lambda tmp: _export_torchscript_onnx(model, x, tmp, opset, dynamic_batch))
-    dynamic = {"x": {0: torch.export.Dim("batch")}} if dynamic_batch else None
+        return atomic_write(Path(path), lambda tmp: _export_torchscript_onnx(model, x, tmp, opset, axes))
+    dynamic = {"x": {i: torch.export.Dim(n) for i, n in axes.items()}} if axes else None
 
     def write(tmp: str) -> None:
         torch.onnx.export(
@@ -90,16 +118,26 @@ def export_onnx(
 
 
 def _export_torchscript_onnx(
-    model: nn.Module, x: torch.Tensor, tmp: str, opset: int | None, dynamic_batch: bool
+    model: nn.Module, x: torch.Tensor, tmp: str, opset: int | None, axes: dict[int, str]
 ) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         torch.onnx.export(
             model, (x,), tmp, input_names=["x"], output_names=["logits"], dynamo=False,
-            dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None,
+            dynamic_axes=_dynamic_axes(axes),
             opset_version=opset or 17, verbose=False,
         )
+
+
+def _dynamic_axes(axes: dict[int, str]) -> dict[str, dict[int, str]] | None:
+    """The TorchScript exporter's ``dynamic_axes``: the input's, and the batch of the logits."""
+    if not axes:
+        return None
+    out: dict[str, dict[int, str]] = {"x": dict(axes)}
+    if 0 in axes:
+        out["logits"] = {0: axes[0]}
+    return out
 
 
 def _onnx_logits(path: str | os.PathLike, x: torch.Tensor) -> torch.Tensor:
@@ -112,8 +150,11 @@ def _onnx_logits(path: str | os.PathLike, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _onnx_check(path: str | os.PathLike, model: nn.Module, x: torch.Tensor) -> OnnxCheck:
-    out = _onnx_logits(path, x)
+def _onnx_check(
+    path: str | os.PathLike, model: nn.Module, x: torch.Tensor, out: torch.Tensor | None = None
+) -> OnnxCheck:
+    """How closely the file's output (``out``, else run now) matches ``model(x)``."""
+    out = _onnx_logits(path, x) if out is None else out
     with torch.no_grad():
         ref = model.eval().float().cpu()(x.float().cpu())
     err = float((out - ref).abs().max())
@@ -135,25 +176,47 @@ def export_checked_onnx(
 ) -> OnnxCheck:
     """:func:`export_onnx`, checked in onnxruntime before the file is moved into place.
 
-    The file is written to a temp path beside ``path`` and checked on a seeded
-    random batch; above ``tolerance`` (relative, as :func:`~repvgg_nas.model.check_fusion`)
-    an :class:`ExportMismatchError` is raised and nothing is left at ``path``.
+    The file (dynamic batch, height and width) is written to a temp path beside
+    ``path`` and checked on two seeded random batches: batch 2 at ``resolution``
+    and batch 1 at :func:`check_sizes`'s second size, so the dynamic axes are
+    exercised too. Above ``tolerance`` (relative, as
+    :func:`~repvgg_nas.model.check_fusion`) on either an
+    :class:`ExportMismatchError` is raised and nothing is left at ``path``;
+    the worse of the two checks is returned.
     """
-    spec = getattr(model, "spec", None)
-    channels = spec.in_channels if spec is not None else 3
-    x = torch.randn(2, channels, resolution, resolution, generator=torch.Generator().manual_seed(0))
+    channels = input_channels(model)
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(b, channels, r, r, generator=g) for b, r in check_sizes(resolution)]
     checks: list[OnnxCheck] = []
 
     def write(tmp: str) -> None:
         export_onnx(model, tmp, resolution, dynamo=dynamo)
-        check = _onnx_check(tmp, model, x)
-        if not check.relative_error <= tolerance:  # NaN fails too
-            raise ExportMismatchError(
-                f"ONNX export to {str(path)!r} does not match the torch model in onnxruntime (relative error "
-                f"{check.relative_error:.2e} > {tolerance:g}, max |onnxruntime - torch| = {check.max_error:.2e}); "
-                f"nothing was written"
-            )
-        checks.append(check)
+        for x in inputs:
+            try:
+                out = _onnx_logits(tmp, x)
+            except Exception as e:  # onnxruntime's own error types, e.g. a size fixed in the graph
+                raise ExportMismatchError(
+                    f"ONNX export to {str(path)!r} cannot run in onnxruntime at batch {x.shape[0]}, "
+                    f"{x.shape[2]}x{x.shape[3]} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                    f"nothing was written"
+                ) from None
+            check = _onnx_check(tmp, model, x, out)
+            if not check.relative_error <= tolerance:  # NaN fails too
+                raise ExportMismatchError(
+                    f"ONNX export to {str(path)!r} does not match the torch model in onnxruntime at batch "
+                    f"{x.shape[0]}, {x.shape[2]}x{x.shape[3]} (relative error {check.relative_error:.2e} > "
+                    f"{tolerance:g}, max |onnxruntime - torch| = {check.max_error:.2e}); nothing was written"
+                )
+            checks.append(check)
 
     atomic_write(path, write)
-    return checks[0]
+    return max(checks, key=lambda c: c.relative_error)
+
+
+def check_sizes(resolution: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(batch, size) of the two inputs an exported file is checked on: the given size and another.
+
+    The second is batch 1 at ``resolution + 8``, a size whose halvings differ
+    from the first's, so a height/width fixed in the graph would show.
+    """
+    return (2, resolution), (1, resolution + 8)

@@ -30,6 +30,8 @@ def user_cache_dir() -> Path:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "repvgg-nas"
+
+
 _CHECKPOINT = re.compile(r"^trial_(\d+)\.pt$")
 
 

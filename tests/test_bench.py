@@ -183,3 +183,49 @@ def test_repeatability_retries_contended_runs(monkeypatch):
     monkeypatch.setattr(bench_mod, "measure_model", fake)
     rep = repeatability("A0", TINY, 2, num_classes=10)
     assert rep["contended_retries"] == 1 and not rep["contended"] and len(rep["img_s"]) == 2
+
+
+def test_several_runtimes_in_one_lockstep_run(monkeypatch):
+    from repvgg_nas.measure import bench as bench_mod
+
+    calls = []
+    real = bench_mod.measure_models
+
+    def counting(nets, settings, **kw):
+        calls.append(dict(kw.get("runtimes") or {}))
+        return real(nets, settings, **kw)
+
+    monkeypatch.setattr(bench_mod, "measure_models", counting)
+    rows = run_benchmark(["A0"], [], TINY, num_classes=10, runtimes=["torch", "onnxruntime"])
+    assert len(calls) == 1 and sorted(set(calls[0].values())) == ["onnxruntime", "torch"]
+    assert [(r["form"], r["runtime"]) for r in rows] == [
+        ("train", "torch"), ("deploy", "torch"), ("train", "onnxruntime"), ("deploy", "onnxruntime"),
+    ]
+    by = {(r["form"], r["runtime"]): r for r in rows}
+    assert by[("deploy", "torch")]["vs_torch"] == 1.0
+    ort = by[("deploy", "onnxruntime")]
+    assert ort["vs_torch"] == pytest.approx(ort["img_s"] / by[("deploy", "torch")]["img_s"])
+    assert ort["deploy_vs_train"] == pytest.approx(ort["img_s"] / by[("train", "onnxruntime")]["img_s"])
+    assert ort["precision"] == "fp32" and ort["onnxruntime"]
+
+
+def test_cli_runtimes_print_ratios_and_csv_columns_only_grow(capsys, tmp_path):
+    out = tmp_path / "rt.csv"
+    rc = run_cli(main, [*CLI_TINY, "--models", "A0", "--baselines", "none",
+                        "--runtime", "torch,onnxruntime-int8", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "onnxruntime-int8" in captured.out and "vs torch" in captured.out
+    with out.open() as f:
+        data = list(csv.DictReader(f))
+    assert [(r["form"], r["runtime"]) for r in data] == [
+        ("train", "torch"), ("deploy", "torch"), ("train", "onnxruntime-int8"), ("deploy", "onnxruntime-int8"),
+    ]
+    assert {"model", "form", "img_s", "deploy_vs_train", "vs_torch", "precision"} <= set(data[0])
+    assert data[3]["precision"] == "int8" and float(data[3]["vs_torch"]) > 0
+
+
+def test_cli_unknown_runtime_is_one_line_exit_2(capsys, tmp_path):
+    rc = run_cli(main, ["--runtime", "torch,tensorrtx", "--out", str(tmp_path / "x.csv")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: ") and "\n" not in err and "tensorrtx" in err

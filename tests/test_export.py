@@ -43,3 +43,34 @@ def test_checked_onnx_export_writes_only_a_file_that_matches(tmp_path, deploy_mo
         export_checked_onnx(deploy_model, tmp_path / "bad.onnx", resolution=32, dynamo=False)
     assert f"> {FUSION_TOLERANCE:g}" in str(e.value) and "\n" not in str(e.value)
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # nothing at bad.onnx, no temp left
+
+
+def test_onnx_has_dynamic_batch_height_and_width(tmp_path, deploy_model):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    for dynamo in (False, True):
+        path = export_onnx(deploy_model, tmp_path / f"m{dynamo}.onnx", resolution=32, dynamo=dynamo)
+        dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+        assert [bool(d.dim_param) for d in dims] == [True, False, True, True]  # channels fixed
+        for batch, size in ((1, 32), (3, 48), (2, 20)):
+            x = torch.randn(batch, 3, size, size)
+            assert onnx_max_error(path, deploy_model, x) < 1e-4
+
+
+def test_checked_export_runs_two_sizes_and_refuses_a_fixed_size(tmp_path, deploy_model, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    assert export_mod.check_sizes(32) == ((2, 32), (1, 40))
+    seen = []
+    real = export_mod._onnx_logits
+    monkeypatch.setattr(export_mod, "_onnx_logits", lambda path, x: seen.append(tuple(x.shape)) or real(path, x))
+    export_checked_onnx(deploy_model, tmp_path / "m.onnx", resolution=32, dynamo=False)
+    assert seen == [(2, 3, 32, 32), (1, 3, 40, 40)]
+    static = export_mod.export_onnx
+    monkeypatch.setattr(export_mod, "export_onnx",
+                        lambda model, tmp, resolution, dynamo: static(model, tmp, resolution, dynamo=dynamo,
+                                                                      dynamic_size=False))
+    with pytest.raises(ExportMismatchError) as e:
+        export_checked_onnx(deploy_model, tmp_path / "fixed.onnx", resolution=32, dynamo=False)
+    assert "40x40" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "fixed.onnx").exists()

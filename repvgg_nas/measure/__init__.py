@@ -23,7 +23,11 @@ runs:
   ``onnxrun`` exports, quantizes and runs a net in an ONNX runtime. (The
   validation accuracy of a deploy net in a runtime needs data, so it lives
   above this package: :func:`repvgg_nas.evaluation.runtime_accuracy`.)
-- ``memory``: the peak activation memory of a deploy net (``peak_memory_mb``).
+- ``memory``: the deploy net's layer walk (``deploy_layers``) and its peak
+  activation memory (``peak_memory_mb``).
+- ``latency``: the per-layer latency table (:class:`LatencyTable`): every
+  distinct deploy layer of a space measured once per device and settings,
+  predicting a plain chain's latency as the sum of its layers'.
 - ``bench`` compares train form, deploy form and ResNet baselines (the
   library of ``python -m repvgg_nas.bench``).
 """
@@ -43,7 +47,30 @@ from .bench import (
 )
 from .cache import ThroughputCache
 from .host import cpu_busy_fraction, device_name, environment
-from .memory import BYTES_PER_ELEMENT, LayerActivations, deployed_peak_memory_mb, layer_activations, peak_activation_elements, peak_memory_mb
+from .latency import (
+    LATENCY_FORMAT_VERSION,
+    LatencyKey,
+    LatencyProgress,
+    LatencyTable,
+    LayerLatency,
+    LayerShape,
+    MissingLayersError,
+    build_latency_table,
+    default_latency_table_path,
+    distinct_layers,
+    load_latency_table,
+    space_specs,
+)
+from .memory import (
+    BYTES_PER_ELEMENT,
+    deployed_peak_memory_mb,
+    DeployLayer,
+    LayerActivations,
+    deploy_layers,
+    layer_activations,
+    peak_activation_elements,
+    peak_memory_mb,
+)
 from ..devices import resolve_device
 from .onnxrun import quantize_onnx
 from .runtimes import RUNTIMES, Runtime, check_runtime
@@ -76,6 +103,12 @@ __all__ = [
     "peak_activation_elements",
     "layer_activations",
     "LayerActivations",
+    "deploy_layers",
+    "DeployLayer",
+    # the per-layer latency table
+    "LATENCY_FORMAT_VERSION", "LatencyKey", "LayerShape", "LayerLatency", "LatencyTable", "LatencyProgress",
+    "MissingLayersError", "build_latency_table", "load_latency_table", "default_latency_table_path",
+    "space_specs", "distinct_layers",
     # the bench library (python -m repvgg_nas.bench)
     "BASELINES", "DENSE_FP16_PEAK_TFLOPS", "dense_fp16_peak", "baseline_model",
     "baseline_complexity", "run_benchmark", "repeatability", "write_csv", "wait_for_idle",

@@ -30,6 +30,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace as _replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from ..files import atomic_write
 from ..model import build_model
 from ..registry import Registry
 from .host import cpu_busy_fraction
+from .runtimes import RUNTIMES
 from .settings import MeasureSettings
 from .timing import Measurement, measure_model, measure_models
 
@@ -182,8 +184,15 @@ def run_benchmark(
     idle_threshold: float = 0.15,
     progress: Progress | None = None,
     peak_tflops: float | None = None,
+    runtimes: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure train form, deploy form and baselines; one dict per (model, form).
+    """Measure train form, deploy form and baselines; one dict per (model, form, runtime).
+
+    ``runtimes`` (default: ``settings.runtime`` alone) runs every net in each
+    of several runtimes (:data:`~.runtimes.RUNTIMES`), all in the same
+    lockstep run; each row's ``vs_<runtime>`` is its img/s over the same net's
+    in the first runtime, and the within-runtime ratios (``deploy_vs_train``,
+    ``vs_<baseline>``) compare nets of one runtime.
 
     ``peak_tflops`` is the device's dense fp16 peak for the ``pct_fp16_peak``
     column; by default it is looked up from the device name (:func:`dense_fp16_peak`)
@@ -205,9 +214,14 @@ def run_benchmark(
     ):
         raise ConfigError(f"peak TFLOP/s = {peak_tflops!r} is invalid; allowed: a finite number > 0")
     settings = (settings or MeasureSettings()).resolved()
+    names = _runtime_list(runtimes, settings)
     jobs = _jobs(models, baselines, settings.resolution, num_classes)
-    nets = {job.label: job.build() for job in jobs}
-    results: list[list[Measurement]] = [[] for _ in jobs]
+    # One net per (job, runtime): a runtime converts or exports its net in place.
+    runs = [(job, rt) for rt in names for job in jobs]
+    labels = [job.label if len(names) == 1 else f"{job.label} [{rt}]" for job, rt in runs]
+    nets = {label: job.build() for label, (job, _) in zip(labels, runs)}
+    run_rt = {label: rt for label, (_, rt) in zip(labels, runs)}
+    results: list[list[Measurement]] = [[] for _ in runs]
     busy: list[float] = []
     for r in range(rounds):
         if wait_idle_s > 0:
@@ -215,26 +229,26 @@ def run_benchmark(
             if b is not None:
                 busy.append(b)
         if progress:
-            progress(f"[round {r + 1}/{rounds}] measuring {len(jobs)} nets in lockstep: "
+            progress(f"[round {r + 1}/{rounds}] measuring {len(nets)} nets in lockstep: "
                      f"{', '.join(nets)} ...")
         # Nets are ours: no copies; conversion to the memory format is idempotent.
-        ms = measure_models(nets, settings, copy_models=False)
-        for i, job in enumerate(jobs):
-            m = ms[job.label]
+        ms = measure_models(nets, settings, copy_models=False, runtimes=run_rt)
+        for i, label in enumerate(labels):
+            m = ms[label]
             results[i].append(m)
             if progress:
                 note = f", {m.dropped_repeats} repeats dropped" if m.dropped_repeats else ""
                 if m.contended:
                     note += " (CONTENDED: too few clean repeats)"
                 progress(
-                    f"[round {r + 1}/{rounds}] {job.label}: {m.images_per_s:.1f} img/s, "
+                    f"[round {r + 1}/{rounds}] {label}: {m.images_per_s:.1f} img/s, "
                     f"{m.latency_ms:.1f} ms/batch, cv {m.cv:.1%} over {m.repeats} repeats{note}"
                 )
         other = next(iter(ms.values())).env.get("other_cpu_load")
         if progress and other is not None and settings.device == "cpu":
             progress(f"[round {r + 1}/{rounds}] other processes used {other:.0%} of the cpu meanwhile")
-    rows = [_row(job, ms_, busy, settings) for job, ms_ in zip(jobs, results)]
-    _add_ratios(rows, [BASELINES.canonical(b) for b in baselines])
+    rows = [_row(job, ms_, busy, _replace(settings, runtime=rt)) for (job, rt), ms_ in zip(runs, results)]
+    _add_ratios(rows, [BASELINES.canonical(b) for b in baselines], names)
     # The looked-up peak is the half-precision tensor peak: only half-precision rows are
     # compared with it. A peak given explicitly applies to every row.
     half = settings.dtype in ("fp16", "bf16")
@@ -291,18 +305,40 @@ def _row(job: _Job, all_ms: list[Measurement], busy: list[float], settings: Meas
         "cuda": env["cuda"],
         "cudnn": env["cudnn"],
         "timestamp": env["timestamp"],
+        "runtime": settings.runtime,
+        "precision": settings.precision,
+        "onnxruntime": env.get("onnxruntime"),
     }
 
 
-def _add_ratios(rows: list[dict[str, Any]], baselines: Sequence[str]) -> None:
-    """``deploy_vs_train`` on deploy rows; ``vs_<baseline>`` (img/s ratio) on every row."""
-    by_key = {(r["model"], r["form"]): r for r in rows}
+def _runtime_list(runtimes: Sequence[str] | None, settings: MeasureSettings) -> list[str]:
+    """Canonical runtime names, each checked with ``settings`` before anything is measured."""
+    names: list[str] = []
+    for name in runtimes or [settings.runtime]:
+        canonical = _replace(settings, runtime=name).runtime  # unknown, missing package, bad dtype: one line
+        if canonical not in names:
+            names.append(canonical)
+    if not names:
+        raise ConfigError("no runtime to measure in: give at least one of " + ", ".join(RUNTIMES.list()))
+    return names
+
+
+def _add_ratios(rows: list[dict[str, Any]], baselines: Sequence[str], runtimes: Sequence[str] = ()) -> None:
+    """``deploy_vs_train`` on deploy rows; ``vs_<baseline>`` (img/s ratio) on every row, within its
+    runtime; with several runtimes, ``vs_<first runtime>`` on every row (the same net's ratio)."""
+    by_key = {(r["model"], r["form"], r["runtime"]): r for r in rows}
     for r in rows:
-        train = by_key.get((r["model"], "train"))
+        rt = r["runtime"]
+        train = by_key.get((r["model"], "train", rt))
         r["deploy_vs_train"] = r["img_s"] / train["img_s"] if r["form"] == "deploy" and train else None
         for b in baselines:
-            base = by_key.get((b, "baseline"))
+            base = by_key.get((b, "baseline", rt))
             r[f"vs_{b}"] = r["img_s"] / base["img_s"] if base else None
+    if len(runtimes) > 1:
+        first = runtimes[0]
+        for r in rows:
+            same = by_key.get((r["model"], r["form"], first))
+            r[f"vs_{first}"] = r["img_s"] / same["img_s"] if same else None
 
 
 def repeatability(

@@ -22,12 +22,35 @@ from ..spec import RepVGGSpec
 from .settings import MeasureSettings
 
 __all__ = [
-    "BYTES_PER_ELEMENT", "LayerActivations", "deployed_peak_memory_mb", "layer_activations", "peak_activation_elements", "peak_memory_mb",
+    "BYTES_PER_ELEMENT", "DeployLayer", "deploy_layers", "LayerActivations", "deployed_peak_memory_mb",
+    "layer_activations", "peak_activation_elements", "peak_memory_mb",
 ]
 
 MB = 1024 * 1024  # MiB, as torch.cuda's memory figures
 # Bytes of one activation element by the arithmetic a runtime computes in (MeasureSettings.precision).
 BYTES_PER_ELEMENT = {"fp32": 4, "tf32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+
+
+class DeployLayer(NamedTuple):
+    """One step of the deploy net and the shape it runs at (per image).
+
+    A block is ``ReLU(SE(conv3x3(x) + bias))``; the head is global average pool
+    + linear, with ``out_channels`` the classes. ``size`` is the input height =
+    width; ``se_hidden`` is the SE bottleneck width (0 without SE).
+    """
+
+    name: str  # ``layer 3`` or ``head``
+    kind: str  # ``block`` or ``head``
+    in_channels: int
+    out_channels: int
+    groups: int
+    stride: int
+    size: int
+    se_hidden: int = 0
+
+    @property
+    def out_size(self) -> int:
+        return _out_size(self.size, self.stride) if self.kind == "block" else 1
 
 
 class LayerActivations(NamedTuple):
@@ -42,20 +65,37 @@ def _out_size(size: int, stride: int) -> int:
     return (size + 2 - 3) // stride + 1
 
 
-def layer_activations(spec: RepVGGSpec, resolution: int) -> list[LayerActivations]:
-    """Per image, the elements alive during every block of the deploy net, then during the head."""
+def deploy_layers(spec: RepVGGSpec, resolution: int) -> list[DeployLayer]:
+    """The deploy net's steps in order: every block at its input size, then the head.
+
+    The one walk of the plain chain from the spec: the memory figures here and
+    the per-layer latency table (:mod:`.latency`) both read it.
+    """
     if resolution <= 0:
         raise ValueError(f"resolution must be positive, got {resolution}")
-    out: list[LayerActivations] = []
+    out: list[DeployLayer] = []
     size = resolution
-    for i, (cin, cout, stride) in enumerate(zip(spec.in_widths, spec.widths, spec.layer_strides)):
-        after = _out_size(size, stride)
-        outputs = 2 if spec.use_se else 1  # SE's gate multiplies into a new tensor
-        out.append(LayerActivations(f"layer {i}", cin * size * size + outputs * cout * after * after))
-        size = after
-    features = spec.feature_dim
-    pool = features * size * size + features  # the last map and its pooled vector
-    out.append(LayerActivations("head", max(pool, features + spec.num_classes)))
+    layers = zip(spec.in_widths, spec.widths, spec.groups, spec.layer_strides)
+    for i, (cin, cout, groups, stride) in enumerate(layers):
+        hidden = max(1, cout // spec.se_reduction) if spec.use_se else 0  # as model._se builds it
+        out.append(DeployLayer(f"layer {i}", "block", cin, cout, groups, stride, size, hidden))
+        size = _out_size(size, stride)
+    out.append(DeployLayer("head", "head", spec.feature_dim, spec.num_classes, 1, 1, size))
+    return out
+
+
+def layer_activations(spec: RepVGGSpec, resolution: int) -> list[LayerActivations]:
+    """Per image, the elements alive during every block of the deploy net, then during the head."""
+    out: list[LayerActivations] = []
+    for layer in deploy_layers(spec, resolution):
+        size, cin, cout = layer.size, layer.in_channels, layer.out_channels
+        if layer.kind == "head":
+            pool = cin * size * size + cin  # the last map and its pooled vector
+            out.append(LayerActivations("head", max(pool, cin + cout)))
+            continue
+        after = layer.out_size
+        outputs = 2 if layer.se_hidden else 1  # SE's gate multiplies into a new tensor
+        out.append(LayerActivations(layer.name, cin * size * size + outputs * cout * after * after))
     return out
 
 

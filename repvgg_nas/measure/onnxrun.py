@@ -105,7 +105,8 @@ def export_for_runtime(model: nn.Module, folder: Path, resolution: int, runtime:
     model = model.float().cpu().eval()
     with torch.inference_mode(False):  # the exporter traces; the timing loop runs in inference mode
         # The TorchScript exporter: ten times faster than dynamo on a plain conv stack.
-        path = export_onnx(model, folder / "model.onnx", resolution=resolution, dynamo=False)
+        # Height and width fixed: the timed session runs one shape, as a deployed one would.
+        path = export_onnx(model, folder / "model.onnx", resolution=resolution, dynamo=False, dynamic_size=False)
     if runtime.quantized:
         path = quantize_onnx(path, folder / "model.int8.onnx", calibration())
     return path

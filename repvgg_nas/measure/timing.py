@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..export import input_channels
 from ..spec import RepVGGSpec
 from .host import _cpu_count, _OtherLoad, environment
 from .onnxrun import onnx_step
@@ -213,10 +214,7 @@ def _infer_in_channels(model: nn.Module) -> int:
     spec = getattr(model, "spec", None)
     if isinstance(spec, RepVGGSpec):
         return spec.in_channels
-    for m in model.modules():  # first conv of any other net
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    return 3
+    return input_channels(model)  # first conv (or linear, for a head alone) of any other net
 
 
 class _Timed:
