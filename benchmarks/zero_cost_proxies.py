@@ -143,6 +143,14 @@ def main() -> None:
         f"(study {args.study}: data {data.name}, {data.num_classes} classes, {data.resolution} px; "
         f"{args.seeds} init seeds for synflow/naswot, NASWOT batch {args.batch}).",
         "",
+        "Sets: `trust`: A0, A1 and trials 2, 5, 7, 9 of `trust_cpu.md`, which names its nets by trial number "
+        "only; their architectures are `multifidelity_cpu.md`'s table of the same seeded draws (trial k = row k - 2: "
+        "trials 2 / 5 / 7's search figures 0.754 / 0.732 / 0.726 are that table's full-budget accuracies, and the "
+        "speeds agree); trial 10, an NSGA-II offspring in no table, is left out. `paper`: the nine configs and "
+        "Table-4 top-1 of `proxy_vs_paper_cpu.jsonl`. `random8`: `multifidelity_cpu.md`'s 8 random a_family nets, "
+        "full 6-epoch accuracy, one seed. Every net is scored with the study's head (its classes) at its data "
+        "resolution, as the pre-screen scores a space.",
+        "",
         "Proxies: " + "; ".join(f"`{n}`: {PROXIES.get(n).description}" for n in PROXIES) + ".",
         "",
         "| set | n | against | " + " | ".join(PROXIES.list()) + " |",
