@@ -186,7 +186,9 @@ PROXIES: Registry[ZeroCostProxy] = Registry("zero-cost proxy")
 for _p in (
     ZeroCostProxy("params", _params, False, "deploy-net parameters (analytic)"),
     ZeroCostProxy("macs", _macs, False, "deploy-net multiply-accumulates at the proxy resolution (analytic)"),
-    ZeroCostProxy("synflow", synflow, False, "log10 SynFlow of the deploy net, |weights|, all-ones input, float64"),
+    ZeroCostProxy(
+        "synflow", synflow, False, "log10 SynFlow of the deploy net (no BN), |weights|, all-ones input, float64"
+    ),
     ZeroCostProxy("naswot", naswot, True, "NASWOT log|K| of ReLU codes, train-form net at init, one mini-batch"),
 ):
     PROXIES.register(_p.name, _p)
