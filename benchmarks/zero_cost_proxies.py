@@ -36,7 +36,7 @@ from repvgg_nas.counting import complexity
 from repvgg_nas.data import load_data
 from repvgg_nas.measure import environment
 from repvgg_nas.study import load_study_config
-from repvgg_nas.search.prescreen import PROXIES, ProxyInputs, macs_stand_in, prescreen
+from repvgg_nas.prescreen import PROXIES, ProxyInputs, macs_stand_in, prescreen
 from repvgg_nas.spec import RepVGGSpec, paper_widths
 
 HERE = Path(__file__).resolve().parent

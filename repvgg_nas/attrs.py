@@ -13,10 +13,10 @@ __all__ = [
     "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE", "PRUNE_REASON", "PRUNE_TARGET_MET", "PRUNED_RATIO", "REFERENCE",
     "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
     "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
-    "INTERRUPTED", "DUPLICATE", "arch_key", "ROLE", "OUTCOME", "SCHEMA", "IMAGES_PER_S", "PEAK_MEMORY_MB",
+    "INTERRUPTED", "DUPLICATE", "arch_key", "ROLE", "OUTCOME", "SCHEMA", "IMAGES_PER_S", "PEAK_MEMORY_MB", "PREDICTED_IMAGES_PER_S", "ZERO_COST", "REFERENCE_CACHED",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
-    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME", "RUNG_PAUSED",
+    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "STUDY_PRESCREEN", "STUDY_POOL", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME", "RUNG_PAUSED",
     "TIME_BUDGET_STOP",
     "STUDY_NAME", "STUDY_DESCRIPTION", "STUDY_SEED", "STUDY_N_TRIALS", "STUDY_REFERENCES", "STUDY_DATA",
     "STUDY_TRAIN", "STUDY_MEASURE", "STUDY_OBJECTIVES", "STUDY_SAMPLER", "STUDY_PRUNE",
@@ -68,6 +68,9 @@ TRAIN_SECONDS = "train_seconds"
 TRAIN_IMAGES_PER_S = "train_images_per_s"
 FINAL_LOSS = "final_loss"
 PHASE_SECONDS = "phase_seconds"
+PREDICTED_IMAGES_PER_S = "predicted_images_per_s"  # a pooled candidate's speed by the latency table (never a claim)
+ZERO_COST = "zero_cost_proxy"  # a pooled candidate's zero-cost accuracy proxy (the pool's [prescreen] proxy)
+REFERENCE_CACHED = "reference_cached"  # a reference trained by an earlier study: the cache file it came from
 IMAGES_PER_S = "images_per_s"  # the throughput objective (also the trial's second value)
 PEAK_MEMORY_MB = "peak_memory_mb"  # peak activation memory of the deploy net (objective when [objectives] extra has it)
 
@@ -104,6 +107,8 @@ STUDY_PRUNE = "prune"
 STUDY_TRUST = "trust"  # the [trust] table of the latest run
 STUDY_LOCKSTEP = "lockstep_measurement"  # front + references re-measured together: when, load, figures
 SCHEMA = "schema_version"  # study attr: lifecycle.SCHEMA_VERSION the study was written under (not config)
+STUDY_PRESCREEN = "prescreen"  # the [prescreen] table (PrescreenConfig.to_dict())
+STUDY_POOL = "pool"  # the pre-screened pool candidates are drawn from (Pool.to_dict()); absent: blind search
 STUDY_FIDELITY = "fidelity"  # the [fidelity] table (rung budgets, reduction factor, mode); absent: one budget
 
 

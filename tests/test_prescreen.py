@@ -14,7 +14,7 @@ import torch
 from repvgg_nas import zoo
 from repvgg_nas.counting import complexity
 from repvgg_nas.errors import ConfigError
-from repvgg_nas.search.prescreen import (
+from repvgg_nas.prescreen import (
     PROXIES,
     Pool,
     ProxyInputs,

@@ -331,7 +331,7 @@ def test_resuming_with_another_fidelity_is_refused(tmp_path):
         open_study(load_study_config(tmp_path / "p" / "tiny.toml", {"fidelity.rungs": 3}), f"sqlite:///{single}")
 
 
-def test_the_rule_key_is_validated_stored_and_old_studies_without_it_resume(tmp_path):
+def test_the_rule_key_is_validated_stored_and_a_changed_rule_refused_on_resume(tmp_path):
     none = load_study_config(write_tiny_study(tmp_path / "n", epochs=9, tail='[fidelity]\nrule = "none"\n'))
     assert none.fidelity.rule == "none" and none.to_dict()["fidelity"]["rule"] == "none"
     assert "a candidate climbs to the top whatever the others score; references" in budget_text(none)
@@ -339,12 +339,6 @@ def test_the_rule_key_is_validated_stored_and_old_studies_without_it_resume(tmp_
                                           r"\['dominance', 'none'\]"):
         load_study_config(write_tiny_study(tmp_path / "bad", epochs=9, tail='[fidelity]\nrule = "dominate"\n'))
     path = write_tiny_study(tmp_path / "old", epochs=9, tail="[fidelity]\nrungs = 3\n")
-    cfg, url = load_study_config(path), f"sqlite:///{tmp_path / 'old.db'}"
-    old = optuna.create_study(study_name=cfg.name, storage=url, directions=["maximize", "maximize"])
-    for k, v in cfg.to_dict().items():  # what a study stored before the key existed
-        old.set_user_attr(k, {f: x for f, x in v.items() if f != "rule"} if k == "fidelity" else v)
-    open_study(cfg, url)  # resumes with the default rule
-    open_study(load_study_config(path), url)
     made = open_study(load_study_config(path, {"fidelity.rule": "none"}), f"sqlite:///{tmp_path / 'new.db'}")
     assert made.user_attrs["fidelity"]["rule"] == "none"
     with pytest.raises(ConfigError, match=r"created with fidelity\.rule = 'none'.*resuming would mix results"):

@@ -18,10 +18,13 @@
 from __future__ import annotations
 
 from .connect import connect, default_storage, open_study, recover_interrupted
+from .refcache import CachedReference, ReferenceCache, reference_key
+from .screening import POOL_RANK, PoolMade, ensure_pool, stored_pool
 from .events import (
     EventCallback,
     Interrupted,
     LinkedQueued,
+    PoolReady,
     PruneFailed,
     PruningFrontMember,
     Remeasured,
@@ -98,6 +101,14 @@ __all__ = [
     # events (what run_search reports)
     "EventCallback",
     "Interrupted",
+    "CachedReference",
+    "ReferenceCache",
+    "reference_key",
+    "POOL_RANK",
+    "PoolMade",
+    "ensure_pool",
+    "stored_pool",
+    "PoolReady",
     "LinkedQueued",
     "Remeasured",
     "RungDecided",

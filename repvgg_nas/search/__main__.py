@@ -18,7 +18,8 @@ import math
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -34,10 +35,12 @@ from ..files import ensure_dir
 from ..errors import ConfigError
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL, redact_url, storage_kind, study_heartbeat
+from ..measure.latency import LatencyProgress
 from ..train import TrainStep
 from .connect import connect, default_storage, recover_interrupted
 from .events import (
-    Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, RungDecided, SearchEvent, StudyStarted,
+    Interrupted, LinkedQueued, PoolReady, PruneFailed, PruningFrontMember, Remeasured, RungDecided, SearchEvent,
+    StudyStarted,
     TimeUp, TrialFinished, TrialTakenOver, Waiting,
 )
 from .launch import launch_workers, visible_gpus, worker_argv, worker_env
@@ -80,69 +83,141 @@ def trial_line(t: optuna.trial.FrozenTrial, objectives: Sequence[Objective] = BA
 class Console:
     """Draws :func:`run_search`'s events on stderr.
 
-    With ``progress``: the study line, a ``trials`` bar (single process only),
-    one line per finished trial, waiting and pruning notes, and (on a
-    terminal) a bar of the running trial's training steps. Interruptions and
-    failures of pruning are shown either way.
+    With ``progress``: the study line, a progress bar (single process only:
+    of the time budget when the run has one, its ETA the budget's end, else
+    of the trials), one line per finished trial, the pre-screen, waiting and
+    pruning notes, and (on a terminal) a bar of the running trial's training
+    steps or of the latency table's layers. Interruptions and failures of
+    pruning are shown either way.
     """
 
-    def __init__(self, progress: bool, objectives: Sequence[Objective] = BASE_OBJECTIVES) -> None:
+    def __init__(self, progress: bool, objectives: Sequence[Objective] = BASE_OBJECTIVES,
+                 budget: float | None = None) -> None:
         self.progress = progress
         self.objectives = tuple(objectives)
+        self.budget = budget
         self.steps = StepBar(position=1, enabled=progress and sys.stderr.isatty())
         self.bar: Any = None
+        self.layers: Any = None
+        self.started = time.monotonic()
+        self.done = self.target = 0
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            TrainStep: self.steps, StudyStarted: self._started, TrialFinished: self._finished,
+            Waiting: self._waiting, TrialTakenOver: self._taken_over, PruningFrontMember: self._pruning,
+            PruneFailed: self._prune_failed, LinkedQueued: self._linked, Remeasured: self._remeasured,
+            RungDecided: self._rung, TimeUp: self._time_up, Interrupted: self._interrupted,
+            LatencyProgress: self._latency, PoolReady: self._pool,
+        }
 
     def __call__(self, e: SearchEvent) -> None:
-        if isinstance(e, TrainStep):
-            self.steps(e)
-        elif isinstance(e, StudyStarted):
-            if e.role != "finalize" and self.progress:
-                _say(f"study {e.name!r}: {e.done} trial(s) done, {e.remaining} to run | data {e.data} | "
-                     f"device {e.device} | storage {e.storage}")
+        self._handlers[type(e)](e)
+        self._tick()
+
+    def _started(self, e: StudyStarted) -> None:
+        if e.role != "finalize" and self.progress:
+            _say(f"study {e.name!r}: {e.done} trial(s) done, {e.remaining} to run | data {e.data} | "
+                 f"device {e.device} | storage {e.storage}")
+        from tqdm.auto import tqdm
+
+        self.close()
+        self.done, self.target, self.started = min(e.done, e.target), e.target, time.monotonic()
+        hide = not self.progress or e.role != "all"
+        if self.budget is not None:  # the budget bounds the run: its bar counts seconds, its ETA is the budget's end
+            self.bar = tqdm(total=round(self.budget), desc="time budget", position=0, disable=hide,
+                            dynamic_ncols=True, unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s "
+                            "[{elapsed}<{remaining}{postfix}]")
+            self.bar.set_postfix_str(f"{self.done}/{self.target} trials", refresh=False)
+        else:
+            self.bar = tqdm(total=e.target, initial=self.done, desc="trials", position=0, disable=hide,
+                            dynamic_ncols=True, unit="trial")
+
+    def _tick(self) -> None:
+        """Move the budget bar to the seconds spent (it moves with time, not with trials)."""
+        if self.budget is not None and self.bar is not None:
+            spent = min(float(self.bar.total), time.monotonic() - self.started)
+            if spent > self.bar.n:
+                self.bar.update(spent - self.bar.n)
+
+    def _finished(self, e: TrialFinished) -> None:
+        self.steps.close()
+        if e.counted and self.bar is not None:
+            self.done += 1
+            if self.budget is None:
+                self.bar.update(1)
+            else:
+                self.bar.set_postfix_str(f"{self.done}/{self.target} trials", refresh=False)
+        if self.progress:
+            self._write(trial_line(e.trial, self.objectives))
+
+    def _waiting(self, e: Waiting) -> None:
+        if self.progress:
+            _say(f"waiting: {e.running} trial(s) still running in other workers "
+                 f"({e.done}/{e.target} done); a dead one will be retried here")
+
+    def _taken_over(self, e: TrialTakenOver) -> None:
+        _say(f"a trial of this worker was taken over by another ({e.message})")
+
+    def _pruning(self, e: PruningFrontMember) -> None:
+        if self.progress:
+            _say(f"pruning front member trial {e.trial} ({e.settings})")
+
+    def _prune_failed(self, e: PruneFailed) -> None:
+        _say(f"pruning trial {e.trial} failed: {e.reason}")
+
+    def _linked(self, e: LinkedQueued) -> None:
+        if self.progress:
+            _say(f"[trust] re-training the front and the references: {e.seeds} extra-seed and {e.long} "
+                 f"long run(s) queued, {e.waiting} to run")
+
+    def _remeasured(self, e: Remeasured) -> None:
+        if self.progress:
+            load = "unknown" if e.other_load is None else f"{e.other_load:.0%}"
+            _say(f"re-measured {e.nets} front and reference nets together (lockstep) at {e.at}, other load "
+                 f"{load}" + (" - CONTENDED: speed ratios are suspect" if e.contended else ""))
+
+    def _rung(self, e: RungDecided) -> None:
+        if self.progress and e.promoted and not e.paused:  # a stop or a pause shows in the trial's own line
+            ref = f" [{e.reference}]" if e.reference else ""
+            self._write(f"trial {e.trial}{ref} rung {e.rung + 1}/{e.rungs} ({e.epochs} epoch{'s' * (e.epochs != 1)}): "
+                        f"acc {e.accuracy:.3f}, {e.throughput:.0f} img/s -> climbs to rung {e.rung + 2}")
+
+    def _time_up(self, e: TimeUp) -> None:
+        mid = (f", {e.paused} candidate{'s' * (e.paused != 1)} paused mid-climb" if e.paused else "")
+        again = "continue " + ("them" if e.paused > 1 else "it") + " and " if e.paused else ""
+        self._write(f"time budget of {_duration(e.timeout)} spent: {e.done} of {e.target} trials finished{mid}; run "
+                    f"the same command again to {again}search for another {_duration(e.timeout)} "
+                    f"(--timeout SECONDS sets the budget)")
+
+    def _interrupted(self, e: Interrupted) -> None:
+        _say("interrupted: completed trials are saved; run the same command again to resume")
+
+    def _latency(self, e: LatencyProgress) -> None:
+        """The latency table's layers being measured (once per machine and settings)."""
+        if not self.progress:
+            return
+        if self.layers is None:
             from tqdm.auto import tqdm
 
-            self.close()
-            self.bar = tqdm(total=e.target, initial=min(e.done, e.target), desc="trials", position=0,
-                            disable=not self.progress or e.role != "all", dynamic_ncols=True, unit="trial")
-        elif isinstance(e, TrialFinished):
-            self.steps.close()
-            if e.counted and self.bar is not None:
-                self.bar.update(1)
-            if self.progress:
-                self._write(trial_line(e.trial, self.objectives))
-        elif isinstance(e, Waiting):
-            if self.progress:
-                _say(f"waiting: {e.running} trial(s) still running in other workers "
-                     f"({e.done}/{e.target} done); a dead one will be retried here")
-        elif isinstance(e, TrialTakenOver):
-            _say(f"a trial of this worker was taken over by another ({e.message})")
-        elif isinstance(e, PruningFrontMember):
-            if self.progress:
-                _say(f"pruning front member trial {e.trial} ({e.settings})")
-        elif isinstance(e, PruneFailed):
-            _say(f"pruning trial {e.trial} failed: {e.reason}")
-        elif isinstance(e, LinkedQueued):
-            if self.progress:
-                _say(f"[trust] re-training the front and the references: {e.seeds} extra-seed and {e.long} "
-                     f"long run(s) queued, {e.waiting} to run")
-        elif isinstance(e, Remeasured):
-            if self.progress:
-                load = "unknown" if e.other_load is None else f"{e.other_load:.0%}"
-                _say(f"re-measured {e.nets} front and reference nets together (lockstep) at {e.at}, other load "
-                     f"{load}" + (" - CONTENDED: speed ratios are suspect" if e.contended else ""))
-        elif isinstance(e, RungDecided):
-            if self.progress and e.promoted and not e.paused:  # a stop or a pause shows in the trial's own line
-                ref = f" [{e.reference}]" if e.reference else ""
-                self._write(f"trial {e.trial}{ref} rung {e.rung + 1}/{e.rungs} ({e.epochs} epoch{'s' * (e.epochs != 1)}): "
-                            f"acc {e.accuracy:.3f}, {e.throughput:.0f} img/s -> climbs to rung {e.rung + 2}")
-        elif isinstance(e, TimeUp):
-            mid = (f", {e.paused} candidate{'s' * (e.paused != 1)} paused mid-climb" if e.paused else "")
-            again = "continue " + ("them" if e.paused > 1 else "it") + " and " if e.paused else ""
-            self._write(f"time budget of {_duration(e.timeout)} spent: {e.done} of {e.target} trials finished{mid}; run "
-                        f"the same command again to {again}search for another {_duration(e.timeout)} "
-                        f"(--timeout SECONDS sets the budget)")
-        elif isinstance(e, Interrupted):
-            _say("interrupted: completed trials are saved; run the same command again to resume")
+            self._write(f"latency table: measuring {e.total} deploy layer(s) of the space once (kept in the user "
+                        f"cache for the next study on this machine and settings)")
+            self.layers = tqdm(total=e.total, desc="latency table", position=1, leave=False, unit="layer",
+                               dynamic_ncols=True, disable=not sys.stderr.isatty())
+        self.layers.update(e.done - self.layers.n)
+        if e.done >= e.total:
+            self.layers.close()
+            self.layers = None
+
+    def _pool(self, e: PoolReady) -> None:
+        if not self.progress:
+            return
+        m = e.made
+        if m is None:
+            self._write(f"pre-screen: drawing candidates from the study's pool of {e.size} nets")
+            return
+        self._write(f"pre-screen: scored {m.scored} nets of the space by {e.proxy} (zero-cost) and predicted speed "
+                    f"(latency table, {m.layers_measured} layer(s) measured now, {m.table_seconds:.0f} s); pool of "
+                    f"{e.size} nets predicted faster than the slowest reference ({m.reference_throughput:.0f} "
+                    f"img/s predicted), {m.front_size} on the non-dominated front ({m.prescreen_seconds:.1f} s)")
 
     def _write(self, line: str) -> None:
         if self.bar is not None:
@@ -152,9 +227,10 @@ class Console:
 
     def close(self) -> None:
         self.steps.close()
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        for bar in (self.layers, self.bar):
+            if bar is not None:
+                bar.close()
+        self.bar = self.layers = None
 
 
 def _given(v: Any) -> bool:
@@ -259,6 +335,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rungs", type=int, metavar="R", help="training budget per candidate: each trains "
                         "train.epochs/reduction_factor^(R-1) epochs first and climbs toward the full budget only while "
                         "no result at its rung dominates it (sets [fidelity].rungs; 1: every candidate trains fully)")
+    screen = parser.add_argument_group("pre-screen (the [prescreen] table)")
+    screen.add_argument("--prescreen", type=_on_off, metavar="on|off", help="on: draw candidates only from the pool "
+                        "a zero-cost proxy and the per-layer latency table pick out of the whole space (made once per "
+                        "study, before any training); off: draw them from the whole space, blind (sets "
+                        "[prescreen].enabled)")
+    screen.add_argument("--latency-table", metavar="FILE", help="predict speeds with this latency table file, "
+                        "built on the deployment machine (python -m repvgg_nas.bench --latency-table "
+                        "--latency-table-file FILE), even when it was measured on another device (sets "
+                        "[prescreen].latency_table; default: build it here and keep it in the user cache)")
+    parser.add_argument("--retrain-references", action="store_true", help="train the paper references even when "
+                        "an earlier study trained them with the same spec, data, budget and seed (the cache is "
+                        "then written anew)")
     parser.add_argument("--seed", type=int, help="override the study seed (sets seed)")
     parser.add_argument("--reports-dir", default=DEFAULT_REPORTS_DIR, help="where results go (default: reports/)")
     parser.add_argument("--dry-run", action="store_true", help="validate the study and show the plan; write nothing")
@@ -290,7 +378,15 @@ OVERRIDES = (
     ("--device", "device", "measure.device"),
     ("--seed", "seed", "seed"),
     ("--rungs", "rungs", "fidelity.rungs"),
+    ("--prescreen", "prescreen", "prescreen.enabled"),
+    ("--latency-table", "latency_table", "prescreen.latency_table"),
 )
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"must be on or off, got {text!r}")
+    return text == "on"
 
 
 def _study(args: argparse.Namespace) -> StudyConfig:
@@ -336,11 +432,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dry run: nothing was trained or written"
         )
         return 0
-    console = Console(progress=not args.no_progress, objectives=cfg.objectives.table)
+    console = Console(progress=not args.no_progress, objectives=cfg.objectives.table,
+                      budget=cfg.time_budget(args.timeout))
     common = dict(
         storage=args.storage, n_trials=args.n_trials, timeout=args.timeout, device=args.device,
         reports_dir=args.reports_dir, progress=not args.no_progress,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, on_event=console,
+        retrain_references=args.retrain_references,
     )
     try:
         if args.worker_index is not None:

@@ -11,7 +11,7 @@ import optuna
 
 from .. import lifecycle, zoo
 from ..attrs import (
-    REFERENCE, STUDY_DATA, STUDY_FIDELITY, STUDY_MEASURE, SCHEMA, STUDY_OBJECTIVES, STUDY_SEED, STUDY_SPACE,
+    REFERENCE, STUDY_DATA, STUDY_FIDELITY, STUDY_MEASURE, SCHEMA, STUDY_OBJECTIVES, STUDY_PRESCREEN, STUDY_SEED, STUDY_SPACE,
     STUDY_SPACE_HASH, STUDY_TRAIN,
 )
 from ..errors import ConfigError
@@ -36,8 +36,14 @@ def default_storage(cfg: StudyConfig, reports_dir: str | Path = DEFAULT_REPORTS_
 # Left out: measure.device (``auto``, ``cuda`` and ``cuda:0`` may name the same device) and
 # data.download (whether torchvision may fetch the data, not which data it is).
 # Objectives: values of other objectives do not mix either; the limits may change between runs.
-_RESUME_TABLES = (STUDY_DATA, STUDY_TRAIN, STUDY_MEASURE, STUDY_FIDELITY, STUDY_OBJECTIVES)
-_RESUME_FREE = {STUDY_MEASURE: {"device"}, STUDY_DATA: {"download"}, STUDY_OBJECTIVES: set(LIMIT_KEYS)}
+# The pre-screen too: a resumed study draws from the pool it has (a table file's path may move).
+_RESUME_TABLES = (STUDY_DATA, STUDY_TRAIN, STUDY_MEASURE, STUDY_FIDELITY, STUDY_OBJECTIVES, STUDY_PRESCREEN)
+_RESUME_FREE = {STUDY_MEASURE: {"device"}, STUDY_DATA: {"download"}, STUDY_OBJECTIVES: set(LIMIT_KEYS),
+                STUDY_PRESCREEN: {"latency_table"}}
+
+
+# The flag that sets a table's key, named when a resume is refused over it.
+_FLAG_HINTS = {STUDY_FIDELITY: " (--rungs sets fidelity.rungs)", STUDY_PRESCREEN: " (--prescreen sets prescreen.enabled)"}
 
 
 def _changed_setting(stored: dict[str, Any], new: dict[str, Any]) -> tuple[str, Any, Any] | None:
@@ -104,7 +110,7 @@ def open_study(
         raise ConfigError(
             f"study {cfg.name!r} in {label} was created with {key} = {was!r}, but the config now has "
             f"{key} = {now!r}: resuming would mix results under different settings. Restore it"
-            f"{' (--rungs sets fidelity.rungs)' if key.startswith(STUDY_FIDELITY) else ''}, or "
+            f"{_FLAG_HINTS.get(key.partition('.')[0], '')}, or "
             f"start a new study (another study file name or --storage)"
         )
     if study.metric_names is None:  # shown by optuna-dashboard and the optuna CLI instead of "Objective 0/1"

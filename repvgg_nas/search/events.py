@@ -14,6 +14,7 @@ from typing import Any, Union
 
 import optuna
 
+from ..measure.latency import LatencyProgress
 from ..train import TrainStep
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "Remeasured",
     "RungDecided",
     "TimeUp",
+    "PoolReady",
     "SearchEvent",
     "EventCallback",
 ]
@@ -144,12 +146,22 @@ class TimeUp:
 
 
 @dataclass(frozen=True)
+class PoolReady:
+    """Candidates are drawn from a pre-screened pool of ``size`` nets (zero-cost ``proxy`` and the latency
+    table's predicted speed). ``made``: what making it took in this call (None: the study had it already)."""
+
+    size: int
+    proxy: str
+    made: Any = None  # repvgg_nas.search.screening.PoolMade
+
+
+@dataclass(frozen=True)
 class Interrupted:
     """Ctrl-C: completed trials are saved; the same call resumes the study."""
 
 
 SearchEvent = Union[
     StudyStarted, TrialFinished, Waiting, TrialTakenOver, PruningFrontMember, PruneFailed, Interrupted, TrainStep,
-    LinkedQueued, Remeasured, RungDecided, TimeUp,
+    LinkedQueued, Remeasured, RungDecided, TimeUp, PoolReady, LatencyProgress,
 ]
 EventCallback = Callable[[SearchEvent], None]

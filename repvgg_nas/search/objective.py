@@ -23,6 +23,7 @@ from ..attrs import (
 )
 from ..attrs import ADMITTED, MEASURE_CONTENDED, OTHER_LOAD, THROUGHPUT_CV, TRAIN_EPOCHS, TRAIN_SEED, VAL_SIZE
 from ..attrs import FLOAT_ACCURACY, IMAGES_PER_S, PEAK_MEMORY_MB, PRECISION, RUNTIME
+from ..attrs import PREDICTED_IMAGES_PER_S, REFERENCE_CACHED, REPEAT_OF, ZERO_COST
 from ..checkpoint import save_checkpoint
 from ..counting import Complexity, complexity
 from ..data import DataBundle
@@ -30,13 +31,16 @@ from ..layout import StudyPaths
 from ..evaluation import runtime_accuracy
 from ..lifecycle import Outcome, cut_short_reason, end
 from ..measure import RUNTIMES, ThroughputCache, deployed_peak_memory_mb, measure_spec
+from ..prescreen import Pool
 from ..model import FusionMismatchError, check_fusion, fusion_error, reparameterize
 from ..spec import RepVGGSpec
 from ..train import DivergenceError, StepCallback, TrainConfig, TrainResult, evaluate, init_model, train
 from .events import EventCallback
 from .launch import current_worker
 from .locks import DeviceLock
+from .refcache import CACHED_FIGURES, CachedReference, ReferenceCache, reference_key
 from .rungs import TimeBudgetPaused, climb, discard_paused, record_top
+from .screening import POOL_RANK, pool_member
 from ..study import StudyConfig
 
 __all__ = ["ARCH_DIMENSIONS", "failure_reason"]
@@ -82,9 +86,11 @@ class _Objective:
         self, cfg: StudyConfig, data: DataBundle, device: torch.device, cache: ThroughputCache,
         paths: StudyPaths, on_step: StepCallback | None = None, target: int | None = None,
         lock: DeviceLock | None = None, on_event: EventCallback | None = None, deadline: float | None = None,
-        budget: float | None = None,
+        budget: float | None = None, pool: Pool | None = None, references: ReferenceCache | None = None,
     ) -> None:
         self.cfg, self.data, self.device, self.cache = cfg, data, device, cache
+        self.pool, self.references = pool, references
+        self.retrain_references = False  # True: train references even when the cache holds them (then keep anew)
         self.paths, self.on_step, self.on_event = paths, on_step, on_event
         self.target = target if target is not None else cfg.n_trials
         self.lock = lock if lock is not None else DeviceLock(device)
@@ -142,11 +148,7 @@ class _Objective:
         laps("measure")
         self._check_limits(trial, meas.images_per_s, cx)
         with self.lock.shared():  # device compute; a measurement elsewhere waits for it
-            model, train_cfg, result, climbing = self._train(trial, spec, meas.images_per_s, laps)
-            acc, float_acc, deploy = self._fuse_and_score(trial, model, laps)
-            if climbing:
-                record_top(trial, self.cfg.fidelity, train_cfg.epochs, acc, float_acc, meas.images_per_s,
-                           result.seconds)
+            acc, deploy = self._trained(trial, spec, meas.images_per_s, laps)
         trial.set_user_attr(ACCURACY, acc)
         trial.set_user_attr(VAL_SIZE, self.data.val_size)
         laps("evaluate")
@@ -155,15 +157,68 @@ class _Objective:
         trial.set_user_attr(PHASE_SECONDS, laps.phases)
         return self._values(trial)
 
+    def _trained(self, trial: optuna.Trial, spec: RepVGGSpec, images_per_s: float,
+                 laps: _Laps) -> tuple[float, torch.nn.Module]:
+        """The accuracy objective and the deploy net: a reference trained before (the cache), else trained
+        now, fused and scored (a reference is then kept for the next study)."""
+        key = self._reference_key(trial, spec)
+        reuse = key is not None and self.references is not None and not self.retrain_references
+        cached = self.references.get(key, spec, self.device) if reuse else None
+        if cached is not None:
+            return self._reuse(trial, cached, images_per_s, laps)
+        model, train_cfg, result, climbing = self._train(trial, spec, images_per_s, laps)
+        acc, float_acc, deploy = self._fuse_and_score(trial, model, laps)
+        if climbing:
+            record_top(trial, self.cfg.fidelity, train_cfg.epochs, acc, float_acc, images_per_s, result.seconds)
+        if key is not None and self.references is not None:
+            self.references.put(key, deploy, spec, {k: trial.user_attrs[k] for k in CACHED_FIGURES})
+        return acc, deploy
+
+    def _reference_key(self, trial: optuna.Trial, spec: RepVGGSpec) -> str | None:
+        """The reference-cache key of a reference trained at the proxy budget (None for any other trial,
+        and in continue mode, where a reference's lower rungs are yardsticks the cache does not hold)."""
+        cfg = self.cfg
+        if lifecycle.role(trial) != lifecycle.Role.REFERENCE or lifecycle.is_linked(trial):
+            return None
+        if cfg.fidelity.multi and cfg.fidelity.mode == "continue":
+            return None
+        return reference_key(spec, self.data.fingerprint, cfg.train, cfg.seed)
+
+    def _reuse(self, trial: optuna.Trial, cached: CachedReference, images_per_s: float,
+               laps: _Laps) -> tuple[float, torch.nn.Module]:
+        """Take a cached reference's trained net: its training figures are the run that made it; its
+        accuracy is scored again here (the quantized net's under a quantized runtime)."""
+        laps("build")
+        for k, v in cached.figures.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr(REFERENCE_CACHED, str(cached.path))
+        laps("train")
+        acc, float_acc = self._score(cached.model)
+        if float_acc is not None:
+            trial.set_user_attr(FLOAT_ACCURACY, float_acc)
+        if self.cfg.fidelity.multi:
+            record_top(trial, self.cfg.fidelity, self.cfg.train.epochs, acc, float_acc, images_per_s,
+                       cached.train_seconds)
+        laps("fuse")
+        return acc, cached.model
+
     def _values(self, trial: optuna.Trial) -> tuple[float, ...]:
         """The trial's objective values in the study's table order, read from the attrs that hold them."""
         return tuple(float(trial.user_attrs[o.attr]) for o in self.cfg.objectives.table)
 
     def _sample(self, trial: optuna.Trial) -> RepVGGSpec:
-        """Sample the trial's spec (a queued trial's fixed params) and record its architecture."""
+        """Sample the trial's spec (a queued trial's fixed params, or a pool member) and record its architecture."""
         cfg = self.cfg
-        spec = cfg.space.sample(trial, self.data.num_classes, self.data.in_channels)
-        p = trial.params
+        if self._from_pool(trial):
+            assert self.pool is not None
+            member = pool_member(self.pool, trial.suggest_int(POOL_RANK, 0, len(self.pool) - 1))
+            p = dict(member.params)
+            spec = cfg.space.build(p, self.data.num_classes, self.data.in_channels)
+            trial.set_user_attr(PREDICTED_IMAGES_PER_S, member.throughput)
+            trial.set_user_attr(ZERO_COST, member.proxy)
+        else:
+            spec = cfg.space.sample(trial, self.data.num_classes, self.data.in_channels)
+            p = trial.params
         for k in ARCH_DIMENSIONS:
             dim = getattr(cfg.space, k)
             trial.set_user_attr(arch_key(k), p.get(k, dim.choices[0] if dim.fixed else None))
@@ -171,6 +226,17 @@ class _Objective:
         trial.set_user_attr(SPEC_HASH, spec.hash)
         trial.set_user_attr(ARCH, spec.summary())
         return spec
+
+    def _from_pool(self, trial: optuna.Trial) -> bool:
+        """Whether the trial's net comes from the pool: a candidate, its retries and its re-trainings do; a
+        reference (and its re-trainings) keeps its paper config."""
+        if self.pool is None or lifecycle.role(trial) == lifecycle.Role.REFERENCE:
+            return False
+        origin = trial.user_attrs.get(REPEAT_OF)
+        if origin is None:
+            return True
+        first = next((t for t in trial.study.get_trials(deepcopy=False) if t.number == int(origin)), None)
+        return first is not None and POOL_RANK in first.params
 
     def _copy_twin(self, trial: optuna.Trial, spec: RepVGGSpec) -> tuple[float, ...] | None:
         """The values of an earlier trial of the same architecture, seed and budget, copied onto this one

@@ -25,17 +25,18 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from ..attrs import FINAL_LOSS, FUSION_ERROR, TRAIN_IMAGES_PER_S, TRAIN_SECONDS
 from ..checkpoint import load_model, save_checkpoint
 from ..errors import RepVGGNasError
 from ..layout import user_cache_dir
 from ..spec import RepVGGSpec
 from ..train import TrainConfig
 
-__all__ = ["REFCACHE_FORMAT_VERSION", "CachedReference", "ReferenceCache", "reference_key"]
+__all__ = ["CACHEDCACHED_FIGURES", "REFCACHE_FORMAT_VERSION", "CachedReference", "ReferenceCache", "reference_key"]
 
 # The layout of a cached reference (the checkpoint's meta fields below); a file of another version misses.
 REFCACHE_FORMAT_VERSION = 1
-_FIGURES = ("train_seconds", "train_images_per_s", "final_loss", "fusion_error")
+CACHED_FIGURES = (TRAIN_SECONDS, TRAIN_IMAGES_PER_S, FINAL_LOSS, FUSION_ERROR)  # the trial attrs of the same names
 
 
 def reference_key(spec: RepVGGSpec, data_fingerprint: str, train: TrainConfig, seed: int) -> str:
@@ -56,6 +57,12 @@ class CachedReference(NamedTuple):
     final_loss: float
     fusion_error: float
     path: Path
+
+    @property
+    def figures(self) -> dict[str, float]:
+        """The training figures as the trial attrs that hold them (:data:`CACHED_FIGURES`)."""
+        return dict(zip(CACHED_FIGURES, (self.train_seconds, self.train_images_per_s, self.final_loss,
+                                         self.fusion_error)))
 
 
 class ReferenceCache:
@@ -79,16 +86,16 @@ class ReferenceCache:
         meta = ckpt.meta
         if meta.get("refcache_format") != REFCACHE_FORMAT_VERSION or ckpt.spec.hash != spec.hash:
             return None
-        if any(not isinstance(meta.get(k), (int, float)) for k in _FIGURES):
+        if any(not isinstance(meta.get(k), (int, float)) for k in CACHED_FIGURES):
             return None
-        return CachedReference(model.to(device).eval(), *(float(meta[k]) for k in _FIGURES), path)
+        return CachedReference(model.to(device).eval(), *(float(meta[k]) for k in CACHED_FIGURES), path)
 
     def put(self, key: str, deploy: nn.Module, spec: RepVGGSpec, figures: dict[str, Any]) -> Path:
         """Keep a trained reference's deploy net with ``figures`` (train_seconds, train_images_per_s,
         final_loss, fusion_error)."""
-        missing = [k for k in _FIGURES if k not in figures]
+        missing = [k for k in CACHED_FIGURES if k not in figures]
         if missing:
             raise ValueError(f"a cached reference needs {missing}")
         self.root.mkdir(parents=True, exist_ok=True)
-        meta = {"refcache_format": REFCACHE_FORMAT_VERSION, **{k: float(figures[k]) for k in _FIGURES}}
+        meta = {"refcache_format": REFCACHE_FORMAT_VERSION, **{k: float(figures[k]) for k in CACHED_FIGURES}}
         return save_checkpoint(self.path(key), deploy, spec, meta=meta)

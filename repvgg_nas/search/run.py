@@ -37,11 +37,13 @@ from ..storage import DEFAULT_HEARTBEAT_INTERVAL, claim_lock, enqueued_params, s
 from .connect import connect, recover_interrupted
 from .events import (
     EventCallback, Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, SearchEvent,
-    StudyStarted, TimeUp, TrialFinished, Waiting,
+    PoolReady, StudyStarted, TimeUp, TrialFinished, Waiting,
 )
 from .loop import DONE, RAN, claim_linked_trial, drive, run_trial, work
 from .objective import ARCH_DIMENSIONS, _Objective, failure_reason
+from .refcache import ReferenceCache
 from .rungs import paused_by_time
+from .screening import ensure_pool, named_latency_table
 from .slots import repeat_key, slot_state
 from ..study import StudyConfig
 
@@ -369,6 +371,7 @@ def _open_run(cfg: StudyConfig, plan: _Plan, storage: str | None, n_trials: int 
     measure = cfg.measure.resolved()
     device = torch.device(measure.device)
     data = load_data(cfg.data, device=device)  # before anything is written
+    named_latency_table(cfg, measure, data.num_classes, data.in_channels)  # a bad table file: nothing written
     study, shown = connect(cfg, storage, reports_dir, **beat)
     paths.root.mkdir(parents=True, exist_ok=True)
     if plan.finalize:
@@ -379,8 +382,20 @@ def _open_run(cfg: StudyConfig, plan: _Plan, storage: str | None, n_trials: int 
     paths.checkpoints.mkdir(exist_ok=True)
     target = n_trials if n_trials is not None else cfg.n_trials
     objective = _Objective(cfg, data, device, cache, paths, on_step=emit if (progress and on_event is not None) else None,
-                           target=target, on_event=emit, deadline=deadline, budget=timeout)
+                           target=target, on_event=emit, deadline=deadline, budget=timeout,
+                           references=ReferenceCache())
     return _Run(cfg, study, shown, paths, data, measure, device, cache, objective, target, timeout, deadline, emit)
+
+
+def _prepare_pool(run: _Run) -> None:
+    """Draw candidates from the study's pre-screened pool (made now, with the latency table, if the study
+    has none yet); a blind search when ``[prescreen]`` is off."""
+    emit = run.emit
+    pool, made = ensure_pool(run.study, run.cfg, run.measure, run.data.num_classes, run.data.in_channels,
+                             on_progress=emit)
+    run.objective.pool = pool
+    if pool is not None:
+        emit(PoolReady(len(pool), pool.settings.proxy, made))
 
 
 def _search_phase(run: _Run) -> None:
@@ -438,6 +453,7 @@ def run_search(
     heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL,
     grace_period: int | None = None,
     on_event: EventCallback | None = None,
+    retrain_references: bool = False,
 ) -> SearchResult:
     """Run (or resume) the study until it has ``n_trials`` finished search trials.
 
@@ -454,7 +470,9 @@ def run_search(
     trial in flight, the final re-measurement and, once the study reaches
     ``n_trials``, the linked re-trainings (``[trust]``) and the pruning of the
     front still run. If an end phase raises, the trials CSVs and the report
-    are still written before the error propagates.
+    are still written before the error propagates. A reference trained by an
+    earlier study with the same spec, data, budget and seed is reused
+    (:mod:`.refcache`) unless ``retrain_references``.
     """
     if role not in _PLANS:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
@@ -463,11 +481,14 @@ def run_search(
         cfg = cfg.replace(measure=dataclasses.replace(cfg.measure, device=device))
     run = _open_run(cfg, plan, storage, n_trials, timeout, reports_dir, progress, on_event,
                     heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    run.objective.retrain_references = retrain_references
     done = run.done()
     remaining = max(0, run.target - done) if plan.search else 0
     run.emit(StudyStarted(cfg.name, role, done, remaining, run.target, run.data.describe(), run.measure.device,
                           run.shown))
     interrupted, failure = False, None
+    if plan.search:
+        _prepare_pool(run)  # before the phases: a space the pre-screen rejects writes no outputs
     try:
         if plan.search:
             _search_phase(run)

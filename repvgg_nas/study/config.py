@@ -24,6 +24,7 @@ from ..errors import ConfigError, RepVGGNasError
 from ..measure import MeasureSettings
 from ..prune import PruneJob
 from ..registry import Registry
+from ..prescreen import PrescreenConfig
 from ..objectives import EXTRA_OBJECTIVES, Objective, objectives_for
 from ..stats import DEFAULT_EQUIVALENCE_POINTS, PRIOR_SEED_STD
 from .promotion import PROMOTION_RULES
@@ -38,7 +39,7 @@ __all__ = [
 
 STUDY_KEYS = (
     "description", "space", "seed", "n_trials", "timeout", "references",
-    "data", "train", "measure", "objectives", "sampler", "prune", "trust", "fidelity",
+    "data", "train", "measure", "objectives", "sampler", "prune", "trust", "fidelity", "prescreen",
 )
 
 
@@ -304,6 +305,7 @@ class StudyConfig:
     prune: PruneJob | None = None
     trust: TrustConfig = field(default_factory=TrustConfig)
     fidelity: FidelityConfig = field(default_factory=lambda: FidelityConfig(rungs=1))
+    prescreen: PrescreenConfig = field(default_factory=PrescreenConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """What is stored with the study (for reports and for resuming)."""
@@ -324,6 +326,7 @@ class StudyConfig:
             A.STUDY_PRUNE: self.prune.to_dict() if self.prune is not None else None,
             A.STUDY_TRUST: self.trust.to_dict(),
             A.STUDY_FIDELITY: {**self.fidelity.to_dict(), "budgets": list(self.fidelity.budgets(self.train.epochs))},
+            A.STUDY_PRESCREEN: self.prescreen.to_dict(),
         }
 
     def time_budget(self, timeout: float | None = None) -> float | None:
@@ -401,6 +404,7 @@ def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override
     trust = TrustConfig.from_table(t.table("trust"), train.epochs)
     # No [fidelity] table: the single-fidelity search (every candidate gets the full budget).
     fidelity = FidelityConfig.from_table(t.table("fidelity"), train.epochs) if t.has("fidelity") else FidelityConfig(rungs=1)
+    prescreen = PrescreenConfig.from_table(t.table("prescreen"))
     t.finish(STUDY_KEYS)
     return StudyConfig(
         name=path.stem,
@@ -419,4 +423,5 @@ def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override
         prune=prune,
         trust=trust,
         fidelity=fidelity,
+        prescreen=prescreen,
     )

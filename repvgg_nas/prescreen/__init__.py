@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from .config import PrescreenConfig
 from .pool import (
     POOL_FORMAT,
     Pool,
@@ -33,6 +34,7 @@ __all__ = [
     "POOL_FORMAT",
     "PROXIES",
     "Pool",
+    "PrescreenConfig",
     "PoolMember",
     "PoolSettings",
     "PrescreenResult",

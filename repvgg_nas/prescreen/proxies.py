@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...errors import ConfigError
-from ...model import build_model
-from ...registry import Registry
-from ...spec import RepVGGSpec
+from ..errors import ConfigError
+from ..model import build_model
+from ..registry import Registry
+from ..spec import RepVGGSpec
 
 __all__ = [
     "DEFAULT_PROXY",

@@ -20,14 +20,13 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ...errors import ConfigError
-from ...spec import RepVGGSpec
-from ...stats import pareto_mask
-from ...study.space import SearchSpace
+from ..errors import ConfigError
+from ..spec import RepVGGSpec
+from ..stats import pareto_mask
 from .proxies import DEFAULT_PROXY, PROXIES, ProxyInputs, deploy_macs
 
 __all__ = [
@@ -45,6 +44,25 @@ __all__ = [
 POOL_FORMAT = 1
 
 ThroughputPredictor = Callable[[RepVGGSpec], float]
+
+
+class SearchSpace(Protocol):
+    """What the pre-screen needs of a search space (:class:`repvgg_nas.study.SearchSpace` has it). A
+    protocol, not an import: the study config validates ``[prescreen]`` with this package, so this package
+    must not import the study package back."""
+
+    name: str
+
+    @property
+    def hash(self) -> str: ...
+
+    def size(self) -> int: ...
+
+    def enumerate_values(self) -> Iterator[dict[str, Any]]: ...
+
+    def sample_values(self, rng: random.Random) -> dict[str, Any]: ...
+
+    def build(self, values: Mapping[str, Any], num_classes: int, in_channels: int = 3) -> RepVGGSpec: ...
 
 
 def macs_stand_in(resolution: int = 224) -> ThroughputPredictor:
