@@ -294,6 +294,15 @@ def budget_text(cfg: StudyConfig, timeout: float | None = None) -> str:
                "next run)" if f.multi else ""))
 
 
+def _prescreen_text(cfg: StudyConfig) -> str:
+    p = cfg.prescreen
+    if not p.enabled:
+        return "off: candidates drawn from the whole space (blind)"
+    table = p.latency_table or "built here, kept in the user cache"
+    return (f"on: {p.n} nets scored by {p.proxy} and predicted speed (latency table: {table}); candidates drawn "
+            f"from a pool of at least {p.pool_size}")
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
@@ -425,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{cfg.space.size()} architectures)\n  references: {refs}\n  data: {cfg.data.to_dict()}\n"
             f"  train: {cfg.train.to_dict()}\n  measure: {cfg.measure.to_dict()}\n"
             f"  objectives: {', '.join(f'{o.direction} {o.name}' for o in cfg.objectives.table)}\n"
+            f"  prescreen: {_prescreen_text(cfg)}\n"
             f"  budget: {budget_text(cfg, args.timeout)}\n"
             f"  sampler: {cfg.sampler.name}, seed {cfg.seed}, trials {args.n_trials or cfg.n_trials}\n"
             f"  storage: {redact_url(args.storage or default_storage(cfg, args.reports_dir))}\n"
