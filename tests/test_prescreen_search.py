@@ -34,6 +34,12 @@ def test_candidates_come_from_the_pool_and_the_pool_stays_with_the_study(tmp_pat
         member = pool.members[t.params[POOL_RANK]]
         assert t.user_attrs["predicted_images_per_s"] == member.throughput
     assert list((user_cache_dir() / "latency").glob("*.json"))  # the table is kept for the next study
+    out = tmp_path / "reports" / "tiny"
+    import pandas as pd
+
+    shown = pd.read_csv(out / "report_pool.csv")  # the report's faint cloud: what was considered
+    assert len(shown) == len(pool) and shown["trained"].sum() >= 1
+    assert "pre-screened pool (predicted)" in (out / "index.html").read_text()
     ready = [e for e in events if type(e).__name__ == "PoolReady"]
     assert len(ready) == 1 and ready[0].made is not None and ready[0].made.scored >= 1
     # A resumed run draws from the same pool (not a new one), and may not switch the pre-screen off.

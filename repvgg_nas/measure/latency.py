@@ -73,6 +73,11 @@ LATENCY_FORMAT_VERSION = 1
 # the table is saved after each chunk, so a long build shows progress and resumes.
 CHUNK = 8
 
+# How long one layer is timed: one layer is a few milliseconds of a net's tens, so fewer and shorter repeats
+# than a whole net's settle its median (benchmarks/latency_table_cpu.md checks the sums against whole nets);
+# these are not part of the key: they change how long a build takes, not what a layer costs.
+LAYER_TIMING = dict(warmup=1, min_repeats=3, max_repeats=9, target_cv=0.05, min_repeat_s=0.02, max_seconds=4.0)
+
 
 class MissingLayersError(ConfigError):
     """A net has layers the table has not measured."""
@@ -445,7 +450,7 @@ def build_latency_table(
     done, t0 = 0, time.perf_counter()
     for group in _chunks(todo, max(1, chunk)):
         t_chunk = time.perf_counter()
-        layer_settings = _replace(settings, resolution=group[0].size)
+        layer_settings = _replace(settings, resolution=group[0].size, **LAYER_TIMING)
         ms = measure_models({layer.id: layer.module() for layer in group}, layer_settings, copy_models=False)
         for layer in group:
             table.entries[layer.id] = LayerLatency.of(layer, ms[layer.id])

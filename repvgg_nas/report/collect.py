@@ -23,6 +23,7 @@ from ..measure import RUNTIMES, ThroughputCache
 from ..measure.runtimes import DEFAULT_RUNTIME
 from ..storage import redact_url
 from .architecture import architecture_frame
+from .pool import pool_frame
 from .fidelity import fidelity_frame
 from ..stats import (
     CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, completed, fidelity, hypervolume_frame,
@@ -221,6 +222,7 @@ class ReportData(NamedTuple):
     budgets: tuple[int, ...]
     notes: list[str]
     message: str | None
+    pool: pd.DataFrame | None = None  # the pre-screened pool (None or empty: a blind search)
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The frames by CSV name (``report_<name>.csv``)."""
@@ -229,6 +231,7 @@ class ReportData(NamedTuple):
             "pruned_links": self.links, "hypervolume": self.hypervolume, "hypervolume_time": self.hypervolume_time,
             "importance": self.importance, "architecture": self.architecture, "claims": self.claims,
             "fidelity": self.fidelity, **({"rungs": self.rungs} if self.budgets else {}),
+            **({"pool": self.pool} if self.pool is not None and not self.pool.empty else {}),
         }
 
 
@@ -279,4 +282,5 @@ def collect_report_data(
         budgets=budgets,
         notes=notes,
         message=message,
+        pool=pool_frame(study, trials),
     )

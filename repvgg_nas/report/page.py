@@ -151,8 +151,11 @@ def _figures(data: ReportData, device: str | None) -> list[tuple[str, str, str, 
          "standard error and half the timing IQR). The blue staircase is the Pareto front "
          "(nothing is both more accurate and faster; dashed: at the long budget); faded points are dominated; diamonds are the "
          "paper's RepVGG configs trained with the same budget; crosses are pruned variants, joined to "
-         "the trial they were pruned from. Hover a point for its spec.",
-         scatter_figure(data.trials, data.links, device)),
+         "the trial they were pruned from. Hover a point for its spec." + (
+             " Faint grey dots (right axis) are the pre-screened pool the candidates were drawn from, at the "
+             "speed the latency table predicts and their zero-cost proxy: predictions, never claims; ringed "
+             "ones were trained." if data.pool is not None and not data.pool.empty else ""),
+         scatter_figure(data.trials, data.links, device, data.pool)),
         ("hypervolume", "Hypervolume over trials",
          f"Area dominated by the front after each search trial (reference point: {point}). "
          "Above the dashed line, the searched front beats the references-only front. "

@@ -18,7 +18,7 @@ from .frames import report_trials_frame
 from .style import BLUE, GREEN, GREY, ORANGE, TEMPLATE, esc, num, present, throughput_axis
 
 __all__ = [
-    "DOMINATED", "FRONT", "LONG_FRONT", "PRUNED", "PRUNED_LINKS", "REFERENCES",
+    "DOMINATED", "FRONT", "LONG_FRONT", "POOL", "PRUNED", "PRUNED_LINKS", "REFERENCES",
     "plot_scatter", "pruned_links_frame", "scatter_figure", "scatter_points_frame",
 ]
 
@@ -29,6 +29,7 @@ REFERENCES = "paper references"
 PRUNED = "pruned variants"
 PRUNED_LINKS = "pruned from parent"
 LONG_FRONT = "front at the long budget"
+POOL = "pre-screened pool (predicted)"
 
 LINK_COLUMNS = (
     "parent", "child", "pruned_ratio", "parent_accuracy", "parent_throughput",
@@ -115,7 +116,8 @@ def _hover(r: pd.Series, extra: tuple = ()) -> str:
     return "<br>".join(lines)
 
 
-def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None = None) -> go.Figure:
+def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None = None,
+                   pool: pd.DataFrame | None = None) -> go.Figure:
     """Accuracy vs throughput: the front as a staircase, dominated trials faded,
     references as labelled diamonds, pruned variants joined to their parent;
     error bars of one standard error (accuracy) and half the IQR (throughput),
@@ -142,6 +144,8 @@ def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None
             customdata=frame["number"].tolist(), **kw,
         )
 
+    if pool is not None and not pool.empty:  # behind everything: what was considered, not measured
+        fig.add_trace(_pool_trace(pool))
     if not dominated.empty:
         fig.add_trace(points(dominated, colour=True, name=DOMINATED, mode="markers",
                              marker=dict(color=GREY, size=8, opacity=0.35, line=dict(width=0))))
@@ -184,7 +188,24 @@ def scatter_figure(trials: pd.DataFrame, links: pd.DataFrame, device: str | None
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0),
         hoverlabel=dict(align="left"),
     )
+    if pool is not None and not pool.empty:
+        name = esc(pool["proxy_name"].iloc[0])
+        fig.update_layout(yaxis2=dict(title=dict(text=f"pool: zero-cost proxy ({name})"), overlaying="y",
+                                      side="right", showgrid=False, type="log"))
     return fig
+
+
+def _pool_trace(pool: pd.DataFrame) -> go.Scatter:
+    """The pre-screened pool as a faint cloud on the right-hand axis; trained members ringed."""
+    name = esc(pool["proxy_name"].iloc[0])
+    return go.Scatter(
+        x=pool["predicted_throughput"].tolist(), y=pool["proxy"].tolist(), yaxis="y2", name=POOL, mode="markers",
+        marker=dict(color=GREY, size=6, opacity=0.3,
+                    line=dict(color=BLUE, width=[1.5 if t else 0 for t in pool["trained"]])),
+        hovertext=[f"pool member {int(r['rank'])}: predicted {r['predicted_throughput']:,.0f} img/s (latency "
+                   f"table), {name} {r['proxy']:.4g}" + (" · trained" if r["trained"] else "")
+                   for _, r in pool.iterrows()], hoverinfo="text",
+    )
 
 
 def _shade(done: pd.DataFrame, extra: tuple) -> Any:
