@@ -16,7 +16,7 @@ workers starting together one builds it and the others read it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 import time
 
 import optuna
@@ -126,7 +126,8 @@ def ensure_pool(
                            speed_source=f"latency table {table.path or ''}".strip())
         members = tuple(sorted(result.pool.members, key=lambda m: m.throughput))  # rank = speed order
         pool = Pool(members, result.pool.settings)
-        study.set_user_attr(STUDY_POOL, pool.to_dict())
-    where = str(table.path) if table.path is not None else None
-    return pool, PoolMade(where, measured, table_s, result.scored, len(pool), result.front_size, result.seconds,
-                          slowest)
+        where = str(table.path) if table.path is not None else None
+        made = PoolMade(where, measured, table_s, result.scored, len(pool), result.front_size, result.seconds,
+                        slowest)
+        study.set_user_attr(STUDY_POOL, {**pool.to_dict(), "made": asdict(made)})  # what it took, for people
+    return pool, made
