@@ -37,17 +37,17 @@ def resolve_device(device: torch.device | str | None = "auto", key: str = "devic
     given = "auto" if device is None else str(device)
     name = check_device_name(given)
     if name is None:
-        raise ConfigError(f"{key} = {given!r} is invalid; allowed: {DEVICE_NAMES}")
+        raise ConfigError(f"{key}: {given!r} is not allowed; choose from {DEVICE_NAMES}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if not name.startswith("cuda"):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ConfigError(
-            f"{key} = {given!r} but CUDA is not available on this "
+            f"{key}: {given!r} needs CUDA, which is not available on this "
             f"machine (torch {torch.__version__}); use 'cpu' or 'auto'"
         )
     index = int(name.split(":")[1]) if ":" in name else torch.cuda.current_device()
     if index >= torch.cuda.device_count():
-        raise ConfigError(f"{key} = {given!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+        raise ConfigError(f"{key}: {given!r} is out of range; only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device("cuda", index)

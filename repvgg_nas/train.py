@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 
-from .config import Table, Wording
+from .config import Table
 from .data import DataBundle
 from .devices import resolve_device
 from .errors import ConfigError
@@ -138,17 +138,6 @@ def lr_factors(schedule: str, total: int, warmup: int) -> list[float]:
 
 _TRISTATE = ("auto", "on", "off")
 
-# ``train.key must be ..., got value``: how every ``[train]`` problem reads.
-TRAIN_WORDING = Wording(
-    wrong_type="{source}{key} must be {expected}, got {value}",
-    not_finite="{source}{key} must be a number, got {value}",
-    out_of_range="{source}{key} must be {expected}, got {value}",
-    not_allowed="{source}{key} must be one of {choices_list}, got {value}",
-    invalid="{source}{key} must be {expected}, got {value}",
-    other="{source}{key} {message}",
-    unknown="{source}unknown {table} keys {unknown_list}; allowed: {allowed_list}",
-)
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -191,7 +180,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
 
     def __post_init__(self) -> None:
-        t = Table({f.name: getattr(self, f.name) for f in fields(self)}, "train", wording=TRAIN_WORDING)
+        t = Table({f.name: getattr(self, f.name) for f in fields(self)}, "train")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
             t.get(name, int, min=lo)
         values = {
@@ -227,7 +216,7 @@ class TrainConfig:
         """Build from a config mapping (a study's ``[train]`` table), rejecting unknown keys."""
         if data is None:
             return cls()
-        t = Table(data, "train", wording=TRAIN_WORDING)
+        t = Table(data, "train")
         names = [f.name for f in fields(cls)]
         kwargs = t.take(names)
         t.finish(names)

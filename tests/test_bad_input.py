@@ -33,7 +33,7 @@ SEARCH_CASES = [
     ("unknown-key", BASE + "trials = 3\n", [], "trials: unknown key"),
     ("wrong-type", BASE + '[train]\nepochs = "three"\n', [], "train.epochs must be an integer"),
     ("out-of-range", BASE.replace("n_trials = 2", "n_trials = 0"), [], "n_trials: 0 is out of range"),
-    ("out-of-range-measure", BASE + "[measure]\nbatch_size = 0\n", [], "measure.batch_size = 0 is invalid"),
+    ("out-of-range-measure", BASE + "[measure]\nbatch_size = 0\n", [], "measure.batch_size: 0 is out of range"),
     ("missing-data-root", BASE + '[data]\nname = "cifar10"\nroot = "/no/such/dir"\n', [], "does not exist"),
     ("missing-data-flag", BASE + '[data]\nname = "cifar10"\nroot = "{tmp}"\n', ["--data", "/no/such/images"], "does not exist"),
     ("unreachable-storage", BASE, ["--storage", UNREACHABLE], "cannot open storage 'postgresql+psycopg://nobody:***@127.0.0.1:1/x'"),

@@ -38,8 +38,8 @@ def test_registry_names_the_issue_runtimes():
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"runtime": "tensorrt"}, "measure.runtime = 'tensorrt' is invalid; allowed: torch, onnxruntime, onnxruntime-int8"),
-        ({"runtime": 3}, "measure.runtime = 3 is invalid; allowed: torch, onnxruntime, onnxruntime-int8"),
+        ({"runtime": "tensorrt"}, "measure.runtime: 'tensorrt' is not allowed; choose from ['torch', 'onnxruntime', 'onnxruntime-int8']"),
+        ({"runtime": 3}, "measure.runtime: 3 is not allowed; choose from ['torch', 'onnxruntime', 'onnxruntime-int8']"),
         ({"runtime": "onnxruntime", "compile": True}, "measure.compile = true cannot be combined with measure.runtime = 'onnxruntime'"),
         ({"runtime": "onnxruntime-int8", "dtype": "fp16", "device": "auto"}, "measure.dtype = 'fp16' cannot be combined"),
     ],

@@ -91,7 +91,7 @@ def test_unknown_key_lists_allowed() -> None:
         ({"label_smoothing": 1.2}, "train.label_smoothing"),
         ({"warmup_epochs": 10}, "exceeds train.epochs"),
         ({"schedule": "cosin"}, r"train.schedule.*cosine"),
-        ({"amp": "maybe"}, r"train.amp must be one of \['auto', 'on', 'off'\]"),
+        ({"amp": "maybe"}, r"train.amp: 'maybe' is not allowed; choose from \['auto', 'on', 'off'\]"),
         ({"channels_last": 1}, "train.channels_last"),
         ({"max_grad_norm": -1.0}, "train.max_grad_norm"),
         ({"nesterov": True, "momentum": 0.0}, "nesterov needs momentum"),

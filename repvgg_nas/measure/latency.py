@@ -434,7 +434,8 @@ def build_latency_table(
     (a table of another key is refused, one line), measures only the layers
     it lacks (layers of one input size in lockstep, ``chunk`` at a time, each
     at its own input shape: ``settings.batch_size`` x its channels x its
-    size), and saves after every chunk. ``num_classes``/``in_channels`` build
+    size; the timing loop's repeats are :data:`LAYER_TIMING`'s, not the settings'), and saves after
+    every chunk. ``num_classes``/``in_channels`` build
     a space's specs (ignored for specs). ``on_progress`` hears of every chunk.
     """
     settings = (settings or MeasureSettings()).resolved()

@@ -79,12 +79,12 @@ def _installed(module: str) -> bool:
 def check_runtime(name: Any, key: str = "measure.runtime") -> Runtime:
     """The runtime called ``name``; a one-line ConfigError for an unknown one or a missing package."""
     if not isinstance(name, str) or name not in RUNTIMES:
-        raise ConfigError(f"{key} = {name!r} is invalid; allowed: {', '.join(RUNTIMES.list())}")
+        raise ConfigError(f"{key}: {name!r} is not allowed; choose from {RUNTIMES.list()}")  # the house wording
     runtime = RUNTIMES.get(name)
     for module, pip in runtime.packages:
         if not _installed(module):
             raise ConfigError(
-                f"{key} = {runtime.name!r} needs the Python package {module!r}, which is not "
+                f"{key}: {runtime.name!r} needs the Python package {module!r}, which is not "
                 f"installed here (pip install {pip})"
             )
     return runtime
@@ -114,7 +114,7 @@ def check_runtime_device(name: str, device: str, key: str = "measure.runtime") -
     available = ort.get_available_providers()
     if "CUDAExecutionProvider" not in available:
         raise ConfigError(
-            f"{key} = {runtime.name!r} on device {device!r} needs onnxruntime's CUDAExecutionProvider, "
+            f"{key}: {runtime.name!r} on device {device!r} needs onnxruntime's CUDAExecutionProvider, "
             f"which this onnxruntime build lacks (pip install onnxruntime-gpu, or measure.device = 'cpu'); "
             f"available: {', '.join(available)}"
         )

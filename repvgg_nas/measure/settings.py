@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from ..config import Table, Wording
+from ..config import Table
 from ..devices import DEVICE_NAMES, check_device_name
 from ..devices import resolve_device as _resolve_device
 from ..errors import ConfigError
 from ..registry import Registry
 from .runtimes import DEFAULT_RUNTIME, RUNTIMES, check_runtime, check_runtime_device
 
-__all__ = ["DTYPES", "DtypeInfo", "COMPILE_MODES", "MeasureSettings", "SETTINGS_WORDING"]
+__all__ = ["DTYPES", "DtypeInfo", "COMPILE_MODES", "MeasureSettings"]
 
 
 @dataclass(frozen=True)
@@ -45,18 +45,6 @@ DTYPES.register("fp16", DtypeInfo("fp16", torch.float16, tf32=False, cpu=False))
 DTYPES.register("bf16", DtypeInfo("bf16", torch.bfloat16, tf32=False, cpu=False))
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-# ``measure.key = value is invalid; ...``: the form the runtime registry's
-# messages take too, so every ``[measure]`` problem reads alike.
-SETTINGS_WORDING = Wording(
-    wrong_type="{source}{key} = {value} is invalid; must be {expected}",
-    not_finite="{source}{key} = {value} is invalid; must be {expected}",
-    out_of_range="{source}{key} = {value} is invalid; must be {expected}",
-    not_allowed="{source}{key} = {value} is invalid; allowed: {choices}",
-    invalid="{source}{key} = {value} is invalid; {expected}",
-    other="{source}{key}: {message}",
-    unknown="{source}unknown {table} keys {unknown_list}; allowed: {allowed_list}",
-)
 
 
 @dataclass(frozen=True)
@@ -113,7 +101,7 @@ class MeasureSettings:
     def __post_init__(self) -> None:
         runtime = check_runtime(self.runtime)  # unknown name or missing package: one line
         object.__setattr__(self, "runtime", runtime.name)
-        t = Table({f.name: getattr(self, f.name) for f in fields(self)}, "measure", wording=SETTINGS_WORDING)
+        t = Table({f.name: getattr(self, f.name) for f in fields(self)}, "measure")
         device = check_device_name(self.device)
         if device is None:
             raise t.reject("device", self.device, f"allowed: {DEVICE_NAMES}")
@@ -209,7 +197,7 @@ class MeasureSettings:
         try:
             if data is None:
                 return cls()
-            t = Table(data, "measure", wording=SETTINGS_WORDING)
+            t = Table(data, "measure")
             names = [f.name for f in fields(cls)]
             kwargs = t.take(names)
             t.finish(names)

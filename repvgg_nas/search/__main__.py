@@ -124,6 +124,7 @@ class Console:
         hide = not self.progress or e.role != "all"
         if self.budget is not None:  # the budget bounds the run: its bar counts seconds, its ETA is the budget's end
             self.bar = tqdm(total=round(self.budget), desc="time budget", position=0, disable=hide,
+                            mininterval=0.5 if sys.stderr.isatty() else 60.0,  # a log file gets a line a minute
                             dynamic_ncols=True, unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s "
                             "[{elapsed}<{remaining}{postfix}]")
             self.bar.set_postfix_str(f"{self.done}/{self.target} trials", refresh=False)
