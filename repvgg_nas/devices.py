@@ -44,7 +44,7 @@ def resolve_device(device: torch.device | str | None = "auto", key: str = "devic
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ConfigError(
-            f"{key}: {given!r} needs CUDA, which is not available on this "
+            f"{key}: {given!r}, but CUDA is not available on this "
             f"machine (torch {torch.__version__}); use 'cpu' or 'auto'"
         )
     index = int(name.split(":")[1]) if ":" in name else torch.cuda.current_device()

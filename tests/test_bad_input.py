@@ -31,7 +31,7 @@ BASE = 'space = "quick"\nn_trials = 2\n'
 SEARCH_CASES = [
     ("malformed-toml", "space = 'quick'\n[train\n", [], "malformed TOML"),
     ("unknown-key", BASE + "trials = 3\n", [], "trials: unknown key"),
-    ("wrong-type", BASE + '[train]\nepochs = "three"\n', [], "train.epochs must be an integer"),
+    ("wrong-type", BASE + '[train]\nepochs = "three"\n', [], "train.epochs: must be an integer"),
     ("out-of-range", BASE.replace("n_trials = 2", "n_trials = 0"), [], "n_trials: 0 is out of range"),
     ("out-of-range-measure", BASE + "[measure]\nbatch_size = 0\n", [], "measure.batch_size: 0 is out of range"),
     ("missing-data-root", BASE + '[data]\nname = "cifar10"\nroot = "/no/such/dir"\n', [], "does not exist"),

@@ -55,7 +55,7 @@ def test_missing_runtime_package_is_one_line(monkeypatch):
     with pytest.raises(ConfigError) as e:
         MeasureSettings(runtime="onnxruntime-int8")
     assert str(e.value) == (
-        "measure.runtime = 'onnxruntime-int8' needs the Python package 'onnxruntime', which is not "
+        "measure.runtime: 'onnxruntime-int8' needs the Python package 'onnxruntime', which is not "
         "installed here (pip install onnxruntime)"
     )
     assert MeasureSettings().runtime == "torch"  # torch needs nothing more
@@ -74,7 +74,7 @@ def test_onnxruntime_without_its_cuda_provider_fails_when_settings_resolve(monke
         with pytest.raises(ConfigError) as e:
             MeasureSettings(device="auto", runtime=runtime).resolved()  # ...whose onnxruntime lacks CUDA
         msg = str(e.value)
-        assert msg.startswith(f"measure.runtime = {runtime!r} on device 'cuda:0' needs onnxruntime's "
+        assert msg.startswith(f"measure.runtime: {runtime!r} on device 'cuda:0' needs onnxruntime's "
                               "CUDAExecutionProvider") and "\n" not in msg
     assert MeasureSettings(device="auto").resolved().device == "cuda:0"  # torch needs no provider
     assert MeasureSettings(device="cpu", runtime="onnxruntime").resolved().device == "cpu"

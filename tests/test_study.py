@@ -26,7 +26,7 @@ def test_every_stored_study_key_is_named_in_attrs():
     """The report reads the stored study config through repvgg_nas.attrs: every key the config writes is there."""
     from repvgg_nas import attrs
 
-    named = {v for k, v in vars(attrs).items() if k.startswith("STUDY_")} - {attrs.STUDY_LOCKSTEP}
+    named = {v for k, v in vars(attrs).items() if k.startswith("STUDY_")} - {attrs.STUDY_LOCKSTEP, attrs.STUDY_POOL}
     assert set(load_study_config("quick").to_dict()) == named
 
 
@@ -50,11 +50,11 @@ def _study(tmp_path: Path, text: str):
     [
         ("space = 'quick'\n[train\n", "malformed TOML"),
         (BASE + "trials = 3\n", "trials: unknown key"),
-        (BASE + "[train]\nepoch = 3\n", "unknown train keys"),
-        (BASE + '[train]\nepochs = "three"\n', "train.epochs must be an integer"),
+        (BASE + "[train]\nepoch = 3\n", "train.epoch: unknown key"),
+        (BASE + '[train]\nepochs = "three"\n', "train.epochs: must be an integer"),
         (BASE.replace("n_trials = 2", "n_trials = 0"), "n_trials: 0 is out of range"),
         (BASE + "[measure]\nbatch_size = 0\n", "measure.batch_size: 0 is out of range"),
-        (BASE + '[measure]\ndevice = "tpu"\n', "measure.device: 'tpu' is not allowed"),
+        (BASE + '[measure]\ndevice = "tpu"\n', "measure.device: 'tpu' is invalid; allowed: auto, cpu, cuda"),
         (BASE + '[sampler]\nname = "cmaes"\n', "choose from"),
         (BASE + 'references = ["A0"]\n', "reference RepVGG-A0 is outside search space"),
         (BASE + 'references = ["Z9"]\n', "unknown zoo model 'Z9'"),

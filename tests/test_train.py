@@ -73,28 +73,28 @@ def test_defaults_round_trip() -> None:
 
 
 def test_unknown_key_lists_allowed() -> None:
-    with pytest.raises(ConfigError, match=r"unknown train keys \['epoch'\].*allowed:.*'epochs'"):
+    with pytest.raises(ConfigError, match=r"train.epoch: unknown key; allowed keys in train: .*epochs"):
         TrainConfig.from_dict({"epoch": 3})
 
 
 @pytest.mark.parametrize(
     "kwargs, fragment",
     [
-        ({"epochs": 0}, "train.epochs must be >= 1"),
-        ({"epochs": "3"}, "train.epochs must be an integer"),
-        ({"epochs": 2.5}, "train.epochs must be an integer"),
-        ({"batch_size": True}, "train.batch_size must be an integer"),
-        ({"lr": 0}, "train.lr must be > 0"),
-        ({"lr": float("nan")}, "train.lr must be a number"),
+        ({"epochs": 0}, "train.epochs: 0 is out of range; must be >= 1"),
+        ({"epochs": "3"}, "train.epochs: must be an integer"),
+        ({"epochs": 2.5}, "train.epochs: must be an integer"),
+        ({"batch_size": True}, "train.batch_size: must be an integer"),
+        ({"lr": 0}, "train.lr: 0.0 is out of range; must be > 0"),
+        ({"lr": float("nan")}, "train.lr: must be a finite number"),
         ({"momentum": 1.5}, "train.momentum"),
         ({"weight_decay": -1e-4}, "train.weight_decay"),
         ({"label_smoothing": 1.2}, "train.label_smoothing"),
         ({"warmup_epochs": 10}, "exceeds train.epochs"),
         ({"schedule": "cosin"}, r"train.schedule.*cosine"),
-        ({"amp": "maybe"}, r"train.amp: 'maybe' is not allowed; choose from \['auto', 'on', 'off'\]"),
+        ({"amp": "maybe"}, r"train.amp: 'maybe' is invalid; one of \['auto', 'on', 'off'\]"),
         ({"channels_last": 1}, "train.channels_last"),
         ({"max_grad_norm": -1.0}, "train.max_grad_norm"),
-        ({"nesterov": True, "momentum": 0.0}, "nesterov needs momentum"),
+        ({"nesterov": True, "momentum": 0.0}, "train.nesterov: needs momentum"),
         ({"seed": -3}, "train.seed"),
     ],
 )
