@@ -18,7 +18,6 @@ import argparse
 import statistics
 import time
 
-import torch
 
 from repvgg_nas import build_model, reparameterize, zoo
 from repvgg_nas.data import load_data

@@ -312,6 +312,14 @@ class Table:
         self._read.update(out)
         return out
 
+    def build(self, cls: type) -> Any:
+        """The dataclass ``cls`` from this table: unknown keys refused here, types and ranges left to
+        its ``__post_init__`` (which words them alike)."""
+        names = [f.name for f in fields(cls)]
+        kwargs = self.take(names)
+        self.finish(names)
+        return cls(**kwargs)
+
     def rest(self) -> dict[str, Any]:
         """Keys not read yet (handed to another validator such as a dataclass ``from_dict``)."""
         self._read.update(self.data)

@@ -8,6 +8,7 @@ into place with ``os.replace``. An error leaves the old file (or nothing).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -82,3 +83,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """:func:`atomic_write` for a UTF-8 text file."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def read_versioned_json(path: str | os.PathLike, what: str, version: int, remedy: str) -> dict[str, Any]:
+    """A JSON file written with ``{"format_version": version, ...}``, or a one-line ConfigError naming
+    ``what`` (e.g. ``latency table 'x.json'``): unreadable, not JSON, or another format (``remedy`` says
+    what to do). The files of this project that outlive a run (caches, tables) are read through here."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        raise ConfigError(f"{what} cannot be read: {reason}") from None
+    found = data.get("format_version") if isinstance(data, dict) else None
+    if found != version:
+        raise ConfigError(f"{what} has format_version {found!r}; this version reads format_version {version} "
+                          f"only: {remedy}")
+    return data

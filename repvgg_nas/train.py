@@ -216,11 +216,7 @@ class TrainConfig:
         """Build from a config mapping (a study's ``[train]`` table), rejecting unknown keys."""
         if data is None:
             return cls()
-        t = Table(data, "train")
-        names = [f.name for f in fields(cls)]
-        kwargs = t.take(names)
-        t.finish(names)
-        return cls(**kwargs)  # types and ranges: __post_init__, worded alike
+        return Table(data, "train").build(cls)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict that :meth:`from_dict` reads back (no clipping is written as 0: TOML has no null)."""

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from repvgg_nas import ConfigError, RepVGGSpec, build_model
+from repvgg_nas import ConfigError, build_model
 from repvgg_nas.measure.cache import CACHE_FORMAT_VERSION
 from repvgg_nas.measure import specs as specs_mod
 from repvgg_nas.measure import timing as timing_mod

@@ -30,7 +30,7 @@ from repvgg_nas import ConfigError
 from repvgg_nas.checkpoint import load_checkpoint
 from repvgg_nas.data import load_data
 from repvgg_nas.layout import StudyPaths
-from repvgg_nas.measure import Measurement, ThroughputCache
+from repvgg_nas.measure import Measurement
 from repvgg_nas.stats import dominates
 from repvgg_nas.search import load_study_config, open_study, run_search
 from repvgg_nas.search import objective as objective_mod

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from repvgg_nas import ConfigError, RepVGGSpec, build_model, reparameterize
+from repvgg_nas import ConfigError, build_model, reparameterize
 from repvgg_nas.attrs import ACCURACY, FLOAT_ACCURACY, PRECISION, RUNTIME
 from repvgg_nas.data import DataBundle
 from repvgg_nas.evaluation import runtime_accuracy

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, read_versioned_json
 from ..spec import RepVGGSpec
 from .host import device_name
 from .runtimes import RUNTIMES, runtime_versions
@@ -52,16 +52,8 @@ class ThroughputCache:
 
     @staticmethod
     def _load(path: Path) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"throughput cache {path} cannot be read: {e}") from None
-        found = data.get("format_version") if isinstance(data, dict) else None
-        if found != CACHE_FORMAT_VERSION:
-            raise ConfigError(
-                f"throughput cache {path} has format_version {found!r}; this version reads "
-                f"format_version {CACHE_FORMAT_VERSION} only: delete it or pass another path"
-            )
+        data = read_versioned_json(path, f"throughput cache {path}", CACHE_FORMAT_VERSION,
+                                   "delete it or pass another path")
         entries = data.get("entries", {})
         return entries if isinstance(entries, dict) else {}
 

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, read_versioned_json
 from ..layout import user_cache_dir
 from ..model import PlainBlock, SqueezeExcite
 from ..spec import RepVGGSpec
@@ -355,17 +355,8 @@ def default_latency_table_path(settings: MeasureSettings) -> Path:
 def _read(path: Path) -> LatencyTable:
     """A table file as it is, or a one-line ConfigError saying why it cannot be read."""
     where = f"latency table {str(path)!r}"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
-        raise ConfigError(f"{where} cannot be read: {reason}") from None
-    found = data.get("format_version") if isinstance(data, dict) else None
-    if found != LATENCY_FORMAT_VERSION:
-        raise ConfigError(
-            f"{where} has format_version {found!r}; this version reads format_version "
-            f"{LATENCY_FORMAT_VERSION} only: rebuild it (python -m repvgg_nas.bench --latency-table ...)"
-        )
+    data = read_versioned_json(path, where, LATENCY_FORMAT_VERSION,
+                               "rebuild it (python -m repvgg_nas.bench --latency-table ...)")
     key = LatencyKey.from_dict(data.get("key"), where)
     try:
         entries = {k: LayerLatency.from_dict(e) for k, e in dict(data.get("entries") or {}).items()}

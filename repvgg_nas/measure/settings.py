@@ -197,11 +197,7 @@ class MeasureSettings:
         try:
             if data is None:
                 return cls()
-            t = Table(data, "measure")
-            names = [f.name for f in fields(cls)]
-            kwargs = t.take(names)
-            t.finish(names)
-            return cls(**kwargs)  # types and ranges: __post_init__, worded alike
+            return Table(data, "measure").build(cls)
         except ConfigError as e:
             if where != "measure":
                 raise ConfigError(f"{where}: {e}") from None
