@@ -125,6 +125,7 @@ class Console:
         if self.budget is not None:  # the budget bounds the run: its bar counts seconds, its ETA is the budget's end
             self.bar = tqdm(total=round(self.budget), desc="time budget", position=0, disable=hide,
                             mininterval=0.5 if sys.stderr.isatty() else 60.0,  # a log file gets a line a minute
+                            smoothing=0,  # the mean rate (one second a second): its ETA is the budget's end
                             dynamic_ncols=True, unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s "
                             "[{elapsed}<{remaining}{postfix}]")
             self.bar.set_postfix_str(f"{self.done}/{self.target} trials", refresh=False)
