@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 from .errors import ConfigError
 
 __all__ = [
-    "find_config", "BUILTIN_CONFIG_ROOT", "load_toml", "Table", "Wording", "HOUSE_WORDING", "dataclass_from_dict",
-    "check_int", "check_number", "check_bool", "Override", "apply_overrides", "blame_override",
+    "find_config", "BUILTIN_CONFIG_ROOT", "load_toml", "Table", "Wording", "HOUSE_WORDING",
+    "Override", "apply_overrides", "blame_override",
 ]
 
 _MISSING = object()
@@ -113,66 +113,6 @@ def blame_override(error: ConfigError, overrides: Iterable[Override]) -> ConfigE
     return error
 
 
-def dataclass_from_dict(cls: type, data: Mapping[str, Any] | None, table: str) -> Any:
-    """Build a config dataclass from a TOML table, rejecting unknown keys with the allowed list.
-
-    Types and ranges are the dataclass's own ``__post_init__`` business.
-    """
-    if data is None:
-        return cls()
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{table} config must be a table/mapping, got {type(data).__name__}")
-    allowed = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise ConfigError(f"unknown {table} keys {unknown}; allowed: {allowed}")
-    return cls(**dict(data))
-
-
-def check_int(key: str, value: Any, lo: int, hi: int | None = None, allow_none: bool = False) -> None:
-    """``value`` is an integer in ``lo..hi`` (``None`` too with ``allow_none``); ``key`` names it."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ConfigError(f"{key} must be {rng}, got {value}")
-
-
-def check_number(
-    key: str,
-    value: Any,
-    lo: float | None = None,
-    hi: float | None = None,
-    *,
-    lo_open: bool = False,
-    hi_open: bool = False,
-) -> None:
-    """``value`` is a finite number (int or float, not bool) between ``lo`` and ``hi``.
-
-    ``lo_open``/``hi_open`` exclude the bound itself; ``key`` names the value.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{key} must be a finite number, got {value!r}")
-    below = lo is not None and (value <= lo if lo_open else value < lo)
-    above = hi is not None and (value >= hi if hi_open else value > hi)
-    if below or above:
-        if lo is not None and hi is not None:
-            rng = f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-        elif lo is not None:
-            rng = f"{'>' if lo_open else '>='} {lo}"
-        else:
-            rng = f"{'<' if hi_open else '<='} {hi}"
-        raise ConfigError(f"{key} must be a number {rng}, got {value!r}")
-
-
-def check_bool(key: str, value: Any) -> None:
-    """``value`` is ``True`` or ``False``; ``key`` names it."""
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-
-
 def _type_name(types: type | tuple[type, ...]) -> str:
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
              list: "a list", dict: "a {...} table"}
@@ -239,6 +179,15 @@ class Table:
         self.source = source
         self.wording = wording
         self._read: set[str] = set()
+
+    @classmethod
+    def of(cls, obj: Any, where: str) -> Table:
+        """A view of a config dataclass's own fields, for its ``__post_init__`` to check with :meth:`get`.
+
+        A field set to ``None`` reads as absent, so an optional one is checked
+        as ``get(name, int, None, min=1)``.
+        """
+        return cls({f.name: getattr(obj, f.name) for f in fields(obj) if getattr(obj, f.name) is not None}, where)
 
     def key(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .config import check_bool, check_int, dataclass_from_dict
+from .config import Table
 from .errors import ConfigError, UnknownNameError
 from .registry import Registry
 
@@ -100,49 +100,41 @@ class DataConfig:
     hflip: bool | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str):
-            raise ConfigError(f"data.name must be a string, got {self.name!r}")
+        t = Table.of(self, "data")
         try:
-            name = DATASETS.canonical(self.name)
+            name = DATASETS.canonical(t.get("name", str))
         except UnknownNameError as e:
-            raise ConfigError(f"data.name: {e} (allowed: {', '.join(DATASETS)})") from None
+            raise t.error("name", f"{e} (allowed: {', '.join(DATASETS)})") from None
         object.__setattr__(self, "name", name)
-        check_int("data.resolution", self.resolution, 8, 4096)
-        check_int("data.train_size", self.train_size, 2, allow_none=True)  # BatchNorm needs 2
-        check_int("data.val_size", self.val_size, 1, allow_none=True)
-        check_int("data.seed", self.seed, 0)
-        if self.hflip is None:
-            object.__setattr__(self, "hflip", name != "synthetic")
-        for key in ("download", "augment", "hflip"):
-            check_bool(f"data.{key}", getattr(self, key))
-        vf = self.val_fraction
-        if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0.0 < vf < 1.0:
-            raise ConfigError(f"data.val_fraction must be a number in (0, 1), got {vf!r}")
-        object.__setattr__(self, "val_fraction", float(vf))
-        if self.download and name != "cifar10" and name != "cifar100":
-            raise ConfigError(f"data.download is only supported for cifar10/cifar100, not {name!r}")
+        t.get("resolution", int, min=8, max=4096)
+        t.get("train_size", int, None, min=2)  # BatchNorm needs 2
+        t.get("val_size", int, None, min=1)
+        t.get("seed", int, min=0)
+        for key in ("download", "augment"):
+            t.get(key, bool)
+        object.__setattr__(self, "hflip", t.get("hflip", bool, name != "synthetic"))
+        vf = t.get("val_fraction", float, min=0, max=1, min_open=True, max_open=True)
+        object.__setattr__(self, "val_fraction", vf)
+        if self.download and name not in ("cifar10", "cifar100"):
+            raise t.error("download", f"is only supported for cifar10/cifar100, not {name!r}")
         if name == "synthetic":
             if self.root is not None:
-                raise ConfigError(
-                    "data.root is not used by the synthetic dataset; remove it or "
-                    f"choose one of {', '.join(_NEEDS_ROOT)}"
-                )
+                raise t.error("root", f"is not used by the synthetic dataset; remove it or choose one of "
+                                      f"{', '.join(_NEEDS_ROOT)}")
             return
         if self.root is None:
-            raise ConfigError(f"data.root is required for the {name!r} dataset")
-        if not isinstance(self.root, (str, os.PathLike)):
-            raise ConfigError(f"data.root must be a path string, got {self.root!r}")
-        root = os.path.expanduser(os.fspath(self.root))
+            raise t.error("root", f"is required for the {name!r} dataset")
+        root = os.path.expanduser(os.fspath(t.get("root", (str, os.PathLike))))
         object.__setattr__(self, "root", root)
         # A missing root is fine only when the user asked torchvision to fetch into it.
         if not self.download and not os.path.isdir(root):
             what = "does not exist" if not os.path.exists(root) else "is not a directory"
-            raise ConfigError(f"data.root {root!r} for dataset {name!r} {what}")
+            raise t.error("root", f"{root!r} for dataset {name!r} {what}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> DataConfig:
         """Build from a config mapping (e.g. a study's ``[data]`` table), rejecting unknown keys."""
-        return dataclass_from_dict(cls, data, "data")
+        return cls() if data is None else Table(data, "data").build(cls)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (no None values, so it can be written back to TOML)."""

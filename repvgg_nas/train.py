@@ -180,7 +180,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
 
     def __post_init__(self) -> None:
-        t = Table({f.name: getattr(self, f.name) for f in fields(self)}, "train")
+        t = Table.of(self, "train")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
             t.get(name, int, min=lo)
         values = {
@@ -191,7 +191,7 @@ class TrainConfig:
             "warmup_epochs": t.get("warmup_epochs", float, min=0),
         }
         if self.max_grad_norm is not None:
-            clip = t.get("max_grad_norm", float, min=0)
+            clip = t.get("max_grad_norm", float, None, min=0)
             values["max_grad_norm"] = clip or None  # TOML has no null: 0 switches clipping off
         if t.get("nesterov", bool) and values["momentum"] == 0:
             raise t.error("nesterov", "needs momentum > 0")

@@ -226,7 +226,7 @@ def test_prune_bad_data(tmp_path, capsys, case, kind, extra, message):
     (["--out", "{tmp}/deploy.pt/x.pt"], "deploy.pt' is a file, not a folder"),
     (["--out", "{tmp}"], "is a folder; give a file name"),
     (["--onnx", "{tmp}/deploy.pt/m.onnx"], "--onnx"),
-    (["--data-resolution", "4", "--dataset", "imagefolder", "--data", "{tmp}"], "--data-resolution 4: data.resolution must be in 8..4096"),
+    (["--data-resolution", "4", "--dataset", "imagefolder", "--data", "{tmp}"], "--data-resolution 4: data.resolution: 4 is out of range; must be >= 8"),
     (["--ratio", "0.2"], "not allowed with argument --target-speedup"),
 ])
 def test_prune_flags_that_need_data_or_a_place_to_write(tmp_path, capsys, extra, message):

@@ -151,7 +151,7 @@ def test_registry_lists_all_datasets() -> None:
 
 
 def test_unknown_key_lists_allowed() -> None:
-    with pytest.raises(ConfigError, match=r"unknown data keys \['bogus'\].*allowed:.*resolution"):
+    with pytest.raises(ConfigError, match=r"data.bogus: unknown key; allowed keys in data: .*resolution"):
         DataConfig.from_dict({"bogus": 1})
 
 
@@ -164,14 +164,14 @@ def test_unknown_name_suggests_close_match() -> None:
     "kwargs, fragment",
     [
         ({"resolution": 4}, "data.resolution"),
-        ({"resolution": "32"}, "data.resolution must be an integer"),
+        ({"resolution": "32"}, "data.resolution: must be an integer"),
         ({"train_size": 0}, "data.train_size"),
         ({"seed": -1}, "data.seed"),
         ({"download": "yes"}, "data.download"),
         ({"val_fraction": 1.5}, "data.val_fraction"),
         ({"root": "/tmp"}, "not used by the synthetic"),
-        ({"name": "imagefolder"}, "data.root is required"),
-        ({"name": "imagefolder", "root": "/tmp", "download": True}, "download is only supported"),
+        ({"name": "imagefolder"}, "data.root: is required"),
+        ({"name": "imagefolder", "root": "/tmp", "download": True}, "data.download: is only supported"),
     ],
 )
 def test_bad_values_are_config_errors(kwargs: dict, fragment: str) -> None:
@@ -310,5 +310,5 @@ def test_hflip_default_depends_on_the_dataset_and_can_be_set(tmp_path: Path, nam
     assert DataConfig.from_dict(base).to_dict()["hflip"] is default  # recorded with the study
     flipped = DataConfig.from_dict({**base, "hflip": not default})
     assert flipped.hflip is (not default) and load_data(flipped).hflip is (not default)
-    with pytest.raises(ConfigError, match="data.hflip must be true or false"):
+    with pytest.raises(ConfigError, match="data.hflip: must be true/false, got 'no'"):
         DataConfig.from_dict({**base, "hflip": "no"})

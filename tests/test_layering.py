@@ -186,3 +186,13 @@ RULES = [
 def test_layer_rule(rule, sources, targets):
     chains = _forbidden_chains(sources, targets)
     assert not chains, f"{rule}, but:\n" + "\n".join(chains)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not m.endswith("__main__")))
+def test_every_public_name_exists(module):
+    """Each name a module lists in ``__all__`` is defined there (``from m import *`` would fail otherwise)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    missing = [n for n in getattr(mod, "__all__", ()) if not hasattr(mod, n)]
+    assert not missing, f"{module}.__all__ names undefined {missing}"

@@ -198,11 +198,11 @@ def test_overrides_apply_to_the_raw_study_before_validation(tmp_path):
     from repvgg_nas.search import load_study_config
 
     study, tree = _study_without_root(tmp_path, "imagefolder"), _tree(tmp_path / "imgs")
-    with pytest.raises(ConfigError, match="data.root is required for the 'imagefolder' dataset"):
+    with pytest.raises(ConfigError, match="data.root: is required for the 'imagefolder' dataset"):
         load_study_config(study)
     cfg = load_study_config(study, overrides={"data.root": str(tree), "seed": 7, "measure.resolution": 40})
     assert (cfg.data.root, cfg.seed, cfg.measure.resolution, cfg.data.resolution) == (str(tree), 7, 40, 16)
-    with pytest.raises(ConfigError, match=r"^--data '/no/such': .*data.root '/no/such' for dataset 'imagefolder' does not exist"):
+    with pytest.raises(ConfigError, match=r"^--data '/no/such': .*data.root: '/no/such' for dataset 'imagefolder' does not exist"):
         load_study_config(study, [Override("data.root", "/no/such", "--data")])
     with pytest.raises(ConfigError, match=r"^override seed -2: .*seed: -2 is out of range"):
         load_study_config(study, overrides={"data.root": str(tree), "seed": -2})

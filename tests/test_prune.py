@@ -241,9 +241,9 @@ def test_unreachable_speedup_keeps_the_best(model, monkeypatch):
 def test_prune_job_validation():
     with pytest.raises(ConfigError, match="exactly one of"):
         PruneJob()
-    with pytest.raises(ConfigError, match="target_speedup must be a number > 1"):
+    with pytest.raises(ConfigError, match=r"prune.target_speedup: .* is out of range; must be > 1"):
         PruneJob(target_speedup=0.5)
-    with pytest.raises(ConfigError, match="unknown prune keys"):
+    with pytest.raises(ConfigError, match="prune.ratios: unknown key; allowed keys in prune"):
         PruneJob.from_dict({"ratio": 0.2, "ratios": 3})
 
 
@@ -294,7 +294,7 @@ def test_prune_job_round_trips_through_a_study_table():
         align_stages=False, recalibrate=False, max_layer_ratio=0.5, step=0.1, round_to=8, calibration_images=64))
     again = PruneJob.from_dict(job.to_dict())
     assert again == job
-    with pytest.raises(ConfigError, match="recalibrate must be true or false"):
+    with pytest.raises(ConfigError, match="prune.recalibrate: must be true/false"):
         PruneJob.from_dict({"ratio": 0.2, "recalibrate": "yes"})
 
 

@@ -58,7 +58,7 @@ def _study(tmp_path: Path, text: str):
         (BASE + '[sampler]\nname = "cmaes"\n', "choose from"),
         (BASE + 'references = ["A0"]\n', "reference RepVGG-A0 is outside search space"),
         (BASE + 'references = ["Z9"]\n', "unknown zoo model 'Z9'"),
-        (BASE + '[data]\nname = "cifar10"\nroot = "/no/such/dir"\n', "data.root '/no/such/dir' for dataset 'cifar10' does not exist"),
+        (BASE + '[data]\nname = "cifar10"\nroot = "/no/such/dir"\n', "data.root: '/no/such/dir' for dataset 'cifar10' does not exist"),
         ('space = "nope"\n', "unknown search space 'nope'"),
     ],
 )

@@ -286,6 +286,7 @@ def test_train_is_deterministic_for_a_seed(small_data: DataBundle) -> None:
     assert r1.final_loss == r2.final_loss
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     assert r1.final_loss != r3.final_loss
+    assert not all(torch.equal(s1[k], s3[k]) for k in s1)  # another seed, another net
 
 
 @pytest.mark.parametrize("via_disk", [False, True])

@@ -101,7 +101,7 @@ class MeasureSettings:
     def __post_init__(self) -> None:
         runtime = check_runtime(self.runtime)  # unknown name or missing package: one line
         object.__setattr__(self, "runtime", runtime.name)
-        t = Table({f.name: getattr(self, f.name) for f in fields(self)}, "measure")
+        t = Table.of(self, "measure")
         device = check_device_name(self.device)
         if device is None:
             raise t.reject("device", self.device, f"allowed: {DEVICE_NAMES}")
@@ -114,8 +114,7 @@ class MeasureSettings:
         for name in ("batch_size", "resolution", "min_repeats", "max_repeats"):
             t.get(name, int, min=1)
         t.get("warmup", int, min=0)
-        if self.threads is not None:
-            t.get("threads", int, min=1)
+        t.get("threads", int, None, min=1)
         if self.max_repeats < self.min_repeats:
             raise t.reject("max_repeats", self.max_repeats, f"must be >= min_repeats ({self.min_repeats})")
         values = {name: t.get(name, float, min=0) for name in ("target_cv", "min_repeat_s", "max_seconds")}

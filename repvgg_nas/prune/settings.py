@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import check_bool, check_int
+from ..config import Table
 from ..errors import ConfigError
 from ..registry import Registry
 from .finetuning import FINETUNE_MODES
@@ -72,24 +72,18 @@ class PruneSettings:
     calibration_images: int = 256
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "importance", _canonical_importance(self.importance))
+        t = Table.of(self, "prune")
+        try:
+            object.__setattr__(self, "importance", IMPORTANCES.canonical(t.get("importance", str)))
+        except LookupError as e:
+            raise t.error("importance", f"{e} (allowed: {', '.join(IMPORTANCES)})") from None
         for key in ("align_stages", "recalibrate", "global_pruning"):
-            check_bool(f"prune.{key}", getattr(self, key))
-        check_int("prune.calibration_images", self.calibration_images, 2)
-        check_int("prune.round_to", self.round_to, 1, allow_none=True)
-        if not 0 < self.max_layer_ratio < 1:
-            raise ConfigError(f"prune.max_layer_ratio must be in (0, 1), got {self.max_layer_ratio!r}")
-        if not 0 < self.step < 1:
-            raise ConfigError(f"prune.step must be in (0, 1), got {self.step!r}")
-
-
-def _canonical_importance(name: object) -> str:
-    if not isinstance(name, str):
-        raise ConfigError(f"importance must be a name, got {name!r}")
-    try:
-        return IMPORTANCES.canonical(name)
-    except LookupError as e:
-        raise ConfigError(f"{e} (allowed: {', '.join(IMPORTANCES)})") from None
+            t.get(key, bool)
+        t.get("calibration_images", int, min=2)
+        t.get("taylor_batches", int, min=1)
+        t.get("round_to", int, None, min=1)
+        for key in ("max_layer_ratio", "step"):
+            object.__setattr__(self, key, t.get(key, float, min=0, max=1, min_open=True, max_open=True))
 
 
 def check_ratio(ratio: object) -> float:
@@ -121,29 +115,23 @@ class PruneJob:
     def __post_init__(self) -> None:
         if (self.ratio is None) == (self.target_speedup is None):
             raise ConfigError("give exactly one of ratio or target_speedup")
+        t = Table.of(self, "prune")
         if self.ratio is not None:
             object.__setattr__(self, "ratio", check_ratio(self.ratio))
-        if self.target_speedup is not None and (
-            isinstance(self.target_speedup, bool) or not isinstance(self.target_speedup, (int, float))
-            or not self.target_speedup > 1
-        ):
-            raise ConfigError(f"target_speedup must be a number > 1, got {self.target_speedup!r}")
-        check_int("prune.finetune_epochs", self.finetune_epochs, 0)
-        check_bool("prune.distill", self.distill)
-        if self.finetune_mode not in FINETUNE_MODES:
-            raise ConfigError(f"finetune_mode {self.finetune_mode!r} is not allowed; choose from {FINETUNE_MODES.list()}")
+        speedup = t.get("target_speedup", float, None, min=1, min_open=True)
+        object.__setattr__(self, "target_speedup", speedup)
+        t.get("finetune_epochs", int, min=0)
+        t.get("distill", bool)
+        t.get("finetune_mode", str, choices=FINETUNE_MODES.list())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "prune") -> PruneJob:
         """A job from a flat ``[prune]`` table: the job's keys and the settings' keys side by side."""
         job_keys = tuple(f.name for f in dataclasses.fields(cls) if f.name != "settings")
-        known = {*job_keys, *_SETTINGS_KEYS}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown {where} keys {unknown}; allowed: {sorted(known)}")
-        s = {k: data[k] for k in _SETTINGS_KEYS if k in data}
-        job = {k: data[k] for k in job_keys if k in data}
-        return cls(settings=PruneSettings(**s), **job)
+        t = Table(data, where)
+        settings, job = t.take(_SETTINGS_KEYS), t.take(job_keys)
+        t.finish(sorted({*job_keys, *_SETTINGS_KEYS}))
+        return cls(settings=PruneSettings(**settings), **job)
 
     def to_dict(self) -> dict[str, Any]:
         """The job as a ``[prune]`` table: :meth:`from_dict` of it gives the same job."""

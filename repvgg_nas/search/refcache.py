@@ -32,7 +32,7 @@ from ..layout import user_cache_dir
 from ..spec import RepVGGSpec
 from ..train import TrainConfig
 
-__all__ = ["CACHEDCACHED_FIGURES", "REFCACHE_FORMAT_VERSION", "CachedReference", "ReferenceCache", "reference_key"]
+__all__ = ["CACHED_FIGURES", "REFCACHE_FORMAT_VERSION", "CachedReference", "ReferenceCache", "reference_key"]
 
 # The layout of a cached reference (the checkpoint's meta fields below); a file of another version misses.
 REFCACHE_FORMAT_VERSION = 1
