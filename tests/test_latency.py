@@ -163,6 +163,25 @@ def test_a_second_build_measures_only_missing_layers(space, tmp_path):
     assert [p.total for p in progress] == [0] and third.entries == second.entries
 
 
+def test_remeasure_measures_every_layer_again(space, tmp_path):
+    path = tmp_path / "t.json"
+    first = build_latency_table(space, TINY, path, num_classes=10)
+    stale = {k: e._replace(latency_ms=e.latency_ms * 100) for k, e in first.entries.items()}
+    first.entries = stale
+    first.save(path)  # a table that predicts every net 100x too slow
+    progress = []
+    again = build_latency_table(space, TINY, path, progress.append, num_classes=10, remeasure=True)
+    assert progress[0].total == len(stale) and set(again.entries) == set(stale)
+    assert all(again.entries[k].latency_ms < e.latency_ms / 10 for k, e in stale.items())
+    assert load_latency_table(path, TINY).entries == again.entries
+
+
+def test_cli_remeasure_needs_a_table(capsys):
+    assert run_cli(main, [*CLI_TINY, "--remeasure"]) == 2
+    err = capsys.readouterr().err
+    assert "--remeasure goes with --latency-table" in err and err.count("\n") == 1
+
+
 def test_the_default_file_is_in_the_user_cache(cache_dir, space):
     assert user_cache_dir() == cache_dir
     path = default_latency_table_path(TINY)
@@ -234,5 +253,5 @@ def test_cli_help_documents_the_table_flags(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for opt in ("--latency-table", "--latency-table-file", "--space", "--runtime"):
+    for opt in ("--latency-table", "--latency-table-file", "--remeasure", "--space", "--runtime"):
         assert opt in text

@@ -10,6 +10,8 @@ import pytest
 from repvgg_nas import ConfigError
 from repvgg_nas.layout import user_cache_dir
 from repvgg_nas.search import POOL_RANK, load_study_config, run_search, stored_pool
+from repvgg_nas.search.__main__ import prediction_text
+from repvgg_nas.stats import PredictionCheck, prediction_check
 
 from .helpers import write_tiny_study
 
@@ -37,6 +39,10 @@ def test_candidates_come_from_the_pool_and_the_pool_stays_with_the_study(tmp_pat
     out = tmp_path / "reports" / "tiny"
     import pandas as pd
 
+    trials_csv = pd.read_csv(out / "trials.csv")  # a predicted speed sits beside the measured one, named so
+    assert trials_csv["predicted_images_per_s"].notna().sum() >= 1
+    check = prediction_check(res.trials)
+    assert check is not None and check.nets >= 1 and check.low <= check.median <= check.high
     shown = pd.read_csv(out / "report_pool.csv")  # the report's faint cloud: what was considered
     assert len(shown) == len(pool) and shown["trained"].sum() >= 1
     assert "pre-screened pool (predicted)" in (out / "index.html").read_text()
@@ -47,6 +53,14 @@ def test_candidates_come_from_the_pool_and_the_pool_stays_with_the_study(tmp_pat
     assert stored_pool(more.study) == pool and all(POOL_RANK in t.params for t in more.study.trials)
     with pytest.raises(ConfigError, match="prescreen.enabled.*--prescreen"):
         _run(write_tiny_study(tmp_path, 3), tmp_path)
+
+
+def test_the_search_says_when_the_table_is_off(tmp_path):
+    cfg = load_study_config(write_tiny_study(tmp_path, 2, tail=PRESCREEN))
+    fine = prediction_text(PredictionCheck(3, 1.04, 0.97, 1.1), cfg)
+    assert "median 1.04" in fine and "\n" not in fine
+    off = prediction_text(PredictionCheck(3, 0.5, 0.45, 0.6), cfg).splitlines()
+    assert len(off) == 2 and "--latency-table --remeasure" in off[1] and f"--space {cfg.space.name}" in off[1]
 
 
 def test_a_blind_search_has_no_pool(tmp_path):

@@ -13,6 +13,7 @@ from repvgg_nas import ConfigError, build_model, reparameterize
 from repvgg_nas.attrs import ACCURACY, FLOAT_ACCURACY, PRECISION, RUNTIME
 from repvgg_nas.data import DataBundle
 from repvgg_nas.evaluation import runtime_accuracy
+from repvgg_nas.export import export_onnx
 from repvgg_nas.measure import RUNTIMES, MeasureSettings, ThroughputCache, measure_spec
 from repvgg_nas.measure import onnxrun as onnxrun_mod
 from repvgg_nas.measure import runtimes as runtimes_mod
@@ -105,6 +106,13 @@ def test_measure_in_onnxruntime_through_the_same_loop(tiny, runtime, monkeypatch
     assert cache.get(tiny, MeasureSettings(**FAST_MEASURE)) is None  # a torch figure is another entry
     monkeypatch.setattr(specs_mod, "measure_model", lambda *a, **k: pytest.fail("remeasured"))
     assert measure_spec(tiny, settings, cache).cached
+
+
+def test_measured_sessions_do_not_spin(tiny, tmp_path):
+    """Idle onnxruntime workers sleep: in a lockstep run, one session's spinning pool slows the next."""
+    path = export_onnx(build_model(tiny, deploy=True), tmp_path / "tiny.onnx", 16, dynamo=False)
+    options = onnxrun_mod.onnx_session(path, "cpu", 1).get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def _bundle_labelled_by(model: torch.nn.Module, n: int = 64, res: int = 16, seed: int = 0) -> DataBundle:

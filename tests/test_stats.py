@@ -270,3 +270,21 @@ def test_hypervolume_history_in_three_objectives():
     final = hypervolume([(0.70, 100, -50), (0.69, 90, -20), (0.72, 120, -70)], ref)
     assert hv["hypervolume"].iloc[-1] == pytest.approx(final)
     assert list(hv["front_size"]) == [1, 2, 2, 3]
+
+
+def test_prediction_check_compares_each_architecture_once():
+    import pandas as pd
+
+    from repvgg_nas.attrs import PREDICTED_IMAGES_PER_S, SPEC_HASH
+    from repvgg_nas.stats import prediction_check
+
+    frame = pd.DataFrame({
+        SPEC_HASH: ["a", "a", "b", "c", "ref"],
+        PREDICTED_IMAGES_PER_S: [110.0, 110.0, 80.0, 300.0, None],  # a reference is measured, never predicted
+        "throughput": [100.0, 50.0, 100.0, None, 60.0],  # c stopped before it was measured
+    })
+    check = prediction_check(frame)
+    assert check.nets == 2 and check.median == pytest.approx(0.95)
+    assert (check.low, check.high) == pytest.approx((0.8, 1.1))  # a's first measured trial, not its repeat
+    assert prediction_check(frame.drop(columns=[PREDICTED_IMAGES_PER_S])) is None
+    assert prediction_check(frame.iloc[4:]) is None

@@ -136,6 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--latency-table-file", type=Path, default=None, metavar="FILE",
                    help="the table file to extend or show (implies --latency-table); a table measured "
                    "under other settings is refused")
+    t.add_argument("--remeasure", action="store_true",
+                   help="measure every layer of the table again (when its predictions disagree with the "
+                   "whole-net speeds a search measures)")
     t.add_argument("--space", default=None, metavar="NAME|PATH",
                    help="search space (search_spaces/NAME.toml or a TOML path) of --latency-table")
     p.add_argument("--peak-tflops", type=float, default=None,
@@ -173,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         zoo.get_entry(name)  # fail on a typo before anything is measured
     for name in baselines:
         BASELINES.canonical(name)
+    if args.remeasure and not (args.latency_table or args.latency_table_file is not None):
+        raise ConfigError("--remeasure goes with --latency-table (it measures a table's layers again)")
     if args.latency_table or args.latency_table_file is not None:
         return _latency_tables(args, settings, runtimes, models)
     if not args.no_csv:
@@ -238,7 +243,7 @@ def _latency_tables(
         bar = _LayerBar(f"latency table {runtime}", enabled=not args.quiet)
         with bar:
             table = build_latency_table(space, s, args.latency_table_file, bar,
-                                        num_classes=args.num_classes)
+                                        num_classes=args.num_classes, remeasure=args.remeasure)
         _print_table(table, space.name, bar.measured, specs)
     return 0
 

@@ -418,6 +418,7 @@ def build_latency_table(
     num_classes: int = 1000,
     in_channels: int = 3,
     chunk: int = CHUNK,
+    remeasure: bool = False,
 ) -> LatencyTable:
     """The table of every distinct deploy layer of a space (or of some specs) under ``settings``.
 
@@ -428,6 +429,7 @@ def build_latency_table(
     size; the timing loop's repeats are :data:`LAYER_TIMING`'s, not the settings'), and saves after
     every chunk. ``num_classes``/``in_channels`` build
     a space's specs (ignored for specs). ``on_progress`` hears of every chunk.
+    ``remeasure`` measures every layer again, replacing the entries the file holds.
     """
     settings = (settings or MeasureSettings()).resolved()
     key = LatencyKey.from_settings(settings)
@@ -436,7 +438,10 @@ def build_latency_table(
         table = load_latency_table(target, settings)
     else:
         table = LatencyTable(key, host=_host_facts(settings), path=target)
-    todo = table.missing(space_or_specs, num_classes, in_channels)
+    if remeasure:
+        todo = distinct_layers(_specs_of(space_or_specs, num_classes, in_channels), key.resolution)
+    else:
+        todo = table.missing(space_or_specs, num_classes, in_channels)
     if on_progress:
         on_progress(LatencyProgress(0, len(todo), (), 0.0))
     done, t0 = 0, time.perf_counter()

@@ -52,6 +52,9 @@ def onnx_session(path: str | Path, device: str = "cpu", threads: int | None = No
     opts.intra_op_num_threads = threads or 0  # 0: onnxruntime's own default
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle worker threads sleep instead of spinning: several sessions are timed in turn (lockstep), and a
+    # spinning pool of one steals the cores of the next (layers of a latency table ran 2x slow).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3  # errors only: no warnings on stderr from library code
     return ort.InferenceSession(str(path), opts, providers=onnx_providers(device))
 

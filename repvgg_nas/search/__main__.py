@@ -48,6 +48,7 @@ from .run import run_search
 from ..objectives import BASE_OBJECTIVES, EXTRA_OBJECTIVES, Objective
 from ..study.promotion import PROMOTION_RULES, RuleSettings
 from ..study import StudyConfig, load_study_config
+from ..stats import PredictionCheck, prediction_check
 
 __all__ = ["main", "pareto_table", "trial_line"]
 
@@ -466,11 +467,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = StudyPaths(result.out_dir)
     print(f"\nPareto front of {cfg.name!r} beside the references (* = on the front):")
     print(pareto_table(result.pareto))
+    check = prediction_check(result.trials)
+    if check is not None:
+        print(prediction_text(check, cfg))
     print(f"\nresults: {paths.trials_csv}, {paths.pareto_csv.name}, {paths.checkpoints.name}/")
     print(f"report: {paths.report_html} (python -m repvgg_nas.report --study {cfg.name} to refresh)")
     if failed:
         return failed
     return 130 if result.interrupted else 0
+
+
+# A table whose predictions are this far off the measured speeds (either way) is worth measuring again.
+PREDICTION_DRIFT = 0.25
+
+
+def prediction_text(check: PredictionCheck, cfg: StudyConfig) -> str:
+    """How the latency table's predictions compared with the measured speeds of the trained pool nets."""
+    line = (f"latency table: predicted / measured speed of the {check.nets} trained pool net(s): median "
+            f"{check.median:.2f} (from {check.low:.2f} to {check.high:.2f}); predictions only chose the pool, "
+            f"every speed above is measured")
+    if abs(check.median - 1) > PREDICTION_DRIFT:
+        line += (f"\nthe table looks off for this machine now: measure it again with python -m repvgg_nas.bench "
+                 f"--latency-table --remeasure --space {cfg.space.name} --batch-size {cfg.measure.batch_size} "
+                 f"--resolution {cfg.measure.resolution} --runtime {cfg.measure.runtime}")
+    return line
 
 
 def _run_workers(cfg: StudyConfig, args: argparse.Namespace, argv: Sequence[str]) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 import pandas as pd
@@ -24,14 +24,14 @@ import pandas as pd
 from .. import attrs, lifecycle
 from ..files import atomic_write
 from ..storage import constraint_values
-from ..objectives import Objective, objectives_for
+from ..objectives import THROUGHPUT, Objective, objectives_for
 from ._values import is_reference_name
 from .architectures import architecture_stats
 from .claims import DEFAULT_EQUIVALENCE_POINTS, DOMINATES, EQUIVALENCE, claim_text, claims_frame
 
 __all__ = [
     "completed", "constraint_values", "study_objectives", "front_numbers", "is_reference", "pareto_frame", "study_equivalence",
-    "study_sigmas", "trials_frame", "write_csv",
+    "study_sigmas", "trials_frame", "write_csv", "PredictionCheck", "prediction_check",
 ]
 
 # Trial user attrs copied into columns of the same name.
@@ -40,7 +40,7 @@ _ATTR_COLUMNS = (
     attrs.TRAIN_SECONDS, attrs.TRAIN_IMAGES_PER_S, attrs.MEASURE_CACHED, attrs.DEVICE, attrs.FAIL_REASON,
     attrs.PRUNE_REASON, attrs.RETRY_OF, attrs.DUPLICATE_OF, attrs.PARENT_TRIAL, attrs.PRUNED_RATIO, attrs.SPEEDUP,
     attrs.REPEAT_OF, attrs.TRAIN_SEED, attrs.TRAIN_EPOCHS, attrs.VAL_SIZE, attrs.THROUGHPUT_IQR, attrs.THROUGHPUT_CV,
-    attrs.MEASURE_CONTENDED, attrs.OTHER_LOAD, attrs.RUNG,
+    attrs.MEASURE_CONTENDED, attrs.OTHER_LOAD, attrs.RUNG, attrs.PREDICTED_IMAGES_PER_S,
 )
 
 # Per-architecture columns pareto.csv adds to the trial columns (mean accuracy replaces the single run's).
@@ -163,6 +163,29 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     frame["on_front"] = frame["number"].isin(front)
     frame["on_long_front"] = frame["number"].isin(long_front)
     return frame
+
+
+class PredictionCheck(NamedTuple):
+    """The latency table's predicted speeds over the measured ones, across the trained nets that have both."""
+
+    nets: int
+    median: float
+    low: float
+    high: float
+
+
+def prediction_check(trials: pd.DataFrame) -> PredictionCheck | None:
+    """Predicted / measured throughput per architecture (its first measured trial); None when no net has both."""
+    column = attrs.PREDICTED_IMAGES_PER_S
+    measured = THROUGHPUT.column
+    if trials.empty or column not in trials or measured not in trials:
+        return None
+    both = trials[pd.to_numeric(trials[column], errors="coerce").gt(0)
+                  & pd.to_numeric(trials[measured], errors="coerce").gt(0)]
+    if both.empty:
+        return None
+    ratios = (both[column].astype(float) / both[measured].astype(float)).groupby(both[attrs.SPEC_HASH]).first()
+    return PredictionCheck(len(ratios), float(ratios.median()), float(ratios.min()), float(ratios.max()))
 
 
 def completed(trials: pd.DataFrame) -> pd.DataFrame:
