@@ -196,7 +196,7 @@ class Console:
 
     def _latency(self, e: LatencyProgress) -> None:
         """The latency table's layers being measured (once per machine and settings)."""
-        if not self.progress:
+        if not self.progress or e.total == 0:  # the cached table covers the space: nothing to say
             return
         if self.layers is None:
             from tqdm.auto import tqdm
