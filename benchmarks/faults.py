@@ -42,8 +42,9 @@ import optuna  # noqa: E402
 
 from repvgg_nas.report import front_numbers  # noqa: E402
 from repvgg_nas.search import (  # noqa: E402
-    admission, current_worker, load_study_config, run_search, slot_state, trial_key,
+    admission, current_worker, load_study_config, run_search, slot_state,
 )
+from repvgg_nas.lifecycle import slot_key as trial_key  # noqa: E402
 from repvgg_nas.storage import make_storage  # noqa: E402
 from tests.test_scale import (  # noqa: E402
     HEARTBEAT, child_env, kill_a_training_worker, load, local_postgres, search_cmd, search_trials, write_study,

@@ -15,16 +15,22 @@ objectives: they are constraints, kept apart in the study config.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import attrs
+from .measure.memory import deployed_peak_memory_mb
 from .registry import Registry
 
+if TYPE_CHECKING:
+    from .measure.settings import MeasureSettings
+    from .measure.timing import Measurement
+    from .spec import RepVGGSpec
+
 __all__ = [
-    "ACCURACY", "BASE_OBJECTIVES", "DIRECTIONS", "EXTRA_OBJECTIVES", "Objective", "PEAK_MEMORY", "THROUGHPUT",
-    "names", "objectives_for",
+    "ACCURACY", "BASE_OBJECTIVES", "DIRECTIONS", "EXTRA_OBJECTIVES", "Measured", "Objective", "PEAK_MEMORY",
+    "THROUGHPUT", "measured_values", "names", "noisy", "objectives_for", "trial_values",
 ]
 
 DIRECTIONS = ("maximize", "minimize")
@@ -38,7 +44,11 @@ class Objective:
     name (optuna-dashboard shows it); ``attr``: the trial user attr that holds
     it; ``column``: its column in ``trials.csv``/``pareto.csv``; ``fmt``: the
     format spec it is shown with, ``unit`` after it; ``label``: axis and
-    hover text.
+    hover text. ``measure`` is how the value is obtained: a function of the
+    measured net (:class:`Measured`), or None for the trained net's accuracy
+    (the one objective only training reveals). ``noisy``: one trial's value is
+    an estimate whose standard error comes from seeds and the validation set
+    (accuracy); a measured figure is taken as exact, its spread aside.
     """
 
     name: str
@@ -49,6 +59,8 @@ class Objective:
     column: str
     fmt: str
     label: str
+    measure: Callable[[Measured], float] | None = None
+    noisy: bool = False
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -65,11 +77,23 @@ class Objective:
         return f"{text} {self.unit}" if self.unit else text
 
 
-ACCURACY = Objective("accuracy", "accuracy", "maximize", "", attrs.ACCURACY, "accuracy", ".3f", "accuracy")
+@dataclass(frozen=True)
+class Measured:
+    """What a measured objective is computed from: the net's spec, the measurement settings, and its throughput
+    measurement (a hook may also build or inspect the net from the spec)."""
+
+    spec: RepVGGSpec
+    settings: MeasureSettings
+    measurement: Measurement
+
+
+ACCURACY = Objective("accuracy", "accuracy", "maximize", "", attrs.ACCURACY, "accuracy", ".3f", "accuracy",
+                     noisy=True)
 THROUGHPUT = Objective("throughput", "images/s", "maximize", "img/s", attrs.IMAGES_PER_S, "throughput", ".0f",
-                       "images/s")
+                       "images/s", measure=lambda net: net.measurement.images_per_s)
 PEAK_MEMORY = Objective("peak_memory_mb", "peak memory MB", "minimize", "MB", attrs.PEAK_MEMORY_MB,
-                        "peak_memory_mb", ".1f", "peak activation memory")
+                        "peak_memory_mb", ".1f", "peak activation memory",
+                        measure=lambda net: deployed_peak_memory_mb(net.spec, net.settings))
 
 BASE_OBJECTIVES: tuple[Objective, ...] = (ACCURACY, THROUGHPUT)
 EXTRA_OBJECTIVES: Registry[Objective] = Registry("extra objective")
@@ -92,3 +116,19 @@ def objectives_for(extra: Iterable[str] = ()) -> tuple[Objective, ...]:
 def names(objectives: Sequence[Objective]) -> tuple[str, ...]:
     """The objectives' names, in order."""
     return tuple(o.name for o in objectives)
+
+
+def noisy(objectives: Sequence[Objective]) -> tuple[Objective, ...]:
+    """The objectives whose single-trial values are noisy estimates (accuracy)."""
+    return tuple(o for o in objectives if o.noisy)
+
+
+def measured_values(objectives: Sequence[Objective], net: Measured) -> dict[str, float]:
+    """Every measured objective's value of ``net``, keyed by the trial attr that holds it: the one place a
+    measured objective's value is obtained."""
+    return {o.attr: float(o.measure(net)) for o in objectives if o.measure is not None}
+
+
+def trial_values(objectives: Sequence[Objective], user_attrs: Mapping[str, Any]) -> tuple[float, ...]:
+    """A trial's objective values in table order (the order Optuna stores them), read from its attrs."""
+    return tuple(float(user_attrs[o.attr]) for o in objectives)

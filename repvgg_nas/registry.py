@@ -33,6 +33,10 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` (a plugin's or a test's own entry) and return its entry."""
+        return self._entries.pop(self.canonical(name))
+
     @staticmethod
     def _key(name: str) -> str:
         return name.lower()

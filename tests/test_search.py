@@ -8,13 +8,13 @@ import optuna
 import pytest
 
 from repvgg_nas import ConfigError
-from repvgg_nas.search import objective as search_mod
 from repvgg_nas.checkpoint import load_model
 from repvgg_nas.cli import run_cli
 from repvgg_nas.data import load_data
-from repvgg_nas.search import load_study_config, open_study, run_search
+from repvgg_nas.search import TrialTools, load_study_config, open_study, run_search
 from repvgg_nas.search.__main__ import main
 from repvgg_nas.train import DivergenceError, evaluate
+from repvgg_nas.train import train as real_train
 
 from .helpers import TINY_SPACE, TINY_STUDY, write_tiny_study
 
@@ -49,8 +49,7 @@ def test_run_writes_results_and_front_checkpoints(tiny, tmp_path):
     assert {"sample", "measure", "train", "fuse", "evaluate"} <= set(phases)
 
 
-def test_interrupted_run_resumes_without_redoing_trials(tiny, tmp_path, monkeypatch):
-    real_train = search_mod.train
+def test_interrupted_run_resumes_without_redoing_trials(tiny, tmp_path):
     calls = {"n": 0}
 
     def train_then_ctrl_c(*args, **kwargs):
@@ -59,15 +58,13 @@ def test_interrupted_run_resumes_without_redoing_trials(tiny, tmp_path, monkeypa
             raise KeyboardInterrupt
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(search_mod, "train", train_then_ctrl_c)
-    first = _run(tiny(4), tmp_path)
+    first = _run(tiny(4), tmp_path, tools=TrialTools(train=train_then_ctrl_c))
     assert first.interrupted
     done_before = {t.number: (t.values, t.params) for t in first.study.trials if t.state.name == "COMPLETE"}
     assert len(done_before) == 2
     interrupted = [t for t in first.study.trials if t.state.name == "FAIL"]
     assert len(interrupted) == 1
 
-    monkeypatch.setattr(search_mod, "train", real_train)
     second = _run(tiny(4), tmp_path)
     trials = second.study.trials
     complete = [t for t in trials if t.state.name == "COMPLETE"]
@@ -82,8 +79,7 @@ def test_interrupted_run_resumes_without_redoing_trials(tiny, tmp_path, monkeypa
     assert len(third.study.trials) == len(trials)
 
 
-def test_failing_trials_are_recorded_and_the_study_continues(tiny, tmp_path, monkeypatch):
-    real_train = search_mod.train
+def test_failing_trials_are_recorded_and_the_study_continues(tiny, tmp_path):
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -94,8 +90,7 @@ def test_failing_trials_are_recorded_and_the_study_continues(tiny, tmp_path, mon
             raise DivergenceError("non-finite loss at epoch 1 step 3", 1, 3)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(search_mod, "train", flaky)
-    res = _run(tiny(3), tmp_path)
+    res = _run(tiny(3), tmp_path, tools=TrialTools(train=flaky))
     reasons = {t.number: t.user_attrs.get("fail_reason") for t in res.study.trials if t.state.name == "FAIL"}
     assert len(reasons) == 2
     assert reasons[0].startswith("out of memory") and reasons[1].startswith("diverged")
@@ -177,32 +172,29 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_constraints_prune_before_training(tiny, tmp_path, monkeypatch):
+def test_constraints_prune_before_training(tiny, tmp_path):
     p = tiny(2)
     p.write_text(p.read_text() + "[objectives]\nmax_params_m = 0.000001\n")
 
     def no_training(*a, **k):
         raise AssertionError("an infeasible trial must not train")
 
-    monkeypatch.setattr(search_mod, "train", no_training)
-    res = _run(p, tmp_path)
+    res = _run(p, tmp_path, tools=TrialTools(train=no_training))
     assert [t.state.name for t in res.study.trials] == ["PRUNED", "PRUNED"]
     assert "breaks max_params_m" in res.study.trials[0].user_attrs["prune_reason"]
 
 
-def test_a_repeated_architecture_is_not_trained_twice(tiny, tmp_path, monkeypatch):
+def test_a_repeated_architecture_is_not_trained_twice(tiny, tmp_path):
     study_file = tiny(2)
     (tmp_path / "space.toml").write_text(SPACE.replace("{choices = [0.125, 0.25]}", "0.125").replace(
         "{choices = [0.25, 0.5]}", "0.25").replace("{low = 1, high = 2}", "1"))
-    real_train = search_mod.train
     calls = {"n": 0}
 
     def counting(*a, **k):
         calls["n"] += 1
         return real_train(*a, **k)
 
-    monkeypatch.setattr(search_mod, "train", counting)
-    res = _run(study_file, tmp_path)  # the space holds one net
+    res = _run(study_file, tmp_path, tools=TrialTools(train=counting))  # the space holds one net
     t0, t1 = res.study.trials
     assert calls["n"] == 1 and t1.values == t0.values and t1.user_attrs["duplicate_of"] == 0
 

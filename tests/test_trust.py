@@ -21,8 +21,10 @@ from repvgg_nas.report import (
 from repvgg_nas.report import front_numbers
 from repvgg_nas.stats import PRIOR_SEED_STD, standard_error
 from repvgg_nas.search import counts_as_done, load_study_config, run_search, slot_state
-from repvgg_nas.search import objective as objective_mod
-from repvgg_nas.search import run as run_mod
+from repvgg_nas.measure import measure_spec
+from repvgg_nas.search import TrialTools
+from repvgg_nas.search import trust as trust_mod
+from repvgg_nas.train import train as real_train
 from repvgg_nas.search.__main__ import pareto_table
 from repvgg_nas.zoo import get as zoo_get
 
@@ -205,9 +207,9 @@ def _linked(study: optuna.Study) -> dict[tuple, list[optuna.trial.FrozenTrial]]:
     return out
 
 
-def test_seeds_and_long_retraining_are_linked_trials(tmp_path, monkeypatch):
+def test_seeds_and_long_retraining_are_linked_trials(tmp_path):
     path, reports = _trust_study(tmp_path)
-    real_measure = objective_mod.measure_spec
+    real_measure = measure_spec
     flagged: list[str] = []
 
     def first_one_contended(spec, settings, cache):
@@ -219,8 +221,8 @@ def test_seeds_and_long_retraining_are_linked_trials(tmp_path, monkeypatch):
         cache.put(spec, settings, m)
         return m
 
-    monkeypatch.setattr(objective_mod, "measure_spec", first_one_contended)
-    res = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    res = run_search(load_study_config(path), reports_dir=reports, progress=False,
+                     tools=TrialTools(measure=first_one_contended))
     study = res.study
     assert study.metric_names == ["accuracy", "images/s"]
     assert slot_state(study.get_trials(deepcopy=False), 2).done == 2
@@ -273,9 +275,9 @@ def test_seeds_and_long_retraining_are_linked_trials(tmp_path, monkeypatch):
     assert (reports / "tiny" / "checkpoints" / f"trial_{long_run.number:04d}.pt").is_file()
 
 
-def test_resume_keeps_every_repeat_and_redoes_none(tmp_path, monkeypatch):
+def test_resume_keeps_every_repeat_and_redoes_none(tmp_path):
     path, reports = _trust_study(tmp_path)
-    real = objective_mod.train
+    real = real_train
     calls: list[tuple[int, int]] = []
 
     def second_linked_is_ctrl_c(model, data, cfg, *a, **kw):
@@ -284,8 +286,8 @@ def test_resume_keeps_every_repeat_and_redoes_none(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(model, data, cfg, *a, **kw)
 
-    monkeypatch.setattr(objective_mod, "train", second_linked_is_ctrl_c)
-    first = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    first = run_search(load_study_config(path), reports_dir=reports, progress=False,
+                       tools=TrialTools(train=second_linked_is_ctrl_c))
     assert first.interrupted
     before = {k: [(t.number, t.values) for t in v if t.state.name == "COMPLETE"] for k, v in _linked(first.study).items()}
     finished = {k: v for k, v in before.items() if v}
@@ -294,8 +296,8 @@ def test_resume_keeps_every_repeat_and_redoes_none(tmp_path, monkeypatch):
     assert len(died) == 1 and died[0].user_attrs["fail_reason"].startswith("interrupted")
 
     calls.clear()
-    monkeypatch.setattr(objective_mod, "train", lambda *a, **kw: (calls.append(a[2].seed), real(*a, **kw))[1])
-    second = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    counting = TrialTools(train=lambda *a, **kw: (calls.append(a[2].seed), real(*a, **kw))[1])
+    second = run_search(load_study_config(path), reports_dir=reports, progress=False, tools=counting)
     assert not second.interrupted
     after = _linked(second.study)
     for key, runs in finished.items():  # the finished repeat is kept, not trained again
@@ -326,7 +328,7 @@ def test_pruned_variants_record_what_their_standard_error_needs(tmp_path):
         assert se > 0 and se == pytest.approx(standard_error(acc, PRIOR_SEED_STD, 1, 32))
 
 
-def test_a_trial_that_rejoins_the_front_keeps_its_checkpoint(tmp_path, monkeypatch):
+def test_a_trial_that_rejoins_the_front_keeps_its_checkpoint(tmp_path):
     """Trial 1 is off the front when it finishes (trial 0 beats it on both axes); trial 0's second
     seed lowers its mean below trial 1's, which rejoins the front and must still have its net."""
     path = write_tiny_study(tmp_path, n=2, tail="[trust]\nseeds = 2\n")
@@ -353,10 +355,9 @@ def test_a_trial_that_rejoins_the_front_keeps_its_checkpoint(tmp_path, monkeypat
         evaluated[net.spec.hash] = k + 1
         return accs[seen.index(net.spec.hash)][k]
 
-    monkeypatch.setattr(objective_mod, "measure_spec", measure)
-    monkeypatch.setattr(objective_mod, "evaluate", evaluate)
-    monkeypatch.setattr(run_mod, "measure_specs", lambda specs, m: {h: fake(1.0) for h in specs})
-    res = run_search(load_study_config(path), reports_dir=reports, progress=False)
+    tools = TrialTools(measure=measure, evaluate=evaluate,
+                       measure_lockstep=lambda specs, m: {h: fake(1.0) for h in specs})
+    res = run_search(load_study_config(path), reports_dir=reports, progress=False, tools=tools)
     assert front_numbers(res.study) == {0, 1}
     ckpts = reports / "tiny" / "checkpoints"
     assert all((ckpts / f"trial_{n:04d}.pt").is_file() for n in (0, 1))
@@ -375,9 +376,9 @@ def test_a_reference_queued_past_the_target_does_not_block_the_re_trainings(tmp_
     res = run_search(cfg, reports_dir=reports, progress=False)
     study = res.study
     assert slot_state(study.get_trials(deepcopy=False), 1).done == 1
-    assert run_mod.linked_wanted(study, cfg) and not run_mod._linked_pending(study, cfg)
+    assert trust_mod.linked_wanted(study, cfg) and not trust_mod.linked_pending(study, cfg)
     linked = _linked(study)
-    assert set(linked) == set(run_mod.linked_wanted(study, cfg))
+    assert set(linked) == set(trust_mod.linked_wanted(study, cfg))
     assert all(sum(t.state.name == "COMPLETE" for t in v) == 1 for v in linked.values())
     # The reference past the target is still queued for a run with a larger target.
     waiting = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))]
@@ -423,18 +424,32 @@ def test_a_speed_ratio_never_pairs_a_lockstep_figure_with_a_search_figure():
     assert claims_frame(stats).iloc[0]["speed_ratio"] == pytest.approx(4.0)  # lockstep vs lockstep
 
 
-def test_an_end_phase_error_still_writes_the_results(tmp_path, monkeypatch):
+def test_an_end_phase_error_still_writes_the_results(tmp_path):
     path = write_tiny_study(tmp_path, n=1)
 
     def broken(*a, **kw):
         raise RuntimeError("measuring device lost")
 
-    monkeypatch.setattr(run_mod, "remeasure_front", broken)
-    with pytest.raises(RuntimeError, match="measuring device lost"):
-        run_search(load_study_config(path), reports_dir=tmp_path / "reports", progress=False)
+    with pytest.raises(RuntimeError, match="measuring device lost"):  # the lockstep re-measurement fails
+        run_search(load_study_config(path), reports_dir=tmp_path / "reports", progress=False,
+                   tools=TrialTools(measure_lockstep=broken))
     out = tmp_path / "reports" / "tiny"
     assert (out / "trials.csv").is_file() and (out / "pareto.csv").is_file() and (out / "index.html").is_file()
     assert len(pd.read_csv(out / "trials.csv")) == 1
+
+
+class _Recorder:
+    """A trial runner that records which trials it was given (it must be given none)."""
+
+    def __init__(self, ran: list) -> None:
+        self.ran = ran
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        self.ran.append(trial.number)
+        return (0.0, 0.0)
+
+    def release(self, trial: optuna.Trial, how: Any) -> None:
+        pass
 
 
 def test_linked_phase_waits_for_a_re_training_running_elsewhere(monkeypatch):
@@ -451,13 +466,13 @@ def test_linked_phase_waits_for_a_re_training_running_elsewhere(monkeypatch):
     other.set_user_attr("repeat_of", 0)
     other.set_user_attr("train_seed", 1)
     other.set_user_attr("worker", current_worker().name)  # alive: not recovered as dead
-    monkeypatch.setattr(run_mod, "linked_wanted", lambda s, c: [(0, 1, None)])
+    monkeypatch.setattr(trust_mod, "linked_wanted", lambda s, c: [(0, 1, None)])
     finisher = threading.Timer(1.5, lambda: study.tell(other, [0.71, 100.0]))
     events: list = []
     ran: list = []
     finisher.start()
     try:
-        run_mod.run_linked(study, None, lambda t: ran.append(t.number), lambda *a: None, events.append)
+        trust_mod.run_linked(study, None, _Recorder(ran), lambda *a: None, events.append)
     finally:
         finisher.cancel()
     assert study.trials[1].state.name == "COMPLETE" and ran == []

@@ -4,14 +4,17 @@
 :mod:`repvgg_nas.search.__main__`). The modules, in data-flow order:
 
 - :mod:`repvgg_nas.study` (re-exported here): the search space and the study config;
-- :mod:`.objective`: one trial (sample, train, fuse, check, evaluate, measure);
+- :mod:`.trial`: the trial pipeline (sample, measure, train, fuse, check, evaluate), which returns values or raises;
+- :mod:`.ends`: what the pipeline raises when a trial ends short of a result (each carries its outcome);
 - :mod:`.rungs`: multi-fidelity search: a candidate climbs the rungs of the training budget;
 - :mod:`.slots`: exact trial counts with several workers, crash recovery;
-- :mod:`.loop`: the ask/tell worker loop (a trial is asked for only once its slot is claimed);
+- :mod:`.loop`: the ask/tell worker loop, the one place that maps exceptions to outcomes and tells;
+- :mod:`.trust`: the ``[trust]`` linked re-trainings (extra seeds, long budgets) of the front and references;
+- :mod:`.finish`: the finishing steps (prune the front, lockstep re-measurement, checkpoints, CSVs);
 - :mod:`.locks`: the per-device measurement lock shared by local workers;
 - :mod:`.launch`: worker identity and the ``--workers N`` launcher;
 - :mod:`.connect`: opening (or resuming) a study on its storage;
-- :mod:`.run`: the loop, pruning of the front, the CSV and report outputs;
+- :mod:`.run`: one run of a study, phase by phase (open, search, linked, finish, outputs);
 - :mod:`.events`: what the loop reports to its caller (it never prints).
 """
 
@@ -47,17 +50,17 @@ from .launch import (
     worker_seed,
 )
 from .locks import DeviceLock, default_lock_dir, device_key
-from .run import (
-    ROLES, SearchResult, counts_as_done, linked_wanted, prune_front, remeasure_front, run_linked, run_search,
-    write_outputs,
-)
-from .slots import (
-    SlotState, admission, died, is_search_trial, paused, recover_trials, repeat_key, repeat_taken, slot_state,
-    trial_key,
-)
+from .ends import Stopped, TimeBudgetPaused
+from .finish import keep_checkpoints, prune_front, remeasure_front, write_outputs
+from .loop import Ending, Runner, ending, failure_reason, run_trial
+from .run import ROLES, SearchResult, counts_as_done, run_search
+from .slots import SlotState, admission, recover_trials, repeat_key, repeat_taken, slot_state
 from .rungs import (
-    RungResult, TimeBudgetPaused, climb, dominating, paused_by_time, rung_records, rung_results, rung_train_config,
+    Climber, Decision, RungRecord, RungResult, dominating, paused_by_time, rung_records, rung_results,
+    rung_train_config,
 )
+from .trial import TrialRunner, TrialTools
+from .trust import linked_pending, linked_wanted, run_linked
 from ..study import (
     SAMPLERS, Dim, FidelityConfig, Objectives, SamplerConfig, SearchSpace, StudyConfig, TrustConfig, load_space,
     load_study_config,
@@ -75,10 +78,21 @@ __all__ = [
     "TrustConfig",
     "FidelityConfig",
     "load_study_config",
+    # one trial and how it ends
+    "TrialRunner",
+    "TrialTools",
+    "Runner",
+    "run_trial",
+    "Ending",
+    "ending",
+    "failure_reason",
+    "Stopped",
     # multi-fidelity rungs
+    "Climber",
+    "Decision",
+    "RungRecord",
     "RungResult",
     "TimeBudgetPaused",
-    "climb",
     "dominating",
     "rung_records",
     "rung_results",
@@ -97,6 +111,8 @@ __all__ = [
     "counts_as_done",
     "linked_wanted",
     "run_linked",
+    "linked_pending",
+    "keep_checkpoints",
     "remeasure_front",
     # events (what run_search reports)
     "EventCallback",
@@ -126,9 +142,6 @@ __all__ = [
     "default_lock_dir",
     "device_key",
     "DeviceLock",
-    "died",
-    "paused",
-    "is_search_trial",
     "launch_workers",
     "pid_alive",
     "recover_trials",
@@ -136,7 +149,6 @@ __all__ = [
     "repeat_taken",
     "slot_state",
     "SlotState",
-    "trial_key",
     "visible_gpus",
     "worker_argv",
     "worker_env",

@@ -1,12 +1,13 @@
-"""The ask/tell worker loop: claim a slot, ask for its trial, run the objective, tell how it ended.
+"""The ask/tell worker loop: claim a slot, ask for its trial, run it, tell how it ended.
 
 A worker asks Optuna for a trial (``study.ask`` through
 :func:`repvgg_nas.storage.ask_trial`) only once it holds a slot for it: the
 slot check and the ask are one step under the study's claim lock
 (:func:`repvgg_nas.storage.claim_lock`), so no trial is created that may not
-run. The objective is a plain function of the trial that records how the
-trial ended (:mod:`repvgg_nas.lifecycle`); the loop tells the study
-COMPLETE, PRUNED or FAIL itself, so Optuna has no failure of its own to log.
+run. The trial pipeline (:class:`.trial.TrialRunner`) returns values or
+raises; this module alone maps what it raised to a state and an outcome
+(:func:`ending`), records the outcome (:mod:`repvgg_nas.lifecycle`) and
+tells the study, so Optuna has no failure of its own to log.
 Between trials the loop fails the trials of dead workers (Optuna's
 heartbeat, or :func:`.slots.recover_trials`), and waits, polling, while
 other workers hold every slot (:func:`drive`).
@@ -18,24 +19,30 @@ import gc
 import logging
 import time
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import lifecycle
-from ..attrs import ADMITTED, OUTCOME, ROLE, WORKER, WORKER_START
+from ..attrs import ADMITTED, ROLE, WORKER, WORKER_START
 from ..lifecycle import Outcome, Role
 from ..storage import ask_trial, claim_lock, heartbeat, study_heartbeat
+from ..train import DivergenceError
+from .ends import TimeBudgetPaused
 from .events import EventCallback, TrialTakenOver, Waiting
 from .launch import WorkerId, current_worker
 from .slots import admission, recover_trials, repeat_taken, slot_state
 
-__all__ = ["drive", "fail_dead_trials", "run_trial", "claim_search_trial", "claim_trial", "work"]
+__all__ = [
+    "Ending", "Runner", "claim_linked_trial", "claim_search_trial", "claim_trial", "drive", "ending", "fail_dead_trials",
+    "failure_reason", "run_trial", "work",
+]
 
 _log = logging.getLogger("repvgg_nas.search")
-Objective = Callable[[optuna.Trial], Any]
 AfterTrial = Callable[[optuna.Study, FrozenTrial], None]
 
 RAN = "ran"  # a step ran a trial (or made progress): step again at once
@@ -144,52 +151,92 @@ def claim_linked_trial(study: optuna.Study, worker: WorkerId | None = None) -> o
     return None
 
 
-def _finish(study: optuna.Study, trial: optuna.Trial, state: TrialState, values: Any, how: Outcome,
-            on_event: EventCallback, reason: str | None = None) -> FrozenTrial | None:
-    """Record ``how`` unless the objective recorded the outcome itself, then tell the study."""
+@dataclass(frozen=True)
+class Ending:
+    """How a trial ended: the state Optuna is told, the outcome recorded, the reason for people."""
+
+    state: TrialState
+    how: Outcome
+    reason: str | None = None
+
+
+def failure_reason(e: BaseException) -> str:
+    """The ``fail_reason`` recorded for a trial (or a pruning) that raised ``e``: one line."""
+    text = str(e).splitlines()[0] if str(e) else ""
+    if isinstance(e, DivergenceError):
+        return f"diverged: {e}"
+    if _out_of_memory(e):
+        return f"out of memory: {text or type(e).__name__}"
+    return f"{type(e).__name__}: {text}"[:500]
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def ending(e: BaseException) -> Ending:
+    """The one table from what a trial raised to how it ended."""
+    if isinstance(e, optuna.TrialPruned):  # a rung stop, a broken limit, a stopped twin's copy
+        return Ending(TrialState.PRUNED, getattr(e, "outcome", Outcome.STOPPED), str(e) or None)
+    if isinstance(e, TimeBudgetPaused):  # cut short by the time budget, as by Ctrl-C: the next run continues it
+        return Ending(TrialState.FAIL, Outcome.PAUSED, lifecycle.cut_short_reason(str(e)))
+    if isinstance(e, KeyboardInterrupt):
+        return Ending(TrialState.FAIL, Outcome.INTERRUPTED, lifecycle.cut_short_reason("Ctrl-C"))
+    return Ending(TrialState.FAIL, Outcome.FAILED, failure_reason(e))
+
+
+class Runner(Protocol):
+    """The trial pipeline as the loop sees it: run a trial (return its values or raise), then release what
+    it held once the loop knows how it ended."""
+
+    def __call__(self, trial: optuna.Trial) -> Sequence[float]: ...
+
+    def release(self, trial: optuna.Trial, how: Outcome) -> None: ...
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, end: Ending, values: Sequence[float] | None,
+          on_event: EventCallback) -> FrozenTrial | None:
+    """Record how the trial ended and tell the study: the only tell of a trial that ran."""
     try:
-        if trial.user_attrs.get(OUTCOME) is None:
-            lifecycle.end(trial, how, reason)
-        return study.tell(trial, values, state=state)
+        lifecycle.end(trial, end.how, end.reason)
+        return study.tell(trial, values, state=end.state)
     except optuna.exceptions.UpdateFinishedTrialError as e:
         # Another worker declared this one's trial dead (missed heartbeats) and retried it.
         on_event(TrialTakenOver(str(e).splitlines()[0]))
         return None
 
 
-def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective,
+def run_trial(study: optuna.Study, trial: optuna.Trial, runner: Runner,
               on_event: EventCallback) -> FrozenTrial | None:
-    """Run ``objective(trial)`` and tell the study how it ended; None when another worker took it over.
+    """Run ``runner(trial)`` and tell the study how it ended; None when another worker took it over.
 
-    Ctrl-C ends the trial as interrupted and propagates; any other exception
-    ends it FAIL, and a real failure (not a pause by the time budget) is
-    logged with its traceback.
+    Every exception is mapped here (:func:`ending`): Ctrl-C ends the trial as
+    interrupted and propagates; a real failure is logged with its traceback.
     """
+    values, error = None, None
     try:
         with heartbeat(study, trial):
-            values = objective(trial)
-    except optuna.TrialPruned:
-        return _finish(study, trial, TrialState.PRUNED, None, lifecycle.pruned_outcome(trial.user_attrs), on_event)
-    except KeyboardInterrupt:
-        _finish(study, trial, TrialState.FAIL, None, Outcome.INTERRUPTED, on_event,
-                lifecycle.cut_short_reason("Ctrl-C"))
-        raise
+            values = runner(trial)
+        end = Ending(TrialState.COMPLETE, Outcome.COMPLETE)
     except optuna.exceptions.UpdateFinishedTrialError as e:
         on_event(TrialTakenOver(str(e).splitlines()[0]))
         return None
-    except Exception as e:
-        text = str(e).splitlines()[0] if str(e) else ""
-        frozen = _finish(study, trial, TrialState.FAIL, None, Outcome.FAILED, on_event,
-                         f"{type(e).__name__}: {text}"[:500])
-        if frozen is not None and lifecycle.outcome(frozen) == Outcome.FAILED:  # not a pause: keep its traceback
-            _log.warning("Trial %d failed: %s", trial.number, e, exc_info=e)
-        return frozen
+    except (Exception, KeyboardInterrupt) as e:
+        end, error = ending(e), e
+        if _out_of_memory(e) and torch.cuda.is_available():
+            torch.cuda.empty_cache()
     finally:
         gc.collect()
-    return _finish(study, trial, TrialState.COMPLETE, values, Outcome.COMPLETE, on_event)
+    runner.release(trial, end.how)
+    frozen = _tell(study, trial, end, values, on_event)
+    if isinstance(error, KeyboardInterrupt):
+        raise error
+    if error is not None and end.how == Outcome.FAILED:
+        _log.warning("Trial %d failed: %s", trial.number, error, exc_info=error)
+    return frozen
 
 
-def work(study: optuna.Study, objective: Objective, after_trial: AfterTrial, target: int,
+def work(study: optuna.Study, runner: Runner, after_trial: AfterTrial, target: int,
          deadline: float | None, on_event: EventCallback) -> None:
     """Run search trials until the study holds ``target`` finished ones, or the deadline passes.
 
@@ -205,7 +252,7 @@ def work(study: optuna.Study, objective: Objective, after_trial: AfterTrial, tar
         got = claim_search_trial(study, target, worker)
         if not isinstance(got, optuna.Trial):
             return got
-        frozen = run_trial(study, got, objective, on_event)
+        frozen = run_trial(study, got, runner, on_event)
         if frozen is not None:
             after_trial(study, frozen)
         return RAN

@@ -21,7 +21,10 @@ memory between rungs), and every rung result is written to the trial
 each other's results, a resumed study redoes nothing, and a retry of a
 killed trial takes over the decided rungs and, in ``continue`` mode, the
 paused net from its rung checkpoint. A candidate stopped at a rung ends
-PRUNED (``prune_reason`` names the result that stops it); only the top
+PRUNED (``prune_reason`` names the result that stops it). Deciding a rung
+returns a :class:`Decision` (climb, pause or stop), and the climb acts on it
+by raising :class:`.ends.Stopped` or :class:`.ends.TimeBudgetPaused`; the
+worker loop records how the trial ended. Only the top
 rung's result is an objective value, so the sampler and the front see the
 full budget only.
 
@@ -46,53 +49,60 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from ..attrs import PRUNE_REASON, REFERENCE, RUNG, RUNG_OUT_OF_TIME, RUNG_PAUSED, RUNG_STOPPED, RUNGS, TIME_BUDGET_STOP
 from .. import lifecycle
+from ..attrs import PRUNE_REASON, REFERENCE, RUNG, RUNGS
 from ..checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..data import DataBundle
 from ..layout import StudyPaths
+from ..lifecycle import Outcome, taken_over
 from ..model import reparameterize
-from ..lifecycle import taken_over
+from ..objectives import BASE_OBJECTIVES, Objective
+from ..records import RungRecord, stored
+from ..records import rung_records as _records_of
 from ..spec import RepVGGSpec
-from ..train import StepCallback, TrainConfig, TrainResult, TrainState, init_model, train
-from .events import EventCallback, RungDecided
-from .slots import paused, trial_key
 from ..study import FidelityConfig
 from ..study.promotion import PROMOTION_RULES, PromotionRule, RuleSettings, RungResult, beyond_noise, dominating
+from ..train import StepCallback, TrainConfig, TrainResult, TrainState
+from .ends import Stopped, TimeBudgetPaused
+from .events import EventCallback, RungDecided
 
 __all__ = [
-    "RungResult", "rung_records", "rung_results", "dominating", "beyond_noise", "climb", "record_top", "stopped_at", "discard_paused",
-    "rung_train_config", "next_rung_seconds", "out_of_time", "TimeBudgetPaused", "paused_by_time", "PROMOTION_RULES",
+    "Climber", "Decision", "RungRecord", "RungResult", "TimeBudgetPaused", "PROMOTION_RULES", "beyond_noise",
+    "discard_paused", "dominating", "next_rung_seconds", "out_of_time", "paused_by_time", "record_top",
+    "rung_records", "rung_results", "rung_train_config", "stopped_at",
 ]
 
-
-class TimeBudgetPaused(Exception):
-    """A candidate's next rung would end after the time budget: its trial ends FAIL as interrupted (its
-    message is the ``fail_reason`` after ``interrupted:``), and the next run continues the climb."""
+# How reasons name things (text for people only: no code reads a reason).
+_STOPPED, _PAUSED, _BUDGET = "stopped", "paused", "the time budget"
 
 
-def rung_records(t: FrozenTrial | optuna.Trial) -> list[dict[str, Any]]:
-    """The ``rungs`` attr of a trial (lowest rung first; empty for a single-fidelity trial)."""
-    return [dict(r) for r in (t.user_attrs.get(RUNGS) or [])]
+def rung_records(t: FrozenTrial | optuna.Trial) -> list[RungRecord]:
+    """The rung records of a trial (lowest rung first; empty for a single-fidelity trial)."""
+    return _records_of(t.user_attrs)
 
 
-def rung_results(trials: Iterable[FrozenTrial], rung: int, exclude: Iterable[int] = ()) -> list[RungResult]:
+def _point(t: FrozenTrial | optuna.Trial, r: RungRecord, objectives: Sequence[Objective]) -> tuple[float, ...]:
+    """A rung result's values in table order: the rung's accuracy for the trained objective, the trial's
+    measured objectives as measured once, before training."""
+    return tuple(r.accuracy if o.measure is None else float(t.user_attrs[o.attr]) for o in objectives)
+
+
+def rung_results(trials: Iterable[FrozenTrial], rung: int, exclude: Iterable[int] = (),
+                 objectives: Sequence[Objective] | None = None) -> list[RungResult]:
     """Every result recorded at ``rung`` by a candidate of the study (any state, surplus trials left out)."""
+    table = tuple(objectives) if objectives is not None else BASE_OBJECTIVES
     skip = set(exclude)
     out = []
     for t in trials:
         if t.number in skip or lifecycle.lost(t) or lifecycle.is_linked(t):
             continue
-        for r in rung_records(t):
-            if r.get("rung") == rung and r.get("accuracy") is not None:
-                out.append(RungResult(t.number, float(r["accuracy"]), float(r["images_per_s"])))
+        out += [RungResult(t.number, _point(t, r, table)) for r in rung_records(t) if r.rung == rung]
     return out
 
 
@@ -115,10 +125,10 @@ def _ancestors(trial: optuna.Trial, by_number: dict[int, FrozenTrial]) -> list[F
 def _slot(number: int, by_number: dict[int, FrozenTrial]) -> int:
     """The slot key of trial ``number``, shared by its whole retry chain: it names the rung checkpoint."""
     me = by_number.get(number)
-    return trial_key(me, by_number) if me is not None else number
+    return lifecycle.slot_key(me, by_number) if me is not None else number
 
 
-def _inherited(ancestors: Sequence[FrozenTrial]) -> tuple[list[dict[str, Any]], FrozenTrial | None]:
+def _inherited(ancestors: Sequence[FrozenTrial]) -> tuple[list[RungRecord], FrozenTrial | None]:
     """The decided rung records of the nearest killed ancestor that climbed (undecided ones are redone),
     and that ancestor."""
     for t in ancestors:
@@ -126,7 +136,7 @@ def _inherited(ancestors: Sequence[FrozenTrial]) -> tuple[list[dict[str, Any]], 
         if records:
             out = []
             for r in records:
-                if r.get("promoted") is None:
+                if r.promoted is None:
                     break
                 out.append(r)
             return out, t
@@ -149,12 +159,7 @@ def discard_paused(paths: StudyPaths, trial: optuna.Trial) -> None:
 # ---- reasons and the time check ------------------------------------------------------------------
 
 
-def _stop_reason(rung: int, rungs: int, epochs: int, me: RungResult, by: RungResult, rule: PromotionRule,
-                 settings: RuleSettings) -> str:
-    return f"{_at_rung(rung, rungs, epochs)}: trial {by.trial} {rule.why(me, by, settings)}"
-
-
-def _at_rung(rung: int, rungs: int, epochs: int, what: str = RUNG_STOPPED) -> str:
+def _at_rung(rung: int, rungs: int, epochs: int, what: str = _STOPPED) -> str:
     return f"{what} at rung {rung + 1}/{rungs} ({epochs} epoch{'s' * (epochs != 1)})"
 
 
@@ -174,33 +179,119 @@ def next_rung_seconds(budgets: Sequence[int], rung: int, spent: float, mode: str
 
 
 @dataclass(frozen=True)
-class _Late:
-    """A promoted candidate's next rung would end after the run's deadline: why, and whether for good."""
+class Decision:
+    """What deciding a rung returns; the climb acts on it. ``climb``: train the next rung; ``pause``: the
+    next rung waits for the next run (:class:`TimeBudgetPaused`); ``stop``: the climb ends for good
+    (:class:`.ends.Stopped` with ``outcome``). ``reason`` is for people."""
 
-    reason: str
-    for_good: bool  # the rung needs more than a whole run's budget: it would pause in every run
+    action: str  # "climb" | "pause" | "stop"
+    reason: str | None = None
+    outcome: Outcome | None = None
+    dominated_by: int | None = None
+    out_of_time: bool = False
+
+    @property
+    def promoted(self) -> bool:
+        return self.action != "stop"
+
+    def act(self) -> None:
+        """Raise what the decision means for the trial (nothing when it climbs on)."""
+        if self.action == "pause":
+            raise TimeBudgetPaused(self.reason)
+        if self.action == "stop":
+            assert self.outcome is not None and self.reason is not None
+            raise Stopped(self.outcome, self.reason)
+
+
+CLIMB = Decision("climb")
 
 
 def _time_check(budgets: Sequence[int], rung: int, need: float, deadline: float | None,
-                budget: float | None) -> _Late | None:
-    """None when rung ``rung + 1`` (``need`` seconds with its evaluation) ends before ``deadline``.
+                budget: float | None) -> Decision:
+    """Climb when rung ``rung + 1`` (``need`` seconds with its evaluation) ends before ``deadline``.
 
     Otherwise the candidate pauses there for the next run, or, when ``need``
     exceeds the whole time budget of a run (``budget`` seconds), is stopped:
     pausing it would only repeat in every run.
     """
     if deadline is None:
-        return None
+        return CLIMB
     left = deadline - time.monotonic()
     if need <= left:
-        return None
+        return CLIMB
     if budget is not None and need > budget:
-        return _Late(f"{_at_rung(rung, len(budgets), budgets[rung])}: rung {rung + 2} needs about {need:.0f} s, more "
-                     f"than all of {TIME_BUDGET_STOP} ({budget:.0f} s); a larger --timeout, or --timeout 0, lets "
-                     f"such a candidate climb", True)
-    return _Late(f"{_at_rung(rung, len(budgets), budgets[rung], RUNG_PAUSED)}: {TIME_BUDGET_STOP} ends in "
-                 f"{max(left, 0):.0f} s and rung {rung + 2} needs about {need:.0f} s more; the next run continues "
-                 f"its climb", False)
+        return Decision("stop", f"{_at_rung(rung, len(budgets), budgets[rung])}: rung {rung + 2} needs about "
+                        f"{need:.0f} s, more than all of {_BUDGET} ({budget:.0f} s); a larger --timeout, or "
+                        f"--timeout 0, lets such a candidate climb", Outcome.OUT_OF_TIME, out_of_time=True)
+    return Decision("pause", f"{_at_rung(rung, len(budgets), budgets[rung], _PAUSED)}: {_BUDGET} ends in "
+                    f"{max(left, 0):.0f} s and rung {rung + 2} needs about {need:.0f} s more; the next run "
+                    f"continues its climb", out_of_time=True)
+
+
+# ---- what every climb of a run shares ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Climber:
+    """What every candidate's climb in one run shares: the study's fidelity settings and objectives, the data
+    and device, where rung checkpoints live, how a net is scored and trained, the time budget, and the hook
+    that lets another worker's queued measurement run at a rung's end (``pause``).
+
+    ``score(deploy_net)`` gives the accuracy a rung is judged on (the
+    objective's: the INT8 net's under a quantized runtime) and the float
+    accuracy (None when they are the same); ``train``/``init_model`` have
+    the signatures of :func:`repvgg_nas.train.train`/``init_model``.
+    ``deadline`` (a :func:`time.monotonic` time) pauses a promoted candidate,
+    not a reference, whose next rung would end after it; a rung that needs
+    more than the run's whole ``budget`` (seconds) stops it for good instead.
+    """
+
+    fidelity: FidelityConfig
+    objectives: tuple[Objective, ...]
+    data: DataBundle
+    device: torch.device
+    paths: StudyPaths
+    score: Callable[[nn.Module], tuple[float, float | None]]
+    train: Callable[..., TrainResult]
+    init_model: Callable[..., nn.Module]
+    on_step: StepCallback | None = None
+    on_event: EventCallback | None = None
+    deadline: float | None = None
+    budget: float | None = None
+    pause: Callable[[], None] | None = None
+
+    @property
+    def rule(self) -> PromotionRule:
+        return PROMOTION_RULES.get(self.fidelity.rule)
+
+    def settings(self) -> RuleSettings:
+        """What the rule reads from the study."""
+        return RuleSettings(self.fidelity.stop_sigmas, len(self.data.val_y), self.objectives)
+
+    def climb(self, trial: optuna.Trial, spec: RepVGGSpec, throughput: float, train_cfg: TrainConfig,
+              init_seed: int) -> tuple[nn.Module, TrainResult]:
+        """Train a candidate rung by rung; return the net trained at the full budget and its result.
+
+        Raises :class:`.ends.Stopped` when the promotion rule (``fidelity.rule``)
+        stops it at a rung, by default when another candidate's result at the
+        same rung dominates it (the ``rungs`` attr holds every rung it
+        finished), and :class:`TimeBudgetPaused` when its next rung would end
+        after the deadline (also at once, for a retry whose next rung would).
+        The caller fuses, evaluates and records the top rung as for a
+        single-fidelity trial, then calls :func:`record_top`.
+        """
+        by_number = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
+        c = _Climb(self, trial, spec, throughput, train_cfg, init_seed,
+                   self.paths.rung_checkpoint(_slot(trial.number, by_number)), _ancestors(trial, by_number))
+        c.resume()
+        for k in range(len(c.records), len(c.budgets)):
+            if c.reference and self.fidelity.mode == "retrain" and k < c.top:
+                continue  # its lower rungs would be runs of their own, paid only to be yardsticks
+            _TRAIN_RUNG[self.fidelity.mode](c, k)
+            if k < c.top:
+                c.decide(k).act()
+        assert c.model is not None and c.result is not None
+        return c.model, c.result._replace(seconds=c.spent)
 
 
 # ---- one candidate's climb -------------------------------------------------------------------------
@@ -208,160 +299,149 @@ def _time_check(budgets: Sequence[int], rung: int, need: float, deadline: float 
 
 @dataclass
 class _Climb:
-    """One candidate's climb: what it trains and how it is judged (set once), and where it stands (the rung
-    records so far, its training seconds, the net, and in ``continue`` mode the run's state)."""
+    """One candidate's climb: what it trains (set once) and where it stands (the rung records so far, its
+    training seconds, the net, and in ``continue`` mode the run's state)."""
 
+    env: Climber
     trial: optuna.Trial
     spec: RepVGGSpec
     throughput: float
-    fidelity: FidelityConfig
     train_cfg: TrainConfig
     init_seed: int
-    data: DataBundle
-    device: torch.device
-    score: Callable[[nn.Module], tuple[float, float | None]]
-    on_step: StepCallback | None
-    emit: Callable[[Any], None]
-    deadline: float | None
-    budget: float | None
-    pause: Callable[[], None] | None
     paused_net: Path  # the candidate's rung checkpoint (``continue`` mode), one per slot
     ancestors: list[FrozenTrial]  # the killed or paused trials it retries, nearest first
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[RungRecord] = field(default_factory=list)
     spent: float = 0.0  # training seconds: continue mode one run's (paused pieces included), retrain mode all runs'
     model: nn.Module | None = None
     state: TrainState | None = None  # continue mode: where the run stands
     result: TrainResult | None = None  # the last training run's
-    budgets: tuple[int, ...] = field(init=False)  # epochs of each rung, lowest first
-    top: int = field(init=False)
-    reference: str | None = field(init=False)  # a reference always climbs and is never paused
-    own: set[int] = field(init=False)  # this trial and its ancestors: one candidate
-    rule: PromotionRule = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.budgets = self.fidelity.budgets(self.train_cfg.epochs)
-        self.top = len(self.budgets) - 1
-        self.reference = self.trial.user_attrs.get(REFERENCE)
-        self.own = {self.trial.number} | {t.number for t in self.ancestors}  # never judged by its own earlier runs
-        self.rule = PROMOTION_RULES.get(self.fidelity.rule)
 
     @property
-    def settings(self) -> RuleSettings:
-        """What the rule reads from the study (read when a rung is decided: a climb stopped untrained has no data)."""
-        return RuleSettings(self.fidelity.stop_sigmas, len(self.data.val_y))
+    def budgets(self) -> tuple[int, ...]:
+        return self.env.fidelity.budgets(self.train_cfg.epochs)
+
+    @property
+    def top(self) -> int:
+        return len(self.budgets) - 1
+
+    @property
+    def reference(self) -> str | None:
+        """A reference always climbs and is never paused."""
+        return self.trial.user_attrs.get(REFERENCE)
+
+    @property
+    def own(self) -> set[int]:
+        """This trial and its ancestors: one candidate, never judged by its own earlier runs."""
+        return {self.trial.number} | {t.number for t in self.ancestors}
 
     def desc(self, k: int) -> str:
         return f"trial {self.trial.number} rung {k + 1}/{len(self.budgets)}"
 
+    def fresh_model(self) -> nn.Module:
+        return self.env.init_model(self.spec, seed=self.init_seed, device=self.env.device)
 
-def climb(
-    trial: optuna.Trial, spec: RepVGGSpec, throughput: float, *, fidelity: FidelityConfig, train_cfg: TrainConfig,
-    init_seed: int, data: DataBundle, device: torch.device, paths: StudyPaths,
-    score: Callable[[nn.Module], tuple[float, float | None]],
-    on_step: StepCallback | None = None, on_event: EventCallback | None = None, deadline: float | None = None,
-    budget: float | None = None, pause: Callable[[], None] | None = None,
-) -> tuple[nn.Module, TrainResult]:
-    """Train a candidate rung by rung; return the net trained at the full budget and its result.
+    def save_records(self) -> None:
+        self.trial.set_user_attr(RUNGS, stored(self.records))
 
-    ``score(deploy_net)`` gives the accuracy a rung is judged on (the
-    objective's: the INT8 net's under a quantized runtime) and the float
-    accuracy (None when they are the same). Raises
-    :class:`optuna.TrialPruned` when the promotion rule (``fidelity.rule``)
-    stops it at a rung, by default when another candidate's result at the
-    same rung dominates it (the ``rungs`` attr holds every rung it finished,
-    ``prune_reason`` says which trial stopped it). The caller fuses,
-    evaluates and records the top rung as for a single-fidelity trial, then
-    calls :func:`record_top`. ``deadline`` (a :func:`time.monotonic` time,
-    from the study's ``timeout``) pauses a promoted candidate, not a
-    reference, whose next rung would end after it: :class:`TimeBudgetPaused`
-    (also raised at once by a retry whose next rung would); a rung that needs
-    more than the run's whole ``budget`` (seconds) stops it for good instead. ``pause()`` runs at
-    the end of each rung below the top, before the decision (the objective
-    lets a queued measurement of another local worker take the device there).
-    """
-    by_number = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
-    c = _Climb(
-        trial=trial, spec=spec, throughput=throughput, fidelity=fidelity, train_cfg=train_cfg, init_seed=init_seed,
-        data=data, device=device, score=score, on_step=on_step, emit=on_event or (lambda e: None), deadline=deadline,
-        budget=budget, pause=pause, paused_net=paths.rung_checkpoint(_slot(trial.number, by_number)),
-        ancestors=_ancestors(trial, by_number),
-    )
-    _resume(c)
-    for k in range(len(c.records), len(c.budgets)):
-        if c.reference and fidelity.mode == "retrain" and k < c.top:
-            continue  # its lower rungs would be runs of their own, paid only to be yardsticks: the full one alone
-        _TRAIN_RUNG[fidelity.mode](c, k)
-        if k < c.top:
-            _decide(c, k)
-    assert c.model is not None and c.result is not None
-    return c.model, c.result._replace(seconds=c.spent)
+    # ---- resume: take over the climb of a killed or paused ancestor ----
 
+    def resume(self) -> None:
+        """Take over the decided rungs of the nearest ancestor that climbed, in ``continue`` mode its net from
+        the rung checkpoint, and check that a taken-over candidate's next rung fits this run (raises when not)."""
+        self._inherit()
+        self.model = self.fresh_model()
+        if self.env.fidelity.mode == "continue" and self.ancestors and self.paused_net.is_file():
+            self._reload()
+        if self.records and not self.reference:
+            self._check_taken_over()
 
-def _prune(trial: optuna.Trial, reason: str) -> NoReturn:
-    """End the candidate's climb for good: PRUNED, ``reason`` as its ``prune_reason``."""
-    trial.set_user_attr(PRUNE_REASON, reason)
-    raise optuna.TrialPruned(reason)
+    def _inherit(self) -> None:
+        """Copy the ancestor's decided rung records to this trial; a stopped one stays stopped, untrained."""
+        records, source = _inherited(self.ancestors)
+        if not records:
+            return
+        self.records = records
+        self.save_records()
+        last = records[-1]
+        self.trial.set_user_attr(RUNG, last.rung)
+        if not last.promoted:  # the killed trial was stopped but died before it said so
+            why = (f"rung {last.rung + 2} needs more than all of {_BUDGET}" if last.out_of_time
+                   else f"trial {last.dominated_by} dominates it")
+            reason = (source.user_attrs.get(PRUNE_REASON) if source is not None else None) or \
+                f"{_at_rung(last.rung, len(self.budgets), last.epochs)}: {why}"
+            raise Stopped(Outcome.OUT_OF_TIME if last.out_of_time else Outcome.STOPPED, str(reason))
+        self.spent = last.train_seconds
 
+    def _reload(self) -> None:
+        """Load the net and run state where a killed run of this candidate paused: at its last decided rung, or
+        one rung on if it died before recording that rung. Only its own file: same net, written by a trial of
+        its retry chain."""
+        assert self.model is not None
+        usable = {self.budgets[i] for i in (len(self.records) - 1, len(self.records)) if 0 <= i < self.top}
+        ckpt = load_checkpoint(self.paused_net)
+        saved = TrainState.from_dict(ckpt.train_state) if ckpt.train_state is not None else None
+        mine = ckpt.spec.hash == self.spec.hash and ckpt.meta.get("trial") in self.own
+        if mine and saved is not None and saved.epoch in usable:
+            load_state_dict_checked(self.model, ckpt.state_dict, source=str(self.paused_net))
+            self.state = saved
 
-# ---- resume: take over the climb of a killed or paused ancestor ----------------------------------
+    def _check_taken_over(self) -> None:
+        """A paused or killed climb taken over: its next rung must end before this run's deadline too. Raises
+        :class:`TimeBudgetPaused` to pause it again untrained, or stops it when the rung exceeds a whole run."""
+        k = self.records[-1].rung
+        mode = self.env.fidelity.mode
+        trained = (self.state.epoch if self.state is not None else 0) if mode == "continue" else None
+        need = next_rung_seconds(self.budgets, k, self.spent, mode, trained)
+        decision = _time_check(self.budgets, k, need, self.env.deadline, self.env.budget)
+        if decision.action == "stop":
+            self.records[-1] = self.records[-1].decided(False, None, True)
+            self.save_records()
+        decision.act()
 
+    # ---- decide a rung below the top ----
 
-def _resume(c: _Climb) -> None:
-    """Take over the decided rungs of the nearest ancestor that climbed, in ``continue`` mode its net from the
-    rung checkpoint, and check that a taken-over candidate's next rung fits this run (raises when not)."""
-    _inherit(c)
-    c.model = init_model(c.spec, seed=c.init_seed, device=c.device)
-    if c.fidelity.mode == "continue" and c.ancestors and c.paused_net.is_file():
-        _reload(c)
-    if c.records and not c.reference:
-        _check_taken_over(c)
+    def _score(self, k: int) -> tuple[RungRecord, RungResult, float]:
+        """Score the net trained to rung ``k`` and record it (visible to other workers before this one decides);
+        return the record, the result the rule judges and the seconds scoring took."""
+        assert self.model is not None
+        scored = time.monotonic()
+        accuracy, float_accuracy = self.env.score(reparameterize(self.model))
+        scored = time.monotonic() - scored
+        record = RungRecord(k, self.budgets[k], accuracy, float_accuracy, self.throughput, round(self.spent, 3))
+        self.records.append(record)
+        self.save_records()
+        return record, RungResult(self.trial.number, _point(self.trial, record, self.env.objectives)), scored
 
+    def _judge(self, k: int, mine: RungResult, scored: float) -> Decision:
+        """The rule (never for a reference), then the time check for the next rung."""
+        settings = self.env.settings()
+        others = rung_results(self.trial.study.get_trials(deepcopy=False), k, self.own, self.env.objectives)
+        by = None if self.reference else self.env.rule(mine, others, settings)
+        if by is not None:
+            why = self.env.rule.why(mine, by, settings)
+            return Decision("stop", f"{_at_rung(k, len(self.budgets), self.budgets[k])}: trial {by.trial} {why}",
+                            Outcome.STOPPED, dominated_by=by.trial)
+        if self.reference:
+            return CLIMB
+        need = next_rung_seconds(self.budgets, k, self.spent, self.env.fidelity.mode) + scored
+        return _time_check(self.budgets, k, need, self.env.deadline, self.env.budget)
 
-def _inherit(c: _Climb) -> None:
-    """Copy the ancestor's decided rung records to this trial; a stopped one stays stopped, untrained."""
-    records, source = _inherited(c.ancestors)
-    if not records:
-        return
-    c.records = records
-    c.trial.set_user_attr(RUNGS, records)
-    c.trial.set_user_attr(RUNG, records[-1]["rung"])
-    last = records[-1]
-    if not last["promoted"]:  # the killed trial was stopped but died before it said so
-        why = (f"rung {int(last['rung']) + 2} needs more than all of {TIME_BUDGET_STOP}"
-               if last.get(RUNG_OUT_OF_TIME) else f"trial {last['dominated_by']} dominates it")
-        _prune(c.trial, str((source.user_attrs.get(PRUNE_REASON) if source is not None else None) or
-                            f"{_at_rung(int(last['rung']), len(c.budgets), int(last['epochs']))}: {why}"))
-    c.spent = float(last.get("train_seconds", 0.0))
-
-
-def _reload(c: _Climb) -> None:
-    """Load the net and run state where a killed run of this candidate paused: at its last decided rung, or
-    one rung on if it died before recording that rung. Only its own file: same net, written by a trial of its
-    retry chain."""
-    assert c.model is not None
-    usable = {c.budgets[i] for i in (len(c.records) - 1, len(c.records)) if 0 <= i < c.top}
-    ckpt = load_checkpoint(c.paused_net)
-    saved = TrainState.from_dict(ckpt.train_state) if ckpt.train_state is not None else None
-    mine = ckpt.spec.hash == c.spec.hash and ckpt.meta.get("trial") in c.own
-    if mine and saved is not None and saved.epoch in usable:
-        load_state_dict_checked(c.model, ckpt.state_dict, source=str(c.paused_net))
-        c.state = saved
-
-
-def _check_taken_over(c: _Climb) -> None:
-    """A paused or killed climb taken over: its next rung must end before this run's deadline too. Raises
-    :class:`TimeBudgetPaused` to pause it again untrained, or stops it when the rung exceeds a whole run."""
-    k = int(c.records[-1]["rung"])
-    trained = (c.state.epoch if c.state is not None else 0) if c.fidelity.mode == "continue" else None
-    late = _time_check(c.budgets, k, next_rung_seconds(c.budgets, k, c.spent, c.fidelity.mode, trained), c.deadline,
-                       c.budget)
-    if late is None:
-        return
-    if late.for_good:
-        c.records[-1].update({"promoted": False, RUNG_OUT_OF_TIME: True})
-        c.trial.set_user_attr(RUNGS, c.records)
-        _prune(c.trial, late.reason)
-    raise TimeBudgetPaused(late.reason)
+    def decide(self, k: int) -> Decision:
+        """Score rung ``k``, let a queued measurement run, judge it and record the decision; the caller acts."""
+        record, mine, scored = self._score(k)
+        if self.env.pause is not None:  # a rung's end: a measurement another worker queued runs before the decision
+            self.env.pause()
+        decision = self._judge(k, mine, scored)
+        self.records[-1] = record.decided(decision.promoted, decision.dominated_by, decision.out_of_time)
+        self.save_records()
+        self.trial.set_user_attr(RUNG, k)
+        emit = self.env.on_event or (lambda e: None)
+        emit(RungDecided(self.trial.number, k, len(self.budgets), self.budgets[k], record.accuracy,
+                         self.throughput, decision.promoted, decision.dominated_by, self.reference,
+                         paused=decision.action == "pause"))
+        if decision.action == "stop":
+            self.paused_net.unlink(missing_ok=True)
+        return decision
 
 
 # ---- train one rung: one function per mode ------------------------------------------------------
@@ -369,9 +449,9 @@ def _check_taken_over(c: _Climb) -> None:
 
 def _train_retrain(c: _Climb, k: int) -> None:
     """``retrain`` mode: rung ``k`` is a run of its own budget, from the same initial weights."""
-    c.model = init_model(c.spec, seed=c.init_seed, device=c.device)
-    c.result = train(c.model, c.data, rung_train_config(c.train_cfg, c.budgets[k]), c.device, progress=c.on_step,
-                     desc=c.desc(k))
+    c.model = c.fresh_model()
+    c.result = c.env.train(c.model, c.env.data, rung_train_config(c.train_cfg, c.budgets[k]), c.env.device,
+                           progress=c.env.on_step, desc=c.desc(k))
     c.spent += c.result.seconds
 
 
@@ -382,8 +462,8 @@ def _train_continue(c: _Climb, k: int) -> None:
     if c.state is not None and c.state.epoch == c.budgets[k]:  # paused right here: nothing to train for this rung
         c.spent = max(c.spent, c.state.seconds)
     else:
-        c.result = train(c.model, c.data, c.train_cfg, c.device, progress=c.on_step, desc=c.desc(k), resume=c.state,
-                         stop_epoch=c.budgets[k])
+        c.result = c.env.train(c.model, c.env.data, c.train_cfg, c.env.device, progress=c.env.on_step,
+                               desc=c.desc(k), resume=c.state, stop_epoch=c.budgets[k])
         c.spent = max(c.spent, c.result.seconds)  # counted from the run's start, paused pieces included
         c.state = c.result.state
     if k < c.top:
@@ -395,63 +475,14 @@ def _train_continue(c: _Climb, k: int) -> None:
 _TRAIN_RUNG: dict[str, Callable[[_Climb, int], None]] = {"retrain": _train_retrain, "continue": _train_continue}
 
 
-# ---- decide a rung below the top ------------------------------------------------------------------
-
-
-def _score(c: _Climb, k: int) -> tuple[dict[str, Any], RungResult, float]:
-    """Score the net trained to rung ``k`` and record it (visible to other workers before this one decides);
-    return the record, the result the rule judges and the seconds scoring took."""
-    assert c.model is not None
-    scored = time.monotonic()
-    accuracy, float_accuracy = c.score(reparameterize(c.model))
-    scored = time.monotonic() - scored
-    record = _record(k, c.budgets[k], accuracy, float_accuracy, c.throughput, c.spent)
-    c.records.append(record)
-    c.trial.set_user_attr(RUNGS, c.records)
-    return record, RungResult(c.trial.number, accuracy, c.throughput), scored
-
-
-def _decide(c: _Climb, k: int) -> None:
-    """Promote, pause or stop the candidate at rung ``k``: the rule (never for a reference), then the time check
-    for its next rung. Returns when it climbs on; raises :class:`TimeBudgetPaused` or :class:`optuna.TrialPruned`."""
-    record, mine, scored = _score(c, k)
-    if c.pause is not None:  # a rung's end: a measurement another worker has queued runs now, before the decision
-        c.pause()
-    by = None if c.reference else c.rule(mine, rung_results(c.trial.study.get_trials(deepcopy=False), k,
-                                                             exclude=c.own), c.settings)
-    late = None if by is not None or c.reference else _time_check(
-        c.budgets, k, next_rung_seconds(c.budgets, k, c.spent, c.fidelity.mode) + scored, c.deadline, c.budget)
-    if late is not None:  # its next rung waits for the next run (the rung checkpoint stays), or never comes
-        record[RUNG_OUT_OF_TIME] = True
-    promoted = by is None and (late is None or not late.for_good)
-    record["promoted"], record["dominated_by"] = promoted, None if by is None else by.trial
-    c.trial.set_user_attr(RUNGS, c.records)
-    c.trial.set_user_attr(RUNG, k)
-    c.emit(RungDecided(c.trial.number, k, len(c.budgets), c.budgets[k], mine.accuracy, c.throughput, promoted,
-                       None if by is None else by.trial, c.reference, paused=promoted and late is not None))
-    if late is not None and promoted:
-        raise TimeBudgetPaused(late.reason)
-    if not promoted:
-        reason = late.reason if late is not None else _stop_reason(k, len(c.budgets), c.budgets[k], mine, by, c.rule,
-                                                                  c.settings)
-        c.paused_net.unlink(missing_ok=True)
-        _prune(c.trial, reason)
-
-
-def _record(rung: int, epochs: int, accuracy: float, float_accuracy: float | None, throughput: float,
-            train_seconds: float) -> dict[str, Any]:
-    return {"rung": rung, "epochs": epochs, "accuracy": accuracy, "float_accuracy": float_accuracy,
-            "images_per_s": throughput, "train_seconds": round(train_seconds, 3), "promoted": None,
-            "dominated_by": None}
-
-
 def record_top(trial: optuna.Trial, fidelity: FidelityConfig, train_epochs: int, accuracy: float,
                float_accuracy: float | None, throughput: float, train_seconds: float) -> None:
     """Add the top rung (the full budget: the trial's objective values) to a climbed candidate's ``rungs`` attr."""
     budgets = fidelity.budgets(train_epochs)
     records = rung_records(trial)
-    records.append(_record(len(budgets) - 1, budgets[-1], accuracy, float_accuracy, throughput, train_seconds))
-    trial.set_user_attr(RUNGS, records)
+    records.append(RungRecord(len(budgets) - 1, budgets[-1], accuracy, float_accuracy, throughput,
+                              round(train_seconds, 3)))
+    trial.set_user_attr(RUNGS, stored(records))
     trial.set_user_attr(RUNG, len(budgets) - 1)
 
 
@@ -460,19 +491,16 @@ def out_of_time(t: FrozenTrial) -> bool:
     stopped it (its last rung record is ``out_of_time``): paused for the next run, or, when its next rung needs
     more than a whole run's budget, stopped (PRUNED) for good."""
     records = rung_records(t)
-    return bool(records) and bool(records[-1].get(RUNG_OUT_OF_TIME))
+    return bool(records) and records[-1].out_of_time
 
 
 def paused_by_time(trials: Sequence[FrozenTrial]) -> list[int]:
     """Candidates paused by the time budget whose climb no retry has taken over yet (a retry queued but not
     started, or surplus, has not)."""
     done = taken_over(trials)
-    return [t.number for t in trials if paused(t) and t.number not in done]
+    return [t.number for t in trials if lifecycle.paused(t) and t.number not in done]
 
 
-def stopped_at(records: Sequence[dict[str, Any]]) -> int | None:
+def stopped_at(records: Sequence[RungRecord]) -> int | None:
     """The rung a candidate was stopped at (None: it was not stopped)."""
-    for r in records:
-        if r.get("promoted") is False:
-            return int(r["rung"])
-    return None
+    return next((r.rung for r in records if r.promoted is False), None)

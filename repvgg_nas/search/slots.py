@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,10 +43,6 @@ from .launch import pid_alive
 
 __all__ = [
     "SlotState",
-    "trial_key",
-    "is_search_trial",
-    "died",
-    "paused",
     "slot_state",
     "admission",
     "recover_trials",
@@ -56,11 +52,6 @@ __all__ = [
 ]
 
 UNKNOWN_WORKER_AFTER_S = 30.0  # a RUNNING trial with no worker attr this old is taken as dead
-
-
-def is_search_trial(t: FrozenTrial) -> bool:
-    """A sampled or reference trial of the search: not a pruned variant, not a linked re-training, not lost."""
-    return lifecycle.is_search(t)
 
 
 def repeat_key(t: FrozenTrial) -> tuple[int, int | None, int | None] | None:
@@ -90,22 +81,6 @@ def repeat_taken(number: int, trials: Sequence[FrozenTrial]) -> str | None:
         if o.state == TrialState.RUNNING and o.number < number:
             return f"{DUPLICATE}: trial {o.number} already runs this re-training"
     return None
-
-
-def died(t: FrozenTrial) -> bool:
-    """FAIL because its run stopped (paused, Ctrl-C, killed worker, stale heartbeat), not because of the net."""
-    return lifecycle.cut_short(t)
-
-
-def paused(t: FrozenTrial) -> bool:
-    """FAIL because the time budget ended the run mid-climb (:class:`.rungs.TimeBudgetPaused`): not a result,
-    but a candidate the next run continues."""
-    return lifecycle.paused(t)
-
-
-def trial_key(t: FrozenTrial, by_number: Mapping[int, FrozenTrial]) -> int:
-    """The slot a trial answers for: its number, or the first trial of its retry chain."""
-    return lifecycle.slot_key(t, by_number)
 
 
 @dataclass(frozen=True)
@@ -141,8 +116,8 @@ class _Keys:
 
     def __init__(self, trials: Sequence[FrozenTrial]) -> None:
         self.by_number = {t.number: t for t in trials}
-        self.search = [t for t in trials if is_search_trial(t)]
-        self.key = {t.number: trial_key(t, self.by_number) for t in self.search}
+        self.search = [t for t in trials if lifecycle.is_search(t)]
+        self.key = {t.number: lifecycle.slot_key(t, self.by_number) for t in self.search}
         self.members: dict[int, list[FrozenTrial]] = {}
         for t in self.search:
             self.members.setdefault(self.key[t.number], []).append(t)
@@ -152,7 +127,7 @@ class _Keys:
                 self.status[k] = "done"
             elif any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in group):
                 self.status[k] = "active"
-            elif paused(max(group, key=lambda t: t.number)):  # the next run continues its climb
+            elif lifecycle.paused(max(group, key=lambda t: t.number)):  # the next run continues its climb
                 self.status[k] = "active"
             else:  # only dead runs: a failure, unless a retry turns up
                 self.status[k] = "done"

@@ -23,31 +23,30 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from ..objectives import BASE_OBJECTIVES, Objective
 from ..registry import Registry
-from ..stats import dominates, standard_error
+from ..stats import standard_error
 
 __all__ = ["RungResult", "RuleSettings", "PromotionRule", "PROMOTION_RULES", "dominating", "beyond_noise"]
 
 
 @dataclass(frozen=True)
 class RungResult:
-    """One candidate's result at one rung: the point a promotion is decided on."""
+    """One candidate's result at one rung: the point a promotion is decided on, one value per objective in the
+    study's table order (accuracy at the rung, then the measured objectives)."""
 
     trial: int
-    accuracy: float
-    throughput: float
-
-    def as_point(self) -> dict[str, float]:
-        return {"accuracy": self.accuracy, "throughput": self.throughput}
+    values: tuple[float, ...]
 
 
 @dataclass(frozen=True)
 class RuleSettings:
-    """What a rule may read from the study: ``[fidelity] stop_sigmas`` and the validation-set size
-    (None: unknown, so no noise term)."""
+    """What a rule may read from the study: the objective table, ``[fidelity] stop_sigmas`` and the
+    validation-set size (None: unknown, so no noise term)."""
 
     stop_sigmas: float = 0.0
     val_size: int | None = None
+    objectives: tuple[Objective, ...] = BASE_OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -64,22 +63,31 @@ class PromotionRule:
         return self.stops(me, others, settings)
 
 
-def dominating(me: RungResult, pool: Iterable[RungResult], sigmas: float = 0.0,
-               val_size: int | None = None) -> RungResult | None:
-    """The result in ``pool`` that dominates ``me`` with the largest accuracy (None: ``me`` may climb).
+def _better(p: RungResult, me: RungResult, settings: RuleSettings) -> bool:
+    """``p`` dominates ``me``: at least as good in every objective and better in one; with ``stop_sigmas`` > 0
+    better beyond the noise in a noisy objective (accuracy), by more than that many combined binomial standard
+    errors of the validation set, and no worse in any."""
+    pairs = [(o, o.sign * a, o.sign * b) for o, a, b in zip(settings.objectives, p.values, me.values)]
+    if any(a < b for _, a, b in pairs):
+        return False
+    if settings.stop_sigmas <= 0:
+        return any(a > b for _, a, b in pairs)
+    def margin(o: Objective, a: float, b: float) -> float:
+        if not o.noisy:
+            return 0.0
+        v = settings.val_size
+        return settings.stop_sigmas * math.hypot(standard_error(abs(a), 0.0, 1, v), standard_error(abs(b), 0.0, 1, v))
+    return any(o.noisy and a - b > margin(o, a, b) for o, a, b in pairs)
 
-    With ``sigmas`` > 0 it must dominate beyond the noise: at least as fast,
-    and more accurate by more than ``sigmas`` combined binomial standard
-    errors of accuracy counted on ``val_size`` validation images.
-    """
-    if sigmas > 0:
-        def beyond(p: RungResult) -> bool:
-            se = math.hypot(standard_error(p.accuracy, 0.0, 1, val_size), standard_error(me.accuracy, 0.0, 1, val_size))
-            return p.throughput >= me.throughput and p.accuracy - me.accuracy > sigmas * se
-        better = [p for p in pool if beyond(p)]
-    else:
-        better = [p for p in pool if dominates(p.as_point(), me.as_point())]
-    return max(better, key=lambda p: (p.accuracy, p.throughput)) if better else None
+
+def dominating(me: RungResult, pool: Iterable[RungResult], sigmas: float = 0.0, val_size: int | None = None,
+               objectives: tuple[Objective, ...] = BASE_OBJECTIVES) -> RungResult | None:
+    """The result in ``pool`` that dominates ``me`` with the best values in table order (most accurate first;
+    None: ``me`` may climb). With ``sigmas`` > 0 it must dominate beyond the noise (:func:`_better`)."""
+    settings = RuleSettings(sigmas, val_size, objectives)
+    better = [p for p in pool if _better(p, me, settings)]
+    signs = [o.sign for o in objectives]
+    return max(better, key=lambda p: tuple(s * v for s, v in zip(signs, p.values))) if better else None
 
 
 def beyond_noise(sigmas: float) -> str:
@@ -88,12 +96,13 @@ def beyond_noise(sigmas: float) -> str:
 
 
 def _dominance(me: RungResult, others: Sequence[RungResult], settings: RuleSettings) -> RungResult | None:
-    return dominating(me, others, settings.stop_sigmas, settings.val_size)
+    return dominating(me, others, settings.stop_sigmas, settings.val_size, settings.objectives)
 
 
 def _dominance_why(me: RungResult, by: RungResult, settings: RuleSettings) -> str:
-    return (f"dominates it{beyond_noise(settings.stop_sigmas)} ({by.accuracy:.3f} vs {me.accuracy:.3f} accuracy, "
-            f"{by.throughput:.1f} vs {me.throughput:.1f} img/s)")
+    versus = ", ".join(f"{format(b, o.fmt)} vs {format(m, o.fmt)} {o.unit or o.label}"
+                       for o, b, m in zip(settings.objectives, by.values, me.values))
+    return f"dominates it{beyond_noise(settings.stop_sigmas)} ({versus})"
 
 
 def _never(me: RungResult, others: Sequence[RungResult], settings: RuleSettings) -> RungResult | None:

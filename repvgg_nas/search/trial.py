@@ -1,16 +1,23 @@
 """One trial of the search: the spine of the data flow.
 
-sample a spec -> train the train-form net briefly on proxy data -> fuse ->
-record the fused/unfused error -> evaluate the deploy net -> measure its
-throughput (cached by spec) -> report (accuracy, images/s) to Optuna with
-the figures as user attrs, and keep the deploy checkpoint.
+sample a spec -> measure it (every measured objective, from the table) ->
+train the train-form net briefly on proxy data (rung by rung in a
+multi-fidelity study) -> fuse -> record the fused/unfused error ->
+evaluate the deploy net -> return the objective values, with the figures as
+user attrs, and keep the deploy checkpoint.
+
+:class:`TrialRunner` only returns values or raises (:mod:`.ends`); how a
+trial ended is decided and recorded by the worker loop (:mod:`.loop`).
+Training, scoring and measuring reach it as callables (:class:`TrialTools`,
+the real ones by default), so tests pass fakes instead of patching modules.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import optuna
 import torch
@@ -22,34 +29,50 @@ from ..attrs import (
     THROUGHPUT_IQR, TRAIN_IMAGES_PER_S, TRAIN_SECONDS, WORKER, WORKER_START, arch_key,
 )
 from ..attrs import ADMITTED, MEASURE_CONTENDED, OTHER_LOAD, THROUGHPUT_CV, TRAIN_EPOCHS, TRAIN_SEED, VAL_SIZE
-from ..attrs import FLOAT_ACCURACY, IMAGES_PER_S, PEAK_MEMORY_MB, PRECISION, RUNTIME
+from ..attrs import FLOAT_ACCURACY, PRECISION, RUNTIME
 from ..attrs import PREDICTED_IMAGES_PER_S, REFERENCE_CACHED, REPEAT_OF, ZERO_COST
 from ..checkpoint import save_checkpoint
 from ..counting import Complexity, complexity
 from ..data import DataBundle
-from ..layout import StudyPaths
 from ..evaluation import runtime_accuracy
-from ..lifecycle import Outcome, cut_short_reason, end
-from ..measure import RUNTIMES, ThroughputCache, deployed_peak_memory_mb, measure_spec
-from ..prescreen import Pool
+from ..layout import StudyPaths
+from ..lifecycle import Outcome
+from ..measure import RUNTIMES, Measurement, ThroughputCache, measure_spec, measure_specs
 from ..model import FusionMismatchError, check_fusion, fusion_error, reparameterize
+from ..objectives import Measured, measured_values, trial_values
+from ..prescreen import Pool
 from ..spec import RepVGGSpec
-from ..train import DivergenceError, StepCallback, TrainConfig, TrainResult, evaluate, init_model, train
+from ..study import StudyConfig
+from ..train import StepCallback, TrainConfig, TrainResult, evaluate, init_model, train
+from .ends import Stopped
 from .events import EventCallback
 from .launch import current_worker
 from .locks import DeviceLock
 from .refcache import CACHED_FIGURES, CachedReference, ReferenceCache, reference_key
-from .rungs import TimeBudgetPaused, climb, discard_paused, record_top
+from .rungs import Climber, discard_paused, record_top
 from .screening import POOL_RANK, pool_member
-from ..study import StudyConfig
 
-__all__ = ["ARCH_DIMENSIONS", "failure_reason"]
+__all__ = ["ARCH_DIMENSIONS", "TrialRunner", "TrialTools"]
 
 TrialState = optuna.trial.TrialState
 ARCH_DIMENSIONS = ("a", "b", "groupwise", "g", "block")  # recorded as arch_<dim> on every trial
 
 # Attrs that describe a trial's own run, never copied from a completed twin.
 _OWN_ATTRS = (REFERENCE, RETRY_OF, DUPLICATE_OF, WORKER, WORKER_START, ADMITTED, ROLE, OUTCOME)
+
+
+@dataclass(frozen=True)
+class TrialTools:
+    """The work a trial does, as callables with the real functions' signatures: ``train`` (and ``init_model``)
+    the proxy training, ``evaluate`` and ``runtime_accuracy`` the scoring, ``measure`` one net's throughput
+    (through the cache), ``measure_lockstep`` several nets' together (the final re-measurement)."""
+
+    train: Callable[..., TrainResult] = train
+    init_model: Callable[..., torch.nn.Module] = init_model
+    evaluate: Callable[..., float] = evaluate
+    runtime_accuracy: Callable[..., float] = runtime_accuracy
+    measure: Callable[..., Measurement] = measure_spec
+    measure_lockstep: Callable[..., dict[str, Measurement]] = measure_specs
 
 
 class _Laps:
@@ -65,76 +88,44 @@ class _Laps:
         self.tick = now
 
 
-class _Objective:
-    """The trial function; holds what every trial shares (data on device, cache, paths).
+@dataclass
+class TrialRunner:
+    """The trial pipeline; holds what every trial of a run shares (data on device, cache, paths, tools).
 
-    A plain function of a trial the loop has asked for (:mod:`.loop`): it
-    returns the objective values or raises, and records how the trial ended
-    (:func:`repvgg_nas.lifecycle.end`) before the loop tells the study.
-    ``lock`` serializes throughput measurement against other local workers'
-    training on the device; a climbing candidate yields it between rungs
-    (:meth:`DeviceLock.yield_turn`). ``on_step`` receives the training
+    Called by the worker loop (:func:`.loop.run_trial`) with a trial it has
+    asked for: returns the objective values in the study's table order or
+    raises. ``lock`` serializes throughput measurement against other local
+    workers' training on the device; a climbing candidate yields it between
+    rungs (:meth:`DeviceLock.yield_turn`). ``on_step`` receives the training
     progress of each trial, ``on_event`` the rung decisions of a
     multi-fidelity search (:mod:`.rungs`); a candidate climbs a rung only if
     it would end before ``deadline`` (:func:`time.monotonic`), else pauses for
     the next run (or stops, when the rung needs more than the run's whole
-    ``budget`` of seconds). ``target`` is the study's wanted number of search
-    trials (the loop's slots).
+    ``budget`` of seconds). ``retrain_references``: train references even when
+    the reference cache holds them (then keep them anew).
     """
 
-    def __init__(
-        self, cfg: StudyConfig, data: DataBundle, device: torch.device, cache: ThroughputCache,
-        paths: StudyPaths, on_step: StepCallback | None = None, target: int | None = None,
-        lock: DeviceLock | None = None, on_event: EventCallback | None = None, deadline: float | None = None,
-        budget: float | None = None, pool: Pool | None = None, references: ReferenceCache | None = None,
-    ) -> None:
-        self.cfg, self.data, self.device, self.cache = cfg, data, device, cache
-        self.pool, self.references = pool, references
-        self.retrain_references = False  # True: train references even when the cache holds them (then keep anew)
-        self.paths, self.on_step, self.on_event = paths, on_step, on_event
-        self.target = target if target is not None else cfg.n_trials
-        self.lock = lock if lock is not None else DeviceLock(device)
+    cfg: StudyConfig
+    data: DataBundle
+    device: torch.device
+    cache: ThroughputCache
+    paths: StudyPaths
+    tools: TrialTools = field(default_factory=TrialTools)
+    on_step: StepCallback | None = None
+    on_event: EventCallback | None = None
+    deadline: float | None = None
+    budget: float | None = None
+    pool: Pool | None = None
+    references: ReferenceCache | None = None
+    retrain_references: bool = False
+    lock: DeviceLock | None = None
+
+    def __post_init__(self) -> None:
+        if self.lock is None:
+            self.lock = DeviceLock(self.device)
         self.worker = current_worker()
-        self.deadline, self.budget = deadline, budget
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        try:
-            out = self._run(trial)
-        except optuna.TrialPruned:
-            self._discard_paused(trial)
-            if OUTCOME not in trial.user_attrs:  # stopped at a rung (its records say how), or a stopped twin's copy
-                end(trial, lifecycle.pruned_outcome(trial.user_attrs))
-            raise
-        except KeyboardInterrupt:  # a paused rung net stays on disk: the retry continues it
-            end(trial, Outcome.INTERRUPTED, cut_short_reason("Ctrl-C"))
-            raise
-        except TimeBudgetPaused as e:  # cut short by the time budget, as by Ctrl-C: the next run continues it
-            end(trial, Outcome.PAUSED, cut_short_reason(str(e)))
-            raise
-        except Exception as e:
-            self._discard_paused(trial)
-            end(trial, Outcome.FAILED, failure_reason(e))
-            if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            raise
-        self._discard_paused(trial)
-        end(trial, Outcome.COMPLETE)
-        return out
-
-    def _score(self, deploy: torch.nn.Module) -> tuple[float, float | None]:
-        """(the accuracy objective, the float accuracy when they differ): under a quantized runtime the
-        objective is the quantized net's accuracy in that runtime."""
-        acc = evaluate(deploy, self.data, self.device)
-        if not RUNTIMES.get(self.cfg.measure.runtime).quantized:
-            return acc, None
-        return runtime_accuracy(deploy, self.data, self.cfg.measure.runtime, threads=self.cfg.measure.threads), acc
-
-    def _discard_paused(self, trial: optuna.Trial) -> None:
-        if self.cfg.fidelity.multi and self.cfg.fidelity.mode == "continue":
-            discard_paused(self.paths, trial)
-
-    def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         laps = _Laps()
         spec = self._sample(trial)
         copied = self._copy_twin(trial, spec)
@@ -144,18 +135,36 @@ class _Objective:
         trial.set_user_attr(PARAMS, cx.params)
         trial.set_user_attr(MACS, cx.macs)
         laps("sample")
-        meas = self._measure(trial, spec)
+        images_per_s = self._measure(trial, spec)
         laps("measure")
-        self._check_limits(trial, meas.images_per_s, cx)
+        self._check_limits(trial, images_per_s, cx)
+        assert self.lock is not None
         with self.lock.shared():  # device compute; a measurement elsewhere waits for it
-            acc, deploy = self._trained(trial, spec, meas.images_per_s, laps)
+            acc, deploy = self._trained(trial, spec, images_per_s, laps)
         trial.set_user_attr(ACCURACY, acc)
         trial.set_user_attr(VAL_SIZE, self.data.val_size)
         laps("evaluate")
-        self._checkpoint(trial, deploy, spec, acc, meas.images_per_s)
+        self._checkpoint(trial, deploy, spec, acc, images_per_s)
         laps("checkpoint")
         trial.set_user_attr(PHASE_SECONDS, laps.phases)
-        return self._values(trial)
+        return trial_values(self.cfg.objectives.table, trial.user_attrs)
+
+    def release(self, trial: optuna.Trial, how: Outcome) -> None:
+        """Once the loop knows how the trial ended: drop the candidate's rung checkpoint, unless the run was
+        cut short (paused, Ctrl-C), when the retry continues from it."""
+        if how in (Outcome.PAUSED, Outcome.INTERRUPTED):
+            return
+        if self.cfg.fidelity.multi and self.cfg.fidelity.mode == "continue":
+            discard_paused(self.paths, trial)
+
+    def _score(self, deploy: torch.nn.Module) -> tuple[float, float | None]:
+        """(the accuracy objective, the float accuracy when they differ): under a quantized runtime the
+        objective is the quantized net's accuracy in that runtime."""
+        acc = self.tools.evaluate(deploy, self.data, self.device)
+        if not RUNTIMES.get(self.cfg.measure.runtime).quantized:
+            return acc, None
+        runtime, threads = self.cfg.measure.runtime, self.cfg.measure.threads
+        return self.tools.runtime_accuracy(deploy, self.data, runtime, threads=threads), acc
 
     def _trained(self, trial: optuna.Trial, spec: RepVGGSpec, images_per_s: float,
                  laps: _Laps) -> tuple[float, torch.nn.Module]:
@@ -201,10 +210,6 @@ class _Objective:
                        cached.train_seconds)
         laps("fuse")
         return acc, cached.model
-
-    def _values(self, trial: optuna.Trial) -> tuple[float, ...]:
-        """The trial's objective values in the study's table order, read from the attrs that hold them."""
-        return tuple(float(trial.user_attrs[o.attr]) for o in self.cfg.objectives.table)
 
     def _sample(self, trial: optuna.Trial) -> RepVGGSpec:
         """Sample the trial's spec (a queued trial's fixed params, or a pool member) and record its architecture."""
@@ -252,27 +257,31 @@ class _Objective:
             if k not in _OWN_ATTRS and k not in trial.user_attrs:
                 trial.set_user_attr(k, v)
         trial.set_user_attr(DUPLICATE_OF, twin.number)
-        if twin.state == TrialState.PRUNED:  # stopped at a rung: so is its duplicate
-            raise optuna.TrialPruned(str(twin.user_attrs.get(PRUNE_REASON)))
+        how = lifecycle.outcome(twin)
+        if twin.state == TrialState.PRUNED and how is not None:  # stopped at a rung: so is its duplicate
+            raise Stopped(how, str(twin.user_attrs.get(PRUNE_REASON)))
         return tuple(twin.values)
 
-    def _measure(self, trial: optuna.Trial, spec: RepVGGSpec) -> Any:
-        """The net's throughput (cached by spec; alone on the device when measured afresh), recorded."""
+    def _measure(self, trial: optuna.Trial, spec: RepVGGSpec) -> float:
+        """Measure the net (cached by spec; alone on the device when measured afresh) and record every measured
+        objective (:func:`repvgg_nas.objectives.measured_values`) with the measurement's figures; return its
+        images/s."""
         cfg = self.cfg
+        assert self.lock is not None
         if ThroughputCache.key(spec, cfg.measure) in self.cache:
-            meas = measure_spec(spec, cfg.measure, self.cache)
+            meas = self.tools.measure(spec, cfg.measure, self.cache)
         else:  # alone on the device: no other local worker trains while this one measures
             with self.lock.exclusive() as alone:
-                meas = measure_spec(spec, cfg.measure, self.cache)
+                meas = self.tools.measure(spec, cfg.measure, self.cache)
             trial.set_user_attr(MEASURE_EXCLUSIVE, alone)
-        for key, value in ((LATENCY_MS, meas.latency_ms), (THROUGHPUT_IQR, meas.images_per_s_iqr),
-                           (THROUGHPUT_CV, meas.robust_cv), (MEASURE_CONTENDED, meas.contended),
-                           (OTHER_LOAD, meas.env.get("other_cpu_load")), (MEASURE_CACHED, meas.cached),
-                           (DEVICE, meas.env.get("device_name")), (RUNTIME, cfg.measure.runtime),
-                           (PRECISION, cfg.measure.precision), (IMAGES_PER_S, meas.images_per_s),
-                           (PEAK_MEMORY_MB, deployed_peak_memory_mb(spec, cfg.measure))):
+        figures = {LATENCY_MS: meas.latency_ms, THROUGHPUT_IQR: meas.images_per_s_iqr, THROUGHPUT_CV: meas.robust_cv,
+                   MEASURE_CONTENDED: meas.contended, OTHER_LOAD: meas.env.get("other_cpu_load"),
+                   MEASURE_CACHED: meas.cached, DEVICE: meas.env.get("device_name"), RUNTIME: cfg.measure.runtime,
+                   PRECISION: cfg.measure.precision}
+        figures.update(measured_values(cfg.objectives.table, Measured(spec, cfg.measure, meas)))
+        for key, value in figures.items():
             trial.set_user_attr(key, value)
-        return meas
+        return meas.images_per_s
 
     def _check_limits(self, trial: optuna.Trial, images_per_s: float, cx: Complexity) -> None:
         """Record the constraint values; prune the trial untrained when it breaks a limit."""
@@ -281,8 +290,7 @@ class _Objective:
             trial.set_constraint(name, value)
         broken = objectives.limits.violations(images_per_s, cx.params, cx.macs)
         if broken:
-            end(trial, Outcome.LIMIT, "; ".join(broken))
-            raise optuna.TrialPruned("; ".join(broken))
+            raise Stopped(Outcome.LIMIT, "; ".join(broken))
 
     def _train(self, trial: optuna.Trial, spec: RepVGGSpec, images_per_s: float,
                laps: _Laps) -> tuple[torch.nn.Module, TrainConfig, TrainResult, bool]:
@@ -299,20 +307,23 @@ class _Objective:
         laps("build")
         climbing = cfg.fidelity.multi and not lifecycle.is_linked(trial)  # linked ones train their whole budget
         if climbing:
-            model, result = climb(
-                trial, spec, images_per_s, fidelity=cfg.fidelity, train_cfg=train_cfg, init_seed=init_seed,
-                data=self.data, device=self.device, paths=self.paths, score=self._score, on_step=self.on_step,
-                on_event=self.on_event, deadline=self.deadline, budget=self.budget, pause=self.lock.yield_turn,
-            )
+            model, result = self._climber().climb(trial, spec, images_per_s, train_cfg, init_seed)
         else:
-            model = init_model(spec, seed=init_seed, device=self.device)
-            result = train(model, self.data, train_cfg, self.device, progress=self.on_step,
-                           desc=f"trial {trial.number}")
+            model = self.tools.init_model(spec, seed=init_seed, device=self.device)
+            result = self.tools.train(model, self.data, train_cfg, self.device, progress=self.on_step,
+                                      desc=f"trial {trial.number}")
         trial.set_user_attr(TRAIN_SECONDS, result.seconds)
         trial.set_user_attr(TRAIN_IMAGES_PER_S, result.images_per_second)
         trial.set_user_attr(FINAL_LOSS, result.final_loss)
         laps("train")
         return model, train_cfg, result, climbing
+
+    def _climber(self) -> Climber:
+        """The climb of a multi-fidelity candidate, with this run's data, tools and time budget."""
+        assert self.lock is not None
+        return Climber(self.cfg.fidelity, self.cfg.objectives.table, self.data, self.device, self.paths, self._score,
+                       self.tools.train, self.tools.init_model, self.on_step, self.on_event, self.deadline,
+                       self.budget, self.lock.yield_turn)
 
     def _fuse_and_score(self, trial: optuna.Trial, model: torch.nn.Module,
                         laps: _Laps) -> tuple[float, float | None, torch.nn.Module]:
@@ -352,11 +363,3 @@ def _finished_twin(trial: optuna.Trial, spec_hash: str, stopped: bool = True) ->
     return next((t for t in twins if lifecycle.stopped_by_rung(t)), None) if stopped else None
 
 
-def failure_reason(e: BaseException) -> str:
-    """The ``fail_reason`` recorded for a trial (or a pruning) that raised ``e``: one line."""
-    if isinstance(e, DivergenceError):
-        return f"diverged: {e}"
-    if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower():
-        return f"out of memory: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-    text = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {text}"[:500]
