@@ -222,17 +222,17 @@ def _fake_measure(specs, settings=None, cache=None, **kw):
     return {name: one(spec) for name, spec in specs.items()}
 
 
-def test_prune_to_speedup_stops_at_the_target(model, monkeypatch):
-    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
-    res = prune_to_speedup(model, 1.5, MeasureSettings(device="cpu"), PruneSettings(step=0.1))
+def test_prune_to_speedup_stops_at_the_target(model):
+    res = prune_to_speedup(model, 1.5, MeasureSettings(device="cpu"), PruneSettings(step=0.1),
+                           measure_lockstep=_fake_measure)
     assert res.met and res.best.speedup >= 1.5
     assert [s.speedup >= 1.5 for s in res.steps].count(True) == 1  # stopped at the first hit
     assert res.model.spec == res.best.spec
 
 
-def test_unreachable_speedup_keeps_the_best(model, monkeypatch):
-    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
-    res = prune_to_speedup(model, 1000.0, MeasureSettings(device="cpu"), PruneSettings(step=0.3, max_layer_ratio=0.6))
+def test_unreachable_speedup_keeps_the_best(model):
+    res = prune_to_speedup(model, 1000.0, MeasureSettings(device="cpu"), PruneSettings(step=0.3, max_layer_ratio=0.6),
+                           measure_lockstep=_fake_measure)
     assert not res.met
     assert res.best.speedup == max(s.speedup for s in res.steps)
     assert res.model.spec == res.best.spec
@@ -323,22 +323,22 @@ def test_global_stage_pruning_removes_the_ratio_of_layer_channels(model):
 
 
 @pytest.mark.parametrize("groupwise, g", [("even", 2), ("paper", 4), ("stages:2,3", 4)])
-def test_stage_pruning_never_makes_a_groupwise_layer_depthwise(monkeypatch, groupwise, g):
-    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
+def test_stage_pruning_never_makes_a_groupwise_layer_depthwise(groupwise, g):
     spec = RepVGGSpec.from_paper((1, 2, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise=groupwise, g=g)
-    res = prune_to_speedup(build_model(spec), 1000.0, MeasureSettings(device="cpu"), PruneSettings(max_layer_ratio=0.95))
+    res = prune_to_speedup(build_model(spec), 1000.0, MeasureSettings(device="cpu"), PruneSettings(max_layer_ratio=0.95),
+                           measure_lockstep=_fake_measure)
     assert not res.met and res.model.spec.groups == spec.groups
     assert all(g == 1 or (cin > g and cout > g) for cin, cout, g in
                zip(res.model.spec.in_widths, res.model.spec.widths, res.model.spec.groups))
 
 
-def test_per_layer_pruning_stops_before_a_layer_turns_depthwise(monkeypatch):
-    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
+def test_per_layer_pruning_stops_before_a_layer_turns_depthwise():
     spec = RepVGGSpec.from_paper((1, 2, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise="paper", g=4)
     with pytest.raises(ConfigError, match="group count"):
         prune_channels(build_model(spec), 0.89, PruneSettings(align_stages=False))
     res = prune_to_speedup(build_model(spec), 1000.0, MeasureSettings(device="cpu"),
-                           PruneSettings(align_stages=False, max_layer_ratio=0.95, step=0.3))
+                           PruneSettings(align_stages=False, max_layer_ratio=0.95, step=0.3),
+                           measure_lockstep=_fake_measure)
     assert not res.met and res.model.spec == res.best.spec
 
 
@@ -360,9 +360,9 @@ def test_global_round_to_keeps_multiples_and_the_ratio():
 
 
 @pytest.mark.parametrize("target", [dict(ratio=0.5), dict(target_speedup=1.5)])
-def test_run_prune_reports_the_lockstep_speedup(model, data, monkeypatch, target):
-    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
-    out = prune_mod.run_prune(model, PruneJob(finetune_epochs=0, **target), data, MeasureSettings(device="cpu"))
+def test_run_prune_reports_the_lockstep_speedup(model, data, target):
+    out = prune_mod.run_prune(model, PruneJob(finetune_epochs=0, **target), data, MeasureSettings(device="cpu"),
+                              measure_lockstep=_fake_measure)
     expected = complexity(SPEC, 32).macs / complexity(out.model.spec, 32).macs
     assert out.stages[1].speedup == pytest.approx(expected, rel=1e-2)
     assert [f.stage for f in out.stages] == ["original", "pruned"]

@@ -19,7 +19,7 @@ from torch import nn
 from ..counting import complexity
 from ..data import DataBundle
 from ..errors import ConfigError
-from ..measure import MeasureSettings, Measurement, ThroughputCache
+from ..measure import MeasureSettings, Measurement, ThroughputCache, measure_specs
 from ..model import RepVGG, build_model, is_deploy
 from ..spec import RepVGGSpec
 from ..train import StepCallback, TrainConfig, evaluate
@@ -27,7 +27,7 @@ from .channels import prune_channels
 from .deploy import as_deploy
 from .finetuning import finetune
 from .settings import NEEDS_GRADIENTS, PruneJob
-from .speedup import measure_pair, prune_to_speedup
+from .speedup import MeasureMany, measure_pair, prune_to_speedup
 
 __all__ = ["StageFigures", "PruneResult", "run_prune", "replace_head"]
 
@@ -134,6 +134,7 @@ def run_prune(
     progress: StepCallback | None = None,
     log: Callable[[str], None] = lambda s: None,
     new_head: bool = False,
+    measure_lockstep: MeasureMany = measure_specs,
 ) -> PruneResult:
     """Prune ``model`` per ``job``, fine-tune it, and measure every stage.
 
@@ -146,6 +147,7 @@ def run_prune(
     distillation and a new head need data and are refused). ``new_head``:
     replace the classifier by a zero-initialized one for ``data``'s classes
     before pruning (:func:`replace_head`), then fine-tune it with the net.
+    ``measure_lockstep`` times nets in lockstep (:func:`repvgg_nas.measure.measure_specs`; tests pass a fake).
     """
     cache = cache if cache is not None else ThroughputCache()
     skipped = _check_data_needs(job, data, new_head)
@@ -174,12 +176,13 @@ def run_prune(
     met, notes = True, []
     if job.ratio is not None:
         pruned = prune_channels(base_model, job.ratio, job.settings, data, resolution)
-        m0, m1 = measure_pair(spec, pruned.spec, measure, cache)
+        m0, m1 = measure_pair(spec, pruned.spec, measure, cache, measure_lockstep)
     else:
         res = prune_to_speedup(
             base_model, job.target_speedup, measure, job.settings, data, cache, resolution,
             on_step=lambda s: log(f"  pruned {s.ratio:.0%} of channels: {s.speedup:.2f}x measured, "
                                   f"{s.macs / 1e9:.3f} GMACs"),
+            measure_lockstep=measure_lockstep,
         )
         pruned, met, m0, m1 = res.model, res.met, res.baseline, res.measurement
         if not met:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -19,7 +19,7 @@ from .channels import finish, make_pruner, reference_net, taylor_gradients
 from .deploy import Kept, as_deploy, deploy_spec_of, depthwise_layers, full_kept, rebuild, too_far
 from .settings import NEEDS_GRADIENTS, PruneSettings
 
-__all__ = ["Pair", "measure_pair", "PruneStep", "SpeedupResult", "prune_to_speedup"]
+__all__ = ["MeasureMany", "Pair", "measure_pair", "PruneStep", "SpeedupResult", "prune_to_speedup"]
 
 
 class Pair(NamedTuple):
@@ -33,11 +33,16 @@ class Pair(NamedTuple):
         return self.pruned.images_per_s / self.original.images_per_s
 
 
+MeasureMany = Callable[..., Mapping[str, Measurement]]  # the signature of measure_specs(specs, settings, cache)
+
+
 def measure_pair(
-    original: RepVGGSpec, pruned: RepVGGSpec, measure: MeasureSettings, cache: ThroughputCache | None
+    original: RepVGGSpec, pruned: RepVGGSpec, measure: MeasureSettings, cache: ThroughputCache | None,
+    measure_lockstep: MeasureMany = measure_specs,
 ) -> Pair:
-    """Time fresh nets of both specs in lockstep: the ratio is immune to the machine's drift."""
-    pair = measure_specs({"original": original, "pruned": pruned}, measure, cache)
+    """Time fresh nets of both specs in lockstep: the ratio is immune to the machine's drift.
+    ``measure_lockstep`` (default :func:`repvgg_nas.measure.measure_specs`) is passed in so tests can fake it."""
+    pair = measure_lockstep({"original": original, "pruned": pruned}, measure, cache)
     return Pair(pair["original"], pair["pruned"])
 
 
@@ -80,6 +85,7 @@ def prune_to_speedup(
     cache: ThroughputCache | None = None,
     resolution: int = 32,
     on_step: Callable[[PruneStep], None] | None = None,
+    measure_lockstep: MeasureMany = measure_specs,
 ) -> SpeedupResult:
     """Prune in steps of ``settings.step`` until the *measured* speed-up reaches ``target``.
 
@@ -88,7 +94,7 @@ def prune_to_speedup(
     (speed does not depend on weights; the ratio does not depend on drift). When the
     target cannot be met before ``max_layer_ratio``, the fastest step is kept
     and ``met`` is False. With ``data``, the kept model is recalibrated
-    (``settings.recalibrate``).
+    (``settings.recalibrate``). ``measure_lockstep``: see :func:`measure_pair`.
     """
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not target > 1:
         raise ConfigError(f"target speed-up must be a number > 1, got {target!r}")
@@ -115,7 +121,7 @@ def prune_to_speedup(
                 raise too_far(settings.step)
             break
         step_spec = deploy_spec_of(work, spec)
-        pair = measure_pair(spec, step_spec, measure, cache)
+        pair = measure_pair(spec, step_spec, measure, cache, measure_lockstep)
         cx = complexity(step_spec, resolution=measure.resolution)
         step = PruneStep(
             ratio=settings.max_layer_ratio * (i + 1) / n_steps,
