@@ -414,15 +414,15 @@ class _Climb:
 
     def _judge(self, k: int, mine: RungResult, scored: float) -> Decision:
         """The rule (never for a reference), then the time check for the next rung."""
+        if self.reference:
+            return CLIMB
         settings = self.env.settings()
         others = rung_results(self.trial.study.get_trials(deepcopy=False), k, self.own, self.env.objectives)
-        by = None if self.reference else self.env.rule(mine, others, settings)
+        by = self.env.rule(mine, others, settings)
         if by is not None:
             why = self.env.rule.why(mine, by, settings)
             return Decision("stop", f"{_at_rung(k, len(self.budgets), self.budgets[k])}: trial {by.trial} {why}",
                             Outcome.STOPPED, dominated_by=by.trial)
-        if self.reference:
-            return CLIMB
         need = next_rung_seconds(self.budgets, k, self.spent, self.env.fidelity.mode) + scored
         return _time_check(self.budgets, k, need, self.env.deadline, self.env.budget)
 
