@@ -33,8 +33,8 @@ from ..prune import run_prune
 from ..outputs import write_study_outputs
 from ..stats import architecture_stats, front_numbers, pareto_frame, study_sigmas, trials_frame, write_csv
 from ..spec import RepVGGSpec
-from ..storage import DEFAULT_HEARTBEAT_INTERVAL, claim_lock, enqueued_params, study_heartbeat
-from .connect import connect, recover_interrupted
+from ..storage import DEFAULT_HEARTBEAT_INTERVAL, claim_lock, enqueued_params
+from .connect import open_and_recover
 from .events import (
     EventCallback, Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, SearchEvent,
     PoolReady, StudyStarted, TimeUp, TrialFinished, Waiting,
@@ -372,12 +372,10 @@ def _open_run(cfg: StudyConfig, plan: _Plan, storage: str | None, n_trials: int 
     device = torch.device(measure.device)
     data = load_data(cfg.data, device=device)  # before anything is written
     named_latency_table(cfg, measure, data.num_classes, data.in_channels)  # a bad table file: nothing written
-    study, shown = connect(cfg, storage, reports_dir, **beat)
+    study, shown = open_and_recover(cfg, storage, reports_dir, recover=plan.recover, **beat)
     paths.root.mkdir(parents=True, exist_ok=True)
     if plan.finalize:
         study.set_user_attr(STUDY_TRUST, cfg.trust.to_dict())  # the latest run's rule, read by the report
-    if plan.recover:
-        recover_interrupted(study, running=study_heartbeat(study) is None)
     cache = ThroughputCache(paths.throughput_cache)
     paths.checkpoints.mkdir(exist_ok=True)
     target = n_trials if n_trials is not None else cfg.n_trials
