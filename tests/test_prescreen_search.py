@@ -10,7 +10,7 @@ import pytest
 from repvgg_nas import ConfigError
 from repvgg_nas.layout import user_cache_dir
 from repvgg_nas.search import POOL_RANK, load_study_config, run_search, stored_pool
-from repvgg_nas.search.__main__ import prediction_text
+from repvgg_nas.search.console import prediction_text
 from repvgg_nas.stats import PredictionCheck, prediction_check
 
 from .helpers import write_tiny_study

@@ -254,7 +254,7 @@ def test_a_third_objective_runs_end_to_end(tmp_path, capsys):
 
 def test_the_cli_line_shows_every_objective():
     from repvgg_nas.objectives import objectives_for
-    from repvgg_nas.search.__main__ import trial_line
+    from repvgg_nas.search.console import trial_line
 
     t = optuna.trial.create_trial(values=[0.7123, 1234.4, 61.26], user_attrs={"params": 1_500_000, "arch": "x"})
     assert trial_line(t, objectives_for(["peak_memory_mb"])).startswith(

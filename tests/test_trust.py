@@ -23,7 +23,7 @@ from repvgg_nas.stats import PRIOR_SEED_STD, standard_error
 from repvgg_nas.search import counts_as_done, load_study_config, run_search, slot_state
 from repvgg_nas.search import objective as objective_mod
 from repvgg_nas.search import run as run_mod
-from repvgg_nas.search.__main__ import pareto_table
+from repvgg_nas.search.console import pareto_table
 from repvgg_nas.zoo import get as zoo_get
 
 from .helpers import write_tiny_study

@@ -10,14 +10,16 @@
 - :mod:`.loop`: the ask/tell worker loop (a trial is asked for only once its slot is claimed);
 - :mod:`.locks`: the per-device measurement lock shared by local workers;
 - :mod:`.launch`: worker identity and the ``--workers N`` launcher;
-- :mod:`.connect`: opening (or resuming) a study on its storage;
+- :mod:`.workers`: the ``--workers N`` parent: prepare the study once, run the workers, collect their exit codes;
+- :mod:`.connect`: opening (or resuming) a study on its storage, and recovering its interrupted trials;
 - :mod:`.run`: the loop, pruning of the front, the CSV and report outputs;
-- :mod:`.events`: what the loop reports to its caller (it never prints).
+- :mod:`.events`: what the loop reports to its caller (it never prints);
+- :mod:`.console` (the CLI's, not re-exported here): the events and results as text on the terminal.
 """
 
 from __future__ import annotations
 
-from .connect import connect, default_storage, open_study, recover_interrupted
+from .connect import connect, default_storage, open_and_recover, open_study, recover_interrupted
 from .refcache import CachedReference, ReferenceCache, reference_key
 from .screening import POOL_RANK, PoolMade, ensure_pool, stored_pool
 from .events import (
@@ -47,6 +49,7 @@ from .launch import (
     worker_seed,
 )
 from .locks import DeviceLock, default_lock_dir, device_key
+from .workers import WorkerPlan, WorkersResult, check_workers, hide_url, plan_workers, run_workers
 from .run import (
     ROLES, SearchResult, counts_as_done, linked_wanted, prune_front, remeasure_front, run_linked, run_search,
     write_outputs,
@@ -92,6 +95,7 @@ __all__ = [
     "connect",
     "default_storage",
     "recover_interrupted",
+    "open_and_recover",
     "prune_front",
     "write_outputs",
     "counts_as_done",
@@ -142,4 +146,10 @@ __all__ = [
     "worker_env",
     "worker_seed",
     "WorkerId",
+    "WorkerPlan",
+    "WorkersResult",
+    "check_workers",
+    "hide_url",
+    "plan_workers",
+    "run_workers",
 ]
