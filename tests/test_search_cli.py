@@ -1,4 +1,4 @@
-"""The search CLI's pieces: the console's text and the ``--workers N`` parent."""
+"""The search CLI's pieces: the console's text (its budget bar) and the ``--workers N`` parent."""
 
 from __future__ import annotations
 
@@ -6,11 +6,30 @@ import optuna
 import pytest
 
 from repvgg_nas.lifecycle import Outcome
-from repvgg_nas.search import WorkersResult, hide_url, load_study_config, open_study, plan_workers
-from repvgg_nas.search.console import workers_ended_lines, workers_started_text
+from repvgg_nas.search import (
+    StudyStarted, Waiting, WorkersResult, hide_url, load_study_config, open_study, plan_workers,
+)
+from repvgg_nas.search.console import Console, workers_ended_lines, workers_started_text
 from repvgg_nas.stats import PredictionCheck
 
 from .helpers import write_tiny_study
+
+STARTED = StudyStarted("quick", "all", 0, 12, 12, "synthetic", "cpu", "sqlite:///reports/quick/study.db")
+
+
+def test_the_budget_bar_shows_the_whole_budget_left_from_its_first_tick(capsys):
+    """tqdm's own estimate divides by the rate seen so far: at the first tick it read "0/900 s [00:00<85:06:15]"."""
+    console = Console(progress=True, budget=900)
+    console(STARTED)
+    first = capsys.readouterr().err.splitlines()[-1]
+    assert first.endswith("0/900 s [00:00<15:00, 0/12 trials]"), first
+    console(Waiting(running=1, done=0, target=12))  # an event moves the bar to the seconds spent
+    assert str(console.bar).endswith("0/900 s [00:00<15:00, 0/12 trials]")
+    console.bar.start_t -= 300  # five minutes on, with no second counted yet: a rate-based estimate has nothing
+    assert str(console.bar).endswith("[05:00<10:00, 0/12 trials]")
+    console.bar.start_t -= 900  # past the budget: nothing left, never a negative time
+    assert str(console.bar).endswith("[20:00<00:00, 0/12 trials]")
+    console.close()
 
 
 def test_a_latency_table_is_off_once_its_median_ratio_is_a_quarter_off():

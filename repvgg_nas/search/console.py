@@ -75,11 +75,25 @@ def trial_line(t: optuna.trial.FrozenTrial, objectives: Sequence[Objective] = BA
     return f"trial {t.number}{ref}: {t.state.name.lower()} ({reason}) | {ua.get(ARCH, '')}"
 
 
+class _BudgetBar(tqdm):  # type: ignore[misc]
+    """A bar of the time budget's seconds that shows the time left as ``{left}``: the budget less the time spent.
+
+    tqdm's own ``{remaining}`` divides by the rate seen so far, which is
+    near zero at the first tick ("0/900 s [00:00<85:06:15]").
+    """
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        d = super().format_dict
+        d["left"] = self.format_interval(math.ceil(max(0.0, d["total"] - d["elapsed"])))
+        return d
+
+
 class Console:
     """Draws :func:`run_search`'s events on stderr.
 
     With ``progress``: the study line, a progress bar (single process only:
-    of the time budget when the run has one, its ETA the budget's end, else
+    of the time budget when the run has one, with the time left of it, else
     of the trials), one line per finished trial, the pre-screen, waiting and
     pruning notes, and (on a terminal) a bar of the running trial's training
     steps or of the latency table's layers. Interruptions and failures of
@@ -115,13 +129,11 @@ class Console:
         self.close()
         self.done, self.target, self.started = min(e.done, e.target), e.target, time.monotonic()
         hide = not self.progress or e.role != "all"
-        if self.budget is not None:  # the budget bounds the run: its bar counts seconds, its ETA is the budget's end
-            self.bar = tqdm(total=round(self.budget), desc="time budget", position=0, disable=hide,
-                            mininterval=0.5 if sys.stderr.isatty() else 60.0,  # a log file gets a line a minute
-                            smoothing=0,  # the mean rate (one second a second): its ETA is the budget's end
-                            dynamic_ncols=True, unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s "
-                            "[{elapsed}<{remaining}{postfix}]")
-            self.bar.set_postfix_str(self._trials(), refresh=False)
+        if self.budget is not None:  # the budget bounds the run: its bar counts seconds and shows the time left
+            self.bar = _BudgetBar(total=round(self.budget), desc="time budget", position=0, disable=hide,
+                                  mininterval=0.5 if sys.stderr.isatty() else 60.0,  # a log file: a line a minute
+                                  dynamic_ncols=True, unit="s", postfix=self._trials(),
+                                  bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{left}{postfix}]")
         else:
             self.bar = tqdm(total=e.target, initial=self.done, desc="trials", position=0, disable=hide,
                             dynamic_ncols=True, unit="trial")
