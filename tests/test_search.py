@@ -13,6 +13,7 @@ from repvgg_nas.checkpoint import load_model
 from repvgg_nas.cli import run_cli
 from repvgg_nas.data import load_data
 from repvgg_nas.search import load_study_config, open_study, run_search
+from repvgg_nas.report import register_report
 from repvgg_nas.search.__main__ import main
 from repvgg_nas.train import DivergenceError, evaluate
 
@@ -227,6 +228,7 @@ def test_study_prunes_front_members_and_links_them(tiny, tmp_path):
 def test_a_third_objective_runs_end_to_end(tmp_path, capsys):
     """``[objectives] extra = ["peak_memory_mb"]``: three Optuna directions, the value recorded and in the
     CSVs, the front taken in three objectives, the report written, and resuming without it refused."""
+    register_report()  # the page is checked below
     path = write_tiny_study(tmp_path, 4, tail='[objectives]\nextra = ["peak_memory_mb"]\n')
     res = _run(path, tmp_path)
     assert [d.name for d in res.study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]

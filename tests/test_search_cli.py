@@ -1,6 +1,11 @@
-"""The search CLI's pieces: the console's text (its budget bar) and the ``--workers N`` parent."""
+"""The search CLI's pieces: the console's budget bar, the ``--workers N`` parent, and who registers the report page."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import optuna
 import pytest
@@ -76,3 +81,26 @@ def test_the_workers_parent_prepares_the_study_once_and_plans_one_command_each(t
     assert len(again) == 1 and again[0].user_attrs["retry_of"] == 0  # queued again, once
     assert again[0].system_attrs["fixed_params"] == {"x": 1}
     assert workers_started_text(plan).startswith(f"starting 2 workers on {url}: ")
+
+
+def test_the_report_page_is_written_for_the_cli_and_only_for_who_registers_it(tmp_path):
+    """Importing the report registers nothing; the search CLI registers it, so its run writes the page."""
+    study = write_tiny_study(tmp_path, 1)
+    code = textwrap.dedent(f"""
+        import sys
+        from pathlib import Path
+        import repvgg_nas, repvgg_nas.report, repvgg_nas.search
+        from repvgg_nas.outputs import STUDY_OUTPUTS
+        assert "report" not in STUDY_OUTPUTS, list(STUDY_OUTPUTS)
+        repvgg_nas.search.run_search(repvgg_nas.search.load_study_config({str(study)!r}),
+                                     reports_dir={str(tmp_path / 'lib')!r}, progress=False)
+        assert not Path({str(tmp_path / 'lib' / 'tiny' / 'index.html')!r}).exists()
+        assert Path({str(tmp_path / 'lib' / 'tiny' / 'trials.csv')!r}).is_file()
+        from repvgg_nas.search.__main__ import main
+        sys.exit(main(["--study", {str(study)!r}, "--reports-dir", {str(tmp_path / 'cli')!r}, "--no-progress"]))
+    """)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "cli" / "tiny" / "index.html").is_file()
+    assert f"report: {tmp_path / 'cli' / 'tiny' / 'index.html'}" in r.stdout

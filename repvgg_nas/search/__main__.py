@@ -1,5 +1,5 @@
-"""The main job, ``python -m repvgg_nas.search --study a_family``: parse, apply the flags to the study table,
-call :func:`run_search` and print what :mod:`.console` words."""
+"""The main job, ``python -m repvgg_nas.search --study a_family``: parse, apply the flags to the study table, register the
+report page (the search cannot import the report), call :func:`run_search` and print what :mod:`.console` words."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ..config import Override
 from ..errors import ConfigError
 from ..files import ensure_dir
 from ..layout import DEFAULT_REPORTS_DIR
+from ..report import register_report
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL as BEAT
 from . import StudyConfig, check_workers, load_study_config, plan_workers, run_search, run_workers
 from .console import Console, plan_text, results_text, say, workers_ended_lines, workers_started_text
@@ -124,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(plan_text(cfg, timeout=args.timeout, n_trials=args.n_trials, storage=args.storage,
                         reports_dir=args.reports_dir, workers=args.workers))
         return 0
+    register_report()  # every run refreshes reports/<study>/index.html
     console = Console(progress=not args.no_progress, objectives=cfg.objectives.table,
                       budget=cfg.time_budget(args.timeout))
     run = dict(storage=args.storage, n_trials=args.n_trials, timeout=args.timeout, device=args.device,
