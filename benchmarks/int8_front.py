@@ -23,6 +23,7 @@ import optuna
 from repvgg_nas.attrs import ACCURACY, ARCH, FLOAT_ACCURACY, REFERENCE
 from repvgg_nas.checkpoint import load_model
 from repvgg_nas.layout import StudyPaths
+from repvgg_nas.report import register_report
 from repvgg_nas.measure import environment, measure_models
 from repvgg_nas.stats import pareto_mask
 from repvgg_nas.search import load_study_config, run_search
@@ -44,6 +45,7 @@ def main() -> None:
     cfg = cfg.replace(name=f"{cfg.name}_int8", timeout=None)  # all --n-trials, however long they take
     env = environment("cpu", cfg.measure.resolved())
     print(f"device: {env['cpu_model']}, {env['cpu_count']} cpus, ISA {env['cpu_capability']}, torch {env['torch']}")
+    register_report()  # the study's page, as the search CLI writes it
     t0 = time.perf_counter()
     result = run_search(cfg, reports_dir=args.reports_dir, progress=False)
     print(f"study {cfg.name}: {args.n_trials} trials in {time.perf_counter() - t0:.0f} s "

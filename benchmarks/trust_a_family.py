@@ -32,7 +32,9 @@ import pandas as pd
 
 from repvgg_nas.attrs import STUDY_LOCKSTEP
 from repvgg_nas.measure import environment
-from repvgg_nas.report import architecture_stats, claim_text, claims_frame, fidelity, load_report_study, trials_frame
+from repvgg_nas.report import (
+    architecture_stats, claim_text, claims_frame, fidelity, load_report_study, register_report, trials_frame,
+)
 from repvgg_nas.search import load_study_config, remeasure_front, run_search
 from repvgg_nas.search import TrustConfig
 
@@ -88,6 +90,7 @@ def main() -> None:
             remeasure_front(study, measure.resolved())
         took = "no training in this call: the note of the study as it stands"
     else:
+        register_report()  # the study's page, as the search CLI writes it
         study = run_search(cfg, reports_dir=args.reports_dir, device=args.device, progress=False).study
         took = f"{(time.time() - t0) / 60:.0f} min this run, resumed runs count only their own part"
     stats = architecture_stats(trials_frame(study))

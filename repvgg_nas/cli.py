@@ -20,7 +20,7 @@ from .files import ensure_dir
 if TYPE_CHECKING:
     from .train import TrainStep
 
-__all__ = ["run_cli", "format_table", "StepBar", "EXIT_USAGE", "ArgumentParser", "check_output_file"]
+__all__ = ["run_cli", "format_table", "StepBar", "EXIT_USAGE", "ArgumentParser", "check_output_file", "on_off"]
 
 EXIT_USAGE = 2
 
@@ -35,6 +35,13 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def on_off(text: str) -> bool:
+    """argparse ``type`` of a switch written ``on`` or ``off``: unlike a bare flag, leaving it out leaves the config's value."""
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"must be on or off, got {text!r}")
+    return text == "on"
 
 
 def check_output_file(path: str | os.PathLike, flag: str) -> Path:

@@ -1,11 +1,12 @@
-"""Pages a finished search run writes besides its CSVs, registered by the package that draws them.
+"""Pages a finished search run writes besides its CSVs, registered explicitly by whoever wants them.
 
 The search sits below the report in the data flow and never imports it, yet
-every run refreshes the study's report page. So the report registers its
-page writer here when it is imported (``import repvgg_nas`` imports it), and
-the search calls whatever is registered (:func:`write_study_outputs`). A
-library caller that imports only :mod:`repvgg_nas.search` still gets the
-page: importing a submodule imports the ``repvgg_nas`` package first.
+a run from the command line refreshes the study's report page. So the search
+calls whatever is registered here (:func:`write_study_outputs`), and the
+caller that wants a page registers its writer before the run: the search CLI
+calls :func:`repvgg_nas.report.register_report`. Importing a package
+registers nothing, so a library caller of :func:`repvgg_nas.search.run_search`
+gets only the CSVs unless it registers the report too.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ import pytest
 from repvgg_nas import ConfigError
 from repvgg_nas.layout import user_cache_dir
 from repvgg_nas.search import POOL_RANK, load_study_config, run_search, stored_pool
-from repvgg_nas.search.__main__ import prediction_text
+from repvgg_nas.report import register_report
+from repvgg_nas.search.console import prediction_text
 from repvgg_nas.stats import PredictionCheck, prediction_check
 
 from .helpers import write_tiny_study
@@ -24,6 +25,7 @@ def _run(path: Path, tmp_path: Path, **kw):
 
 
 def test_candidates_come_from_the_pool_and_the_pool_stays_with_the_study(tmp_path):
+    register_report()  # the page and its pool CSV are checked below
     events = []
     path = write_tiny_study(tmp_path, 3, tail=PRESCREEN)
     res = _run(path, tmp_path, on_event=events.append)

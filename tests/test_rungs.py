@@ -44,7 +44,7 @@ from repvgg_nas.report import status_frame, trials_frame
 from repvgg_nas.report.rungs import rungs_caption, rungs_frame
 from repvgg_nas.search.ends import Stopped, TimeBudgetPaused
 from repvgg_nas.search.events import RungDecided, TimeUp
-from repvgg_nas.search.__main__ import Console, budget_text, trial_line
+from repvgg_nas.search.console import Console, budget_text, trial_line
 from repvgg_nas.search.rungs import (
     Climber, RungResult, dominating, paused_by_time, rung_records, rung_results, stopped_at,
 )

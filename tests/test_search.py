@@ -12,6 +12,7 @@ from repvgg_nas.checkpoint import load_model
 from repvgg_nas.cli import run_cli
 from repvgg_nas.data import load_data
 from repvgg_nas.search import TrialTools, load_study_config, open_study, run_search
+from repvgg_nas.report import register_report
 from repvgg_nas.search.__main__ import main
 from repvgg_nas.train import DivergenceError, evaluate
 from repvgg_nas.train import train as real_train
@@ -219,6 +220,7 @@ def test_study_prunes_front_members_and_links_them(tiny, tmp_path):
 def test_a_third_objective_runs_end_to_end(tmp_path, capsys):
     """``[objectives] extra = ["peak_memory_mb"]``: three Optuna directions, the value recorded and in the
     CSVs, the front taken in three objectives, the report written, and resuming without it refused."""
+    register_report()  # the page is checked below
     path = write_tiny_study(tmp_path, 4, tail='[objectives]\nextra = ["peak_memory_mb"]\n')
     res = _run(path, tmp_path)
     assert [d.name for d in res.study.directions] == ["MAXIMIZE", "MAXIMIZE", "MINIMIZE"]
@@ -246,7 +248,7 @@ def test_a_third_objective_runs_end_to_end(tmp_path, capsys):
 
 def test_the_cli_line_shows_every_objective():
     from repvgg_nas.objectives import objectives_for
-    from repvgg_nas.search.__main__ import trial_line
+    from repvgg_nas.search.console import trial_line
 
     t = optuna.trial.create_trial(values=[0.7123, 1234.4, 61.26], user_attrs={"params": 1_500_000, "arch": "x"})
     assert trial_line(t, objectives_for(["peak_memory_mb"])).startswith(

@@ -18,14 +18,14 @@ from repvgg_nas.report import (
     architecture_stats, claims_frame, collect_report_data, dominates, fidelity, hypervolume_frame,
     pareto_frame, report_trials_frame, trials_frame, verdict,
 )
-from repvgg_nas.report import front_numbers
+from repvgg_nas.report import front_numbers, register_report
 from repvgg_nas.stats import PRIOR_SEED_STD, standard_error
 from repvgg_nas.search import counts_as_done, load_study_config, run_search, slot_state
 from repvgg_nas.measure import measure_spec
 from repvgg_nas.search import TrialTools
 from repvgg_nas.search import trust as trust_mod
 from repvgg_nas.train import train as real_train
-from repvgg_nas.search.__main__ import pareto_table
+from repvgg_nas.search.console import pareto_table
 from repvgg_nas.zoo import get as zoo_get
 
 from .helpers import write_tiny_study
@@ -208,6 +208,7 @@ def _linked(study: optuna.Study) -> dict[tuple, list[optuna.trial.FrozenTrial]]:
 
 
 def test_seeds_and_long_retraining_are_linked_trials(tmp_path):
+    register_report()  # the report's CSVs are checked below
     path, reports = _trust_study(tmp_path)
     real_measure = measure_spec
     flagged: list[str] = []
@@ -425,6 +426,7 @@ def test_a_speed_ratio_never_pairs_a_lockstep_figure_with_a_search_figure():
 
 
 def test_an_end_phase_error_still_writes_the_results(tmp_path):
+    register_report()
     path = write_tiny_study(tmp_path, n=1)
 
     def broken(*a, **kw):

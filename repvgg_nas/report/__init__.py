@@ -7,7 +7,8 @@ from a study. The judgement (front, claims, hypervolume, the search's
 here; :mod:`.frames` holds the report's own study-wide frames, :mod:`.collect`
 gathers every frame at once,
 :mod:`.page` renders and writes the page, :mod:`.load` opens a study without
-creating one.
+creating one. Importing the package registers nothing: a search writes the
+page only for a caller that asked with :func:`register_report` (the search CLI does).
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from .frames import empty_message, front_table_frame, report_trials_frame, statu
 from .hypervolume import REFERENCE_HV, SEARCH_HV, hypervolume_figure, plot_hypervolume
 from .importance import IMPORTANCE_EVALUATORS, ImportanceResult, importance_figure, importance_frame, plot_importance
 from .load import load_report_study
-from ..outputs import STUDY_OUTPUTS
-from .page import render_html, write_report
+from .page import REPORT_OUTPUT, register_report, render_html, write_report
 from .rungs import CLIMBED, RUNG_LINKS, plot_rungs, rung_counts, rungs_caption, rungs_figure, rungs_frame, study_budgets
 from .scatter import (
     DOMINATED,
@@ -57,10 +57,6 @@ from ..stats import (
     verdict,
     write_csv,
 )
-
-# Every search run refreshes the page: the search calls the writers registered here (it cannot import report).
-if "report" not in STUDY_OUTPUTS:
-    STUDY_OUTPUTS.register("report", write_report)
 
 __all__ = [
     "CLIMBED",
@@ -126,4 +122,6 @@ __all__ = [
     "trials_frame",
     "write_csv",
     "write_report",
+    "REPORT_OUTPUT",
+    "register_report",
 ]

@@ -21,6 +21,7 @@ import plotly.io as pio
 
 from ..files import atomic_write_text
 from ..layout import StudyPaths
+from ..outputs import STUDY_OUTPUTS
 from ..stats import write_csv
 from .architecture import architecture_figure
 from .collect import ReportData, collect_report_data
@@ -31,7 +32,9 @@ from .rungs import rungs_caption, rungs_figure
 from .scatter import scatter_figure
 from .style import num, present
 
-__all__ = ["render_html", "write_report"]
+__all__ = ["REPORT_OUTPUT", "register_report", "render_html", "write_report"]
+
+REPORT_OUTPUT = "report"  # its name in :data:`repvgg_nas.outputs.STUDY_OUTPUTS`
 
 # The page may run inline scripts and styles and nothing else: no fetches, no remote images.
 _CSP = ("default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
@@ -247,3 +250,14 @@ def write_report(
         write_csv(frame, paths.figure_csv(name))
     page = render_html(data, study.study_name, storage)
     return atomic_write_text(paths.report_html, page)
+
+
+def register_report() -> None:
+    """Have every search run in this process refresh the study's page (:data:`repvgg_nas.outputs.STUDY_OUTPUTS`).
+
+    The search sits below the report and cannot call :func:`write_report`
+    itself; whoever wants the page written (the search CLI, a script around
+    :func:`repvgg_nas.search.run_search`) says so by calling this. A second call does nothing.
+    """
+    if REPORT_OUTPUT not in STUDY_OUTPUTS:
+        STUDY_OUTPUTS.register(REPORT_OUTPUT, write_report)

@@ -13,14 +13,16 @@
 - :mod:`.finish`: the finishing steps (prune the front, lockstep re-measurement, checkpoints, CSVs);
 - :mod:`.locks`: the per-device measurement lock shared by local workers;
 - :mod:`.launch`: worker identity and the ``--workers N`` launcher;
-- :mod:`.connect`: opening (or resuming) a study on its storage;
+- :mod:`.workers`: the ``--workers N`` parent: prepare the study once, run the workers, collect their exit codes;
+- :mod:`.connect`: opening (or resuming) a study on its storage, and recovering its interrupted trials;
 - :mod:`.run`: one run of a study, phase by phase (open, search, linked, finish, outputs);
-- :mod:`.events`: what the loop reports to its caller (it never prints).
+- :mod:`.events`: what the loop reports to its caller (it never prints);
+- :mod:`.console` (the CLI's, not re-exported here): the events and results as text on the terminal.
 """
 
 from __future__ import annotations
 
-from .connect import connect, default_storage, open_study, recover_interrupted
+from .connect import connect, default_storage, open_and_recover, open_study, recover_interrupted
 from .refcache import CachedReference, ReferenceCache, reference_key
 from .screening import POOL_RANK, PoolMade, ensure_pool, stored_pool
 from .events import (
@@ -55,6 +57,7 @@ from .finish import keep_checkpoints, prune_front, remeasure_front, write_output
 from .loop import Ending, Runner, ending, failure_reason, run_trial
 from .run import ROLES, SearchResult, counts_as_done, run_search
 from .slots import SlotState, admission, recover_trials, repeat_key, repeat_taken, slot_state
+from .workers import WorkerPlan, WorkersResult, check_workers, hide_url, plan_workers, run_workers
 from .rungs import (
     Climber, Decision, RungRecord, RungResult, dominating, paused_by_time, rung_records, rung_results,
     rung_train_config,
@@ -106,6 +109,7 @@ __all__ = [
     "connect",
     "default_storage",
     "recover_interrupted",
+    "open_and_recover",
     "prune_front",
     "write_outputs",
     "counts_as_done",
@@ -154,4 +158,10 @@ __all__ = [
     "worker_env",
     "worker_seed",
     "WorkerId",
+    "WorkerPlan",
+    "WorkersResult",
+    "check_workers",
+    "hide_url",
+    "plan_workers",
+    "run_workers",
 ]

@@ -17,12 +17,12 @@ from ..attrs import (
 from ..errors import ConfigError
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..objectives import BASE_OBJECTIVES
-from ..storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage, redact_url
+from ..storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage, redact_url, study_heartbeat
 from .launch import worker_seed
 from .slots import recover_trials
 from ..study import LIMIT_KEYS, StudyConfig
 
-__all__ = ["METRIC_NAMES", "default_storage", "open_study", "connect", "recover_interrupted"]
+__all__ = ["METRIC_NAMES", "default_storage", "open_study", "connect", "recover_interrupted", "open_and_recover"]
 
 METRIC_NAMES = tuple(o.metric for o in BASE_OBJECTIVES)  # the base objectives' names; a study's own: its table
 
@@ -177,3 +177,25 @@ def recover_interrupted(study: optuna.Study, *, running: bool = True) -> int:
     heartbeat. Returns how many trials were queued again.
     """
     return len(recover_trials(study, running=running, finished=True))
+
+
+def open_and_recover(
+    cfg: StudyConfig,
+    storage: str | None,
+    reports_dir: str | Path = DEFAULT_REPORTS_DIR,
+    *,
+    recover: bool = True,
+    heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL,
+    grace_period: int | None = None,
+) -> tuple[optuna.Study, str]:
+    """:func:`connect`, then (with ``recover``) :func:`recover_interrupted`; return the study and the URL to show.
+
+    The one way a process that runs trials opens its study, so the search and
+    the ``--workers N`` parent recover the same trials. A storage with a
+    heartbeat leaves RUNNING trials to it: a live worker elsewhere keeps its trial.
+    """
+    study, shown = connect(cfg, storage, reports_dir, heartbeat_interval=heartbeat_interval,
+                           grace_period=grace_period)
+    if recover:
+        recover_interrupted(study, running=study_heartbeat(study) is None)
+    return study, shown

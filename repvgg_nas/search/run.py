@@ -22,9 +22,9 @@ from ..data import DataBundle, load_data
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..measure import MeasureSettings, ThroughputCache
 from ..outputs import write_study_outputs
-from ..storage import DEFAULT_HEARTBEAT_INTERVAL, study_heartbeat
+from ..storage import DEFAULT_HEARTBEAT_INTERVAL
 from ..study import StudyConfig
-from .connect import connect, recover_interrupted
+from .connect import open_and_recover
 from .events import EventCallback, Interrupted, PoolReady, SearchEvent, StudyStarted, TimeUp, TrialFinished
 from .finish import keep_checkpoints, prune_front, remeasure_front, write_outputs
 from .loop import work
@@ -117,12 +117,10 @@ def _open_run(cfg: StudyConfig, plan: _Plan, storage: str | None, n_trials: int 
     device = torch.device(measure.device)
     data = load_data(cfg.data, device=device)  # before anything is written
     named_latency_table(cfg, measure, data.num_classes, data.in_channels)  # a bad table file: nothing written
-    study, shown = connect(cfg, storage, reports_dir, **beat)
+    study, shown = open_and_recover(cfg, storage, reports_dir, recover=plan.recover, **beat)
     paths.root.mkdir(parents=True, exist_ok=True)
     if plan.finalize:
         study.set_user_attr(STUDY_TRUST, cfg.trust.to_dict())  # the latest run's rule, read by the report
-    if plan.recover:
-        recover_interrupted(study, running=study_heartbeat(study) is None)
     cache = ThroughputCache(paths.throughput_cache)
     paths.checkpoints.mkdir(exist_ok=True)
     target = n_trials if n_trials is not None else cfg.n_trials

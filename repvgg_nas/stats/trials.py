@@ -165,6 +165,10 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return frame
 
 
+# A table whose predictions are this far off the measured speeds (either way) is worth measuring again.
+PREDICTION_DRIFT = 0.25
+
+
 class PredictionCheck(NamedTuple):
     """The latency table's predicted speeds over the measured ones, across the trained nets that have both."""
 
@@ -172,6 +176,11 @@ class PredictionCheck(NamedTuple):
     median: float
     low: float
     high: float
+
+    @property
+    def drifted(self) -> bool:
+        """The median ratio is off by more than :data:`PREDICTION_DRIFT`: the table no longer fits this machine."""
+        return abs(self.median - 1) > PREDICTION_DRIFT
 
 
 def prediction_check(trials: pd.DataFrame) -> PredictionCheck | None:
