@@ -173,11 +173,11 @@ def _finalize(run: _Run) -> None:
 
 
 def _write_all(run: _Run, interrupted: bool, failure: Exception | None) -> SearchResult:
-    """The CSVs and the report (also after a failed end phase), then the checkpoint clean-up."""
+    """The CSVs and the registered pages (also after a failed end phase), then the checkpoint clean-up."""
     trials, pareto = write_outputs(run.study, run.paths.root)
     if failure is None and (not run.linked or not (interrupted or linked_pending(run.study, run.cfg))):
         keep_checkpoints(run.study, run.paths)
-    write_study_outputs(run.study, run.paths.root, storage=run.shown)  # the report page (:mod:`repvgg_nas.outputs`)
+    write_study_outputs(run.study, run.paths.root, storage=run.shown)  # registered pages (:mod:`repvgg_nas.outputs`)
     if failure is not None:
         raise failure
     return SearchResult(run.study, run.paths.root, trials, pareto, interrupted)
@@ -237,8 +237,10 @@ def run_search(
     the rung would end before it. The budget bounds the search only: the
     trial in flight, the final re-measurement and, once the study reaches
     ``n_trials``, the linked re-trainings (``[trust]``) and the pruning of the
-    front still run. If an end phase raises, the trials CSVs and the report
-    are still written before the error propagates. A reference trained by an
+    front still run. The outputs are ``trials.csv``, ``pareto.csv`` and
+    whatever pages are registered in :data:`repvgg_nas.outputs.STUDY_OUTPUTS`
+    (the CLI registers the report: :func:`repvgg_nas.report.register_report`);
+    if an end phase raises, they are still written before the error propagates. A reference trained by an
     earlier study with the same spec, data, budget and seed is reused
     (:mod:`.refcache`) unless ``retrain_references``. ``tools`` gives a
     trial its training, scoring and measuring (:class:`.trial.TrialTools`;
