@@ -75,7 +75,7 @@ def test_repeats_shared_with_other_processes_are_dropped(tiny, monkeypatch, patt
         def stop(self, min_ticks: int = 1) -> float:
             return next(loads)
 
-    monkeypatch.setattr(timing_mod, "_OtherLoad", FakeLoad)
+    monkeypatch.setattr(timing_mod, "OtherLoad", FakeLoad)
     s = MeasureSettings(**{**FAST_MEASURE, "min_repeats": 3, "max_repeats": 6, "target_cv": 0.0, "max_seconds": 30.0})
     m = measure_model(build_model(tiny, deploy=True), s)
     assert (m.repeats, m.dropped_repeats, m.contended) == (kept, dropped, contended)

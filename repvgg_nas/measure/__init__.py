@@ -46,7 +46,7 @@ from .bench import (
     write_csv,
 )
 from .cache import ThroughputCache
-from .host import cpu_busy_fraction, device_name, environment
+from .host import OtherLoad, cpu_busy_fraction, device_name, environment
 from .latency import (
     LATENCY_FORMAT_VERSION,
     LatencyKey,
@@ -92,6 +92,7 @@ __all__ = [
     "resolve_device",
     "device_name",
     "environment",
+    "OtherLoad",
     "cpu_busy_fraction",
     "RUNTIMES",
     "Runtime",

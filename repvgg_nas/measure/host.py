@@ -2,7 +2,7 @@
 
 A throughput figure means little without its hardware and software beside it
 (:func:`environment`), and a CPU figure taken while other processes ran
-measures the neighbours: :class:`_OtherLoad` and :func:`cpu_busy_fraction`
+measures the neighbours: :class:`OtherLoad` and :func:`cpu_busy_fraction`
 read ``/proc/stat`` (Linux; ``None`` elsewhere) to tell.
 """
 
@@ -104,7 +104,7 @@ def _read_proc_stat() -> tuple[int, int] | None:
     return sum(parts[:8]) - idle, sum(parts[:8])
 
 
-class _OtherLoad:
+class OtherLoad:
     """Share of the machine's CPU time used by *other* processes over a span.
 
     Machine-wide busy ticks from /proc/stat minus this process's own CPU time:

@@ -30,7 +30,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..export import input_channels
 from ..spec import RepVGGSpec
-from .host import _cpu_count, _OtherLoad, environment
+from .host import _cpu_count, OtherLoad, environment
 from .onnxrun import onnx_step
 from .runtimes import RUNTIMES, runtime_versions
 from .settings import DTYPES, MeasureSettings
@@ -344,13 +344,13 @@ def measure_models(
             timed[name] = _prepare(net, own[name], device, channels, timer)
             timed[name].timer, timed[name].settings = timer, own[name]
 
-        whole = _OtherLoad()
+        whole = OtherLoad()
         t_start = time.perf_counter()
         rounds = 0
         while True:
             for t in timed.values():
                 # On CPU a repeat shared with other processes is kept aside.
-                span = _OtherLoad() if screen else None
+                span = OtherLoad() if screen else None
                 v = t.timer(t.step, t.iters) / t.iters
                 load = span.stop(min_ticks=10) if span is not None else None
                 (t.dropped if load is not None and load > limit else t.clean).append(v)
