@@ -1,7 +1,7 @@
 """The report's view of a study (data only; drawing lives in the figure modules).
 
 :func:`report_trials_frame` adds what the report draws to the search's
-trials frame (:func:`repvgg_nas.stats.trials_frame`, which marks the front);
+trials frame (:func:`repvgg_nas.study_frames.trials_frame`, which marks the front);
 :func:`front_table_frame` turns the front frame
 (:func:`repvgg_nas.stats.pareto_frame`, with each front member's claims)
 into the report's table; :func:`status_frame` counts trials per state with
@@ -16,7 +16,9 @@ import optuna
 import pandas as pd
 
 from .. import attrs, lifecycle
-from ..stats import completed, constraint_values, pareto_frame, trials_frame
+from ..stats import completed, pareto_frame
+from ..storage import constraint_values
+from ..study_frames import trials_frame
 
 __all__ = [
     "empty_message",

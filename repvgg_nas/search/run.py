@@ -31,9 +31,10 @@ from ..lifecycle import Outcome, Role
 from ..measure import MeasureSettings, ThroughputCache, deployed_peak_memory_mb, measure_specs
 from ..prune import run_prune
 from ..outputs import write_study_outputs
-from ..stats import architecture_stats, front_numbers, pareto_frame, study_sigmas, trials_frame, write_csv
+from ..stats import architecture_stats, pareto_frame, write_csv
 from ..spec import RepVGGSpec
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL, claim_lock, enqueued_params, study_heartbeat
+from ..study_frames import front_numbers, study_sigmas, trials_frame
 from .connect import connect, recover_interrupted
 from .events import (
     EventCallback, Interrupted, LinkedQueued, PruneFailed, PruningFrontMember, Remeasured, SearchEvent,
