@@ -204,7 +204,7 @@ RULES = [
     ("search never imports report", ["search"], ["report"]),
     ("stats imports neither search nor report", ["stats"], ["search", "report"]),
     ("stats imports neither the storage nor the study reader", ["stats"], ["storage", "study_frames"]),
-    ("prune never imports search", ["prune"], ["search"]),
+    ("prune imports neither search nor study", ["prune"], ["search", "study"]),
     ("measure imports neither data nor train", ["measure"], ["data", "train"]),
     ("train does not import measure", ["train"], ["measure"]),
 ]
