@@ -236,3 +236,24 @@ def test_every_public_name_exists(module):
     mod = importlib.import_module(module)
     missing = [n for n in getattr(mod, "__all__", ()) if not hasattr(mod, n)]
     assert not missing, f"{module}.__all__ names undefined {missing}"
+
+
+_TEXT_PARSERS = frozenset({"startswith", "endswith", "partition", "rpartition", "split", "rsplit", "removeprefix"})
+
+
+def _reason_parsing(path: Path) -> list[str]:
+    """Calls that take a trial's reason apart: a string method that parses, on an expression naming a reason."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _TEXT_PARSERS:
+            receiver = ast.unparse(node.func.value)
+            if "reason" in receiver.lower():
+                found.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_code_parses_a_reason():
+    """Reasons are text for people: what a trial is and how it ended are read from its role, outcome and rung
+    records (lifecycle), never from the words of ``fail_reason``/``prune_reason``."""
+    found = [hit for p in MODULES.values() for hit in _reason_parsing(p)]
+    assert not found, "reasons parsed:\n" + "\n".join(found)

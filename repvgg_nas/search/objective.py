@@ -109,7 +109,7 @@ class _Objective:
             end(trial, Outcome.INTERRUPTED, cut_short_reason("Ctrl-C"))
             raise
         except TimeBudgetPaused as e:  # cut short by the time budget, as by Ctrl-C: the next run continues it
-            end(trial, Outcome.PAUSED, cut_short_reason(str(e)))
+            end(trial, Outcome.PAUSED, str(e))  # its own words: the rung, and the time left
             raise
         except Exception as e:
             self._discard_paused(trial)

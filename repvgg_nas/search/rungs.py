@@ -53,7 +53,7 @@ import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
-from ..attrs import PRUNE_REASON, REFERENCE, RUNG, RUNG_OUT_OF_TIME, RUNG_PAUSED, RUNG_STOPPED, RUNGS, TIME_BUDGET_STOP
+from ..attrs import PRUNE_REASON, REFERENCE, RUNG, RUNG_OUT_OF_TIME, RUNGS
 from .. import lifecycle
 from ..checkpoint import load_checkpoint, load_state_dict_checked, save_checkpoint
 from ..data import DataBundle
@@ -71,6 +71,11 @@ __all__ = [
     "RungResult", "rung_records", "rung_results", "dominating", "beyond_noise", "climb", "record_top", "stopped_at", "discard_paused",
     "rung_train_config", "next_rung_seconds", "out_of_time", "TimeBudgetPaused", "paused_by_time", "PROMOTION_RULES",
 ]
+
+# Wording of the reasons written here, for people only (the outcome and the rung records are what code reads).
+_STOPPED = "stopped"
+_PAUSED = "paused"
+_TIME_BUDGET = "the time budget"
 
 
 class TimeBudgetPaused(Exception):
@@ -154,7 +159,7 @@ def _stop_reason(rung: int, rungs: int, epochs: int, me: RungResult, by: RungRes
     return f"{_at_rung(rung, rungs, epochs)}: trial {by.trial} {rule.why(me, by, settings)}"
 
 
-def _at_rung(rung: int, rungs: int, epochs: int, what: str = RUNG_STOPPED) -> str:
+def _at_rung(rung: int, rungs: int, epochs: int, what: str = _STOPPED) -> str:
     return f"{what} at rung {rung + 1}/{rungs} ({epochs} epoch{'s' * (epochs != 1)})"
 
 
@@ -196,9 +201,9 @@ def _time_check(budgets: Sequence[int], rung: int, need: float, deadline: float 
         return None
     if budget is not None and need > budget:
         return _Late(f"{_at_rung(rung, len(budgets), budgets[rung])}: rung {rung + 2} needs about {need:.0f} s, more "
-                     f"than all of {TIME_BUDGET_STOP} ({budget:.0f} s); a larger --timeout, or --timeout 0, lets "
+                     f"than all of {_TIME_BUDGET} ({budget:.0f} s); a larger --timeout, or --timeout 0, lets "
                      f"such a candidate climb", True)
-    return _Late(f"{_at_rung(rung, len(budgets), budgets[rung], RUNG_PAUSED)}: {TIME_BUDGET_STOP} ends in "
+    return _Late(f"{_at_rung(rung, len(budgets), budgets[rung], _PAUSED)}: {_TIME_BUDGET} ends in "
                  f"{max(left, 0):.0f} s and rung {rung + 2} needs about {need:.0f} s more; the next run continues "
                  f"its climb", False)
 
@@ -327,7 +332,7 @@ def _inherit(c: _Climb) -> None:
     c.trial.set_user_attr(RUNG, records[-1]["rung"])
     last = records[-1]
     if not last["promoted"]:  # the killed trial was stopped but died before it said so
-        why = (f"rung {int(last['rung']) + 2} needs more than all of {TIME_BUDGET_STOP}"
+        why = (f"rung {int(last['rung']) + 2} needs more than all of {_TIME_BUDGET}"
                if last.get(RUNG_OUT_OF_TIME) else f"trial {last['dominated_by']} dominates it")
         _prune(c.trial, str((source.user_attrs.get(PRUNE_REASON) if source is not None else None) or
                             f"{_at_rung(int(last['rung']), len(c.budgets), int(last['epochs']))}: {why}"))
