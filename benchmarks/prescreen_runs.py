@@ -31,7 +31,8 @@ from repvgg_nas.cli import format_table
 from repvgg_nas.layout import StudyPaths
 from repvgg_nas.measure import environment
 from repvgg_nas.report import load_report_study
-from repvgg_nas.stats import architecture_stats, hypervolume, hypervolume_reference, trials_frame
+from repvgg_nas.stats import architecture_stats, hypervolume, hypervolume_reference
+from repvgg_nas.study_frames import trials_frame
 
 
 def _lockstep_ratio(trials: pd.DataFrame) -> tuple[float, int]:

@@ -13,11 +13,10 @@ __all__ = [
     "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE", "PRUNE_REASON", "PRUNE_TARGET_MET", "PRUNED_RATIO", "REFERENCE",
     "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
     "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
-    "INTERRUPTED", "DUPLICATE", "arch_key", "ROLE", "OUTCOME", "SCHEMA", "IMAGES_PER_S", "PEAK_MEMORY_MB", "PREDICTED_IMAGES_PER_S", "ZERO_COST", "REFERENCE_CACHED",
+    "arch_key", "ROLE", "OUTCOME", "SCHEMA", "IMAGES_PER_S", "PEAK_MEMORY_MB", "PREDICTED_IMAGES_PER_S", "ZERO_COST", "REFERENCE_CACHED",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
-    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "STUDY_PRESCREEN", "STUDY_POOL", "RUNGS", "RUNG", "RUNG_STOPPED", "RUNG_OUT_OF_TIME", "RUNG_PAUSED",
-    "TIME_BUDGET_STOP",
+    "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "STUDY_PRESCREEN", "STUDY_POOL", "RUNGS", "RUNG", "RUNG_OUT_OF_TIME",
     "STUDY_NAME", "STUDY_DESCRIPTION", "STUDY_SEED", "STUDY_N_TRIALS", "STUDY_REFERENCES", "STUDY_DATA",
     "STUDY_TRAIN", "STUDY_MEASURE", "STUDY_OBJECTIVES", "STUDY_SAMPLER", "STUDY_PRUNE",
 ]
@@ -42,10 +41,7 @@ TRAIN_EPOCHS = "train_epochs"  # epochs of a long re-training (absent: the study
 RUNGS = "rungs"  # list of {rung, epochs, accuracy, float_accuracy, images_per_s, train_seconds, promoted,
 #                  dominated_by[, out_of_time]}, lowest rung first (accuracy: the objective's, e.g. the INT8 net's)
 RUNG = "rung"  # the highest rung the candidate finished (0-based; the top rung is the full budget)
-RUNG_STOPPED = "stopped"  # prune_reason prefix of a candidate not promoted past a rung
 RUNG_OUT_OF_TIME = "out_of_time"  # rung record key: promoted, but its next rung would end after the time budget
-RUNG_PAUSED = "paused"  # fail_reason prefix, after "interrupted: ", of a candidate paused there for the next run
-TIME_BUDGET_STOP = "the time budget"  # how a pause's reason names the budget (the report counts such ends apart)
 
 # ---- trial user attrs: what it measured ---------------------------------------------
 ACCURACY = "accuracy"  # the accuracy objective: of the INT8 net under a quantized runtime
@@ -80,13 +76,9 @@ WORKER_START = "worker_start"
 ADMITTED = "admitted"
 RETRY_OF = "retry_of"  # a re-queued trial names the one whose worker died
 DUPLICATE_OF = "duplicate_of"  # same architecture as an earlier completed trial
-OUTCOME = "outcome"  # lifecycle.Outcome, written when the trial ends (before it is told)
-FAIL_REASON = "fail_reason"  # for people only: nothing parses it
-PRUNE_REASON = "prune_reason"  # for people only: nothing parses it
-
-# ---- values with a meaning ----------------------------------------------------------
-INTERRUPTED = "interrupted"  # how the reason of a trial cut short by Ctrl-C or a dead worker begins
-DUPLICATE = "duplicate"  # how the reason of a lost trial begins: another trial answers for the same slot
+OUTCOME = "outcome"  # lifecycle.Outcome, written when the trial ends (before it is told): what code reads
+FAIL_REASON = "fail_reason"  # for people only: nothing parses it, nothing groups by it
+PRUNE_REASON = "prune_reason"  # for people only: nothing parses it, nothing groups by it
 
 # ---- study user attrs: the study config as stored at creation (StudyConfig.to_dict()) --
 STUDY_NAME = "name"

@@ -12,16 +12,16 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import ConfigError
+from .errors import ConfigError, RepVGGNasError
 
 __all__ = [
-    "find_config", "BUILTIN_CONFIG_ROOT", "load_toml", "Table", "Wording", "HOUSE_WORDING",
-    "Override", "apply_overrides", "blame_override",
+    "find_config", "find_study", "BUILTIN_CONFIG_ROOT", "load_toml", "Table", "Wording", "HOUSE_WORDING",
+    "Override", "apply_overrides", "blame_override", "build_table",
 ]
 
 _MISSING = object()
@@ -56,6 +56,19 @@ def find_config(name_or_path: str, folder: str, what: str) -> Path:
     close = difflib.get_close_matches(name_or_path, known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known) or 'none'}"
     raise ConfigError(f"unknown {what} {name_or_path!r}; {hint}")
+
+
+def find_study(name_or_path: str | os.PathLike) -> Path:
+    """The study file ``studies/NAME.toml`` (or a path), its stem checked: the stem is the study's name and
+    its folder ``reports/<name>/``, so it must stay inside ``reports/``.
+
+    Here, below ``study`` and ``prune``, so the prune CLI can read a study's
+    tables without the study package (which imports ``prune``).
+    """
+    path = find_config(str(name_or_path), "studies", "study")
+    if path.stem in ("", ".", "..") or path.stem.startswith(".") or "\\" in path.stem:
+        raise ConfigError(f"{path}: study name {path.stem!r} is invalid: rename the file to a plain name")
+    return path
 
 
 def load_toml(path: str | os.PathLike) -> dict[str, Any]:
@@ -111,6 +124,17 @@ def blame_override(error: ConfigError, overrides: Iterable[Override]) -> ConfigE
         if re.search(rf"(?<![\w.]){re.escape(o.key)}(?!\w)", msg):
             return ConfigError(f"{o.flag} {o.value!r}: {msg}")
     return error
+
+
+def build_table(source: str, table: str, build: Callable[[Any], Any], raw: Any) -> Any:
+    """``build(raw)``: a module's ``from_dict`` run on one table of a config file, its error led by the file
+    (``source``, e.g. ``"studies/x.toml: "``) and, unless it names it already, the table."""
+    try:
+        return build(raw)
+    except RepVGGNasError as e:
+        msg = str(e)
+        prefix = "" if msg.startswith(f"{table}.") or msg.startswith(table) else f"[{table}] "
+        raise ConfigError(f"{source}{prefix}{msg}") from None
 
 
 def _type_name(types: type | tuple[type, ...]) -> str:

@@ -5,7 +5,8 @@ Every trial the search creates carries a :class:`Role` from its creation
 after ``ask``), and every trial the search ends carries an :class:`Outcome`
 (``outcome`` user attr, written before ``tell``). The reasons beside them
 (``fail_reason``, ``prune_reason``) are for people: no code decides anything
-from their text. Each question the search, the slots and the report ask of a
+from their text, nor groups trials by it (the report groups ends by outcome
+and rung records). Each question the search, the slots and the report ask of a
 trial is one function here, so a new role or outcome is added in one place.
 
 A retry is not a role but a link: a retried reference is still a reference.
@@ -39,7 +40,7 @@ __all__ = [
     "role", "outcome", "taken_over", "created_attrs", "end", "pruned_outcome",
     "is_search", "is_linked", "lost", "paused", "cut_short", "holds_result", "counts_toward_target",
     "needs_rerun", "may_be_on_front", "stopped_by_rung", "stopped_at_rung", "left_to_its_recovery",
-    "retry_parent", "retry_chain", "slot_key", "cut_short_reason", "status_reason", "short_reason",
+    "retry_parent", "retry_chain", "slot_key", "cut_short_reason", "short_reason",
 ]
 
 # Version of what a study stores about its trials (roles, outcomes, retry links); a study written
@@ -243,30 +244,15 @@ def slot_key(t: FrozenTrial, by_number: Mapping[int, FrozenTrial]) -> int:
 
 
 # ---- what people read ----------------------------------------------------------------------------
-_INTERRUPTED = "interrupted"  # how a cut-short trial's reason begins, for people
-
-
 def cut_short_reason(why: str) -> str:
-    """The ``fail_reason`` of a trial cut short (paused, Ctrl-C, dead worker)."""
-    return f"{_INTERRUPTED}: {why}"
+    """The ``fail_reason`` of a trial cut short by Ctrl-C or a dead worker. A pause by the time budget
+    carries its own reason (its rung and the seconds left): its outcome, not its words, says it paused."""
+    return f"interrupted: {why}"
 
 
 def short_reason(t: FrozenTrial) -> str:
-    """The trial's reason as one console line shows it (a pause without the word "interrupted")."""
-    reason = str(t.user_attrs.get(FAIL_REASON) or t.user_attrs.get(PRUNE_REASON) or "")
-    prefix = f"{_INTERRUPTED}: "
-    return reason[len(prefix):] if paused(t) and reason.startswith(prefix) else reason
-
-
-def status_reason(how: object, reason: str) -> str:
-    """A reason as the status table counts it: a rung stop without the trial that dominated it (a stop by the
-    time budget counted apart), a pause without its rung and seconds."""
-    if how == Outcome.PAUSED.value:
-        return f"{_INTERRUPTED}: paused by the time budget"
-    if how not in (Outcome.STOPPED.value, Outcome.OUT_OF_TIME.value):
-        return reason
-    head = reason.partition(":")[0]
-    return f"{head}: out of time" if how == Outcome.OUT_OF_TIME.value else head
+    """The trial's reason as one console line shows it: as stored, for people (nothing is cut from it)."""
+    return str(t.user_attrs.get(FAIL_REASON) or t.user_attrs.get(PRUNE_REASON) or "")
 
 
 def taken_over(trials: Iterable[FrozenTrial]) -> set[int]:

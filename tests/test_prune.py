@@ -11,7 +11,7 @@ from repvgg_nas.prune import channels, deploy
 from repvgg_nas.checkpoint import load_model, save_checkpoint
 from repvgg_nas.cli import run_cli
 from repvgg_nas.data import load_data
-from repvgg_nas.layout import pruned_path
+from repvgg_nas.layout import StudyPaths, pruned_path
 from repvgg_nas.measure import Measurement, MeasureSettings
 from repvgg_nas.prune import (
     FINETUNE_MODES,
@@ -27,7 +27,7 @@ from repvgg_nas.prune import (
 from repvgg_nas.prune.__main__ import main as prune_main
 from repvgg_nas.train import Distillation
 
-from .helpers import randomize_bn
+from .helpers import randomize_bn, write_tiny_study
 
 ALIGN = pytest.mark.parametrize("align", [True, False], ids=["stage-aligned", "per-layer"])
 SPEC = RepVGGSpec.from_paper((1, 1, 2, 2, 1), 0.25, 0.5, num_classes=10, groupwise="even", g=2)
@@ -366,3 +366,30 @@ def test_run_prune_reports_the_lockstep_speedup(model, data, target):
     expected = complexity(SPEC, 32).macs / complexity(out.model.spec, 32).macs
     assert out.stages[1].speedup == pytest.approx(expected, rel=1e-2)
     assert [f.stage for f in out.stages] == ["original", "pruned"]
+
+
+def test_cli_prunes_a_study_trial_with_the_study_tables(tmp_path, model, capsys, monkeypatch):
+    """``--study NAME --trial N`` reads the study file's [data], [measure] and [train] (flags applied first)
+    without the study package, and writes beside the study's checkpoints."""
+    monkeypatch.setattr(speedup, "measure_specs", _fake_measure)
+    study = write_tiny_study(tmp_path / "studies", name="tiny")
+    reports = tmp_path / "reports"
+    paths = StudyPaths.of("tiny", reports)
+    save_checkpoint(paths.checkpoint(3), model)
+    argv = ["--study", str(study), "--trial", "3", "--ratio", "0.5", "--finetune-epochs", "1",
+            "--data-resolution", "24", "--reports-dir", str(reports), "--no-progress"]
+    assert run_cli(prune_main, argv) == 0, capsys.readouterr().err
+    _, ckpt = load_model(paths.pruned_checkpoint(3))
+    data = ckpt.meta["data"]
+    assert (data["name"], data["train_size"], data["val_size"], data["resolution"]) == ("synthetic", 64, 32, 24)
+    assert ckpt.meta["measure_resolution"] == 16 and ckpt.meta["prune"]["ratio"] == 0.5  # the study's [measure]
+
+    # A flag that breaks a table is named; a trial without a checkpoint says where checkpoints are kept.
+    bad = ["--study", str(study), "--trial", "3", "--ratio", "0.5", "--data-resolution", "4",
+           "--reports-dir", str(reports)]
+    assert run_cli(prune_main, bad) == 2
+    assert "--data-resolution 4: " in capsys.readouterr().err
+    missing = ["--study", str(study), "--trial", "7", "--ratio", "0.5", "--reports-dir", str(reports)]
+    assert run_cli(prune_main, missing) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint for trial 7 of study 'tiny'" in err and str(paths.pareto_csv) in err

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from repvgg_nas.report import (
     CLIMBED, collect_report_data, elapsed_seconds, hypervolume_2d, hypervolume_figure, hypervolume_frame,
     hypervolume_time_frame, render_html, report_trials_frame, rung_counts, rungs_caption, rungs_figure, rungs_frame,
-    study_budgets, write_report,
+    status_frame, study_budgets, write_report,
 )
 from repvgg_nas.report.rungs import RUNG_COLUMNS
 
@@ -143,6 +143,27 @@ def test_a_retried_trial_is_drawn_once_and_single_fidelity_has_no_rungs():
     assert study_budgets(single) == ()
     empty = rungs_frame(single)
     assert empty.empty and list(empty.columns) == list(RUNG_COLUMNS)
+
+
+def test_status_counts_ends_by_outcome_and_rung_records_never_by_the_reason_text():
+    """The status table groups rung stops by their rung and pauses as one kind, read from the stored outcome and
+    rung records: reasons worded any way at all (here none starts with what it is) are only shown."""
+    s = optuna.create_study(directions=["maximize", "maximize"])
+    s.set_user_attr("fidelity", {"rungs": 3, "reduction_factor": 3, "mode": "continue", "budgets": BUDGETS})
+    for by in (7, 8):  # stopped at rung 2 by two different trials: one kind
+        _add(s, None, None, 0, 1, state=TrialState.PRUNED, outcome="stopped", prune_reason=f"trial {by} beat it",
+             rungs=_rungs([(0.4, 1.0), (0.5, 3.0)], 100.0, stopped_by=by))
+    late = _rungs([(0.4, 1.0)], 100.0, stopped_by=0)
+    late[0].update(dominated_by=None, out_of_time=True)
+    _add(s, None, None, 0, 1, state=TrialState.PRUNED, outcome="out_of_time", prune_reason="too slow to climb",
+         rungs=late)
+    for secs in (5, 9):  # paused at different rungs and seconds: one kind
+        _add(s, None, None, 0, 1, state=TrialState.FAIL, outcome="paused", fail_reason=f"{secs} s left",
+             rungs=_rungs([(0.4, 1.0)], 100.0))
+    _add(s, None, None, 0, 1, state=TrialState.FAIL, outcome="failed", fail_reason="stopped at rung 1: diverged")
+    status = status_frame(report_trials_frame(s)).set_index("state")["reasons"]
+    assert status["PRUNED"] == "stopped at rung 2/3 (3 epochs) (x2); stopped at rung 1/3 (1 epoch): out of time"
+    assert status["FAIL"] == "interrupted: paused by the time budget (x2); stopped at rung 1: diverged"
 
 
 # ---------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from repvgg_nas.stats import dominates
 from repvgg_nas.search import TrialTools, load_study_config, open_study, run_search
 from repvgg_nas.search import rungs as rungs_mod
 from repvgg_nas.search.__main__ import main
-from repvgg_nas.report import status_frame, trials_frame
+from repvgg_nas.report import report_trials_frame, status_frame
 from repvgg_nas.report.rungs import rungs_caption, rungs_frame
 from repvgg_nas.search.ends import Stopped, TimeBudgetPaused
 from repvgg_nas.search.events import RungDecided, TimeUp
@@ -996,7 +996,7 @@ def test_a_candidate_whose_next_rung_would_end_late_pauses_and_the_next_run_cont
     assert record.out_of_time is True and record.dominated_by is None and record.promoted is True
     assert record.train_seconds == 3000.0  # the price of its next rung was read from the seconds it paid
     reason = cand.user_attrs["fail_reason"]
-    assert re.fullmatch(r"interrupted: paused at rung 1/3 \(1 epoch\): the time budget ends in \d+ s and rung 2 "
+    assert re.fullmatch(r"paused at rung 1/3 \(1 epoch\): the time budget ends in \d+ s and rung 2 "
                         r"needs about 30\d\d s more; the next run continues its climb", reason), reason
     assert trial_line(cand).startswith("trial 1: paused at rung 1/3 (1 epoch): the time budget ends in")
     assert [(e.trial, e.rung, e.promoted, e.paused) for e in events if isinstance(e, RungDecided)] == [
@@ -1015,7 +1015,7 @@ def test_a_candidate_whose_next_rung_would_end_late_pauses_and_the_next_run_cont
     assert not frame[frame["number"] == 0]["out_of_time"].any()
     assert "1 climbed to the top and 1 was paused by the time budget (the next run continues it)" in rungs_caption(
         frame, BUDGETS)
-    status = status_frame(trials_frame(res.study)).set_index("state")
+    status = status_frame(report_trials_frame(res.study)).set_index("state")
     assert status.loc["FAIL", "reasons"] == "interrupted: paused by the time budget"
     Console(progress=False)(TimeUp(900, 3, 40, 2))
     assert ("time budget of 15 min spent: 3 of 40 trials finished, 2 candidates paused mid-climb; run the same "
@@ -1029,8 +1029,7 @@ def test_a_candidate_whose_next_rung_would_end_late_pauses_and_the_next_run_cont
                        tools=script.tools())
     trials = again.study.trials
     assert [t.user_attrs.get("retry_of") for t in trials] == [None, None, 1] and calls == []
-    assert lifecycle.paused(trials[2]) and trials[2].user_attrs["fail_reason"].startswith(
-        "interrupted: paused at rung 1/3")
+    assert lifecycle.paused(trials[2]) and trials[2].user_attrs["fail_reason"].startswith("paused at rung 1/3")
     assert paused_by_time(trials) == [2] and load_checkpoint(paths.rung_checkpoint(1)).meta == kept.meta
 
     # A run with time for it: the candidate climbs on from its paused net; rung 1 is neither trained nor judged again.
@@ -1084,7 +1083,7 @@ def test_a_rung_longer_than_a_whole_runs_budget_stops_the_candidate_instead_of_p
     assert list(paths.rung_checkpoints.glob("*")) == []
     frame = rungs_frame(second.study)
     assert frame[frame["number"] == 2]["final_state"].iloc[0] == "stopped at rung 1/3 (1 epoch, out of time)"
-    status = status_frame(trials_frame(second.study)).set_index("state")
+    status = status_frame(report_trials_frame(second.study)).set_index("state")
     assert status.loc["PRUNED", "reasons"] == "stopped at rung 1/3 (1 epoch): out of time"
 
     # The same for a candidate at the end of its own rung: stopped there, not paused.

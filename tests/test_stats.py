@@ -16,10 +16,9 @@ from repvgg_nas import ConfigError
 from repvgg_nas.search import load_study_config
 from repvgg_nas.stats import (
     CLAIM_COLUMNS, DEFAULT_EQUIVALENCE_POINTS, EQUIVALENCE, accuracy_equivalent, architecture_stats, claim_text,
-    claims_frame, dominates, equivalence_sigmas, hypervolume, hypervolume_2d, pareto_frame, pareto_mask,
-    study_equivalence,
-    trials_frame, verdict,
+    claims_frame, dominates, equivalence_sigmas, hypervolume, hypervolume_2d, pareto_frame, pareto_mask, verdict,
 )
+from repvgg_nas.study_frames import study_equivalence, trials_frame
 
 from .helpers import write_tiny_study
 

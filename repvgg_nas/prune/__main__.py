@@ -19,14 +19,13 @@ from typing import Any
 
 from ..checkpoint import Checkpoint, load_model, save_checkpoint
 from ..cli import ArgumentParser, StepBar, check_output_file, format_table, run_cli
-from ..config import Override, apply_overrides, blame_override
+from ..config import Override, Table, apply_overrides, blame_override, build_table, find_study, load_toml
 from ..data import DATASETS, DataConfig, load_data
 from ..errors import CheckpointError, ConfigError
 from ..export import export_checked_onnx
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths, pruned_path
 from ..measure import MeasureSettings, ThroughputCache
 from ..model import RepVGG
-from ..study import load_study_config
 from ..train import TrainConfig
 from . import FINETUNE_MODES, IMPORTANCES, PruneJob, PruneResult, PruneSettings, StageFigures, run_prune
 from .settings import NEEDS_GRADIENTS
@@ -65,20 +64,53 @@ def _overrides(args: argparse.Namespace, flags: tuple[tuple[str, str, str], ...]
     return [Override(key, getattr(args, attr), flag) for flag, attr, key in flags if getattr(args, attr) is not None]
 
 
+@dataclass(frozen=True)
+class StudyTables:
+    """The parts of a study file a pruning run uses: its name (the folder of its checkpoints) and its data,
+    measurement and training tables."""
+
+    name: str
+    data: DataConfig
+    measure: MeasureSettings
+    train: TrainConfig
+
+
+def study_tables(name_or_path: str, overrides: list[Override]) -> StudyTables:
+    """Read and validate only the ``[data]``, ``[measure]`` and ``[train]`` tables of a study file, with the
+    flags' ``overrides`` applied first (an error they cause names the flag).
+
+    Not :func:`repvgg_nas.study.load_study_config`: the study package imports
+    ``prune`` (a study's ``[prune]`` table), so ``prune`` reads the study file
+    itself, through the same lower-level readers and validators.
+    """
+    path = find_study(name_or_path)
+    source = f"{path}: "
+    try:
+        t = Table(apply_overrides(load_toml(path), overrides), "", source)
+        return StudyTables(
+            name=path.stem,
+            data=build_table(source, "data", DataConfig.from_dict, t.get("data", dict, {})),
+            measure=build_table(source, "measure", MeasureSettings.from_dict, t.get("measure", dict, {})),
+            train=build_table(source, "train", TrainConfig.from_dict, t.get("train", dict, {})),
+        )
+    except ConfigError as e:
+        raise blame_override(e, overrides) from None
+
+
 def _source(args: argparse.Namespace) -> Source:
     """The checkpoint, its data (the recorded one, or the flags'), measurement and training settings."""
     data_ovr, measure_ovr = _overrides(args, DATA_FLAGS), _overrides(args, MEASURE_FLAGS)
     if args.study is not None:
-        cfg = load_study_config(args.study, data_ovr + measure_ovr)
-        paths = StudyPaths.of(cfg.name, args.reports_dir)
+        study = study_tables(args.study, data_ovr + measure_ovr)
+        paths = StudyPaths.of(study.name, args.reports_dir)
         path = paths.checkpoint(args.trial)
         if not path.is_file():
             raise CheckpointError(
-                f"{path}: no checkpoint for trial {args.trial} of study {cfg.name!r}; checkpoints "
+                f"{path}: no checkpoint for trial {args.trial} of study {study.name!r}; checkpoints "
                 f"are kept for Pareto-front members and references (see {paths.pareto_csv})"
             )
         model, ckpt = load_model(path)
-        return Source(path, model, ckpt, cfg.data, cfg.measure, cfg.train, paths.pruned_checkpoint(args.trial))
+        return Source(path, model, ckpt, study.data, study.measure, study.train, paths.pruned_checkpoint(args.trial))
     path = Path(args.checkpoint)
     model, ckpt = load_model(path)
     recorded = ckpt.meta.get("data")

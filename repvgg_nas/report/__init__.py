@@ -3,12 +3,13 @@
 One small module per figure (cf. ``optuna/visualization/_hypervolume_history.py``):
 a frame builder the tests assert on, a plotter, and a thin ``plot_*`` function
 from a study. The judgement (front, claims, hypervolume, the search's
-``trials.csv``/``pareto.csv`` frames) is :mod:`repvgg_nas.stats`'s, re-exported
-here; :mod:`.frames` holds the report's own study-wide frames, :mod:`.collect`
-gathers every frame at once,
-:mod:`.page` renders and writes the page, :mod:`.load` opens a study without
-creating one. Importing the package registers nothing: a search writes the
-page only for a caller that asked with :func:`register_report` (the search CLI does).
+``pareto.csv`` frame) is :mod:`repvgg_nas.stats`'s and reading a study into the
+trials frame :mod:`repvgg_nas.study_frames`'s, both re-exported here;
+:mod:`.frames` holds the report's own study-wide frames, :mod:`.collect`
+gathers every frame at once, :mod:`.page` renders and writes the page,
+:mod:`.load` opens a study without creating one. Importing the package
+registers nothing: a search writes the page only for a caller that asked
+with :func:`register_report` (the search CLI does).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .importance import IMPORTANCE_EVALUATORS, ImportanceResult, importance_figu
 from .load import load_report_study
 from .page import REPORT_OUTPUT, register_report, render_html, write_report
 from .rungs import CLIMBED, RUNG_LINKS, plot_rungs, rung_counts, rungs_caption, rungs_figure, rungs_frame, study_budgets
+from ..study_frames import front_numbers, study_sigmas, trials_frame
 from .scatter import (
     DOMINATED,
     FRONT,
@@ -45,15 +47,12 @@ from ..stats import (
     dominates,
     elapsed_seconds,
     fidelity,
-    front_numbers,
     hypervolume_2d,
     hypervolume_frame,
     hypervolume_reference,
     hypervolume_time_frame,
     pareto_frame,
     standard_error,
-    study_sigmas,
-    trials_frame,
     verdict,
     write_csv,
 )

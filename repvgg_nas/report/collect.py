@@ -27,9 +27,9 @@ from .pool import pool_frame
 from .fidelity import fidelity_frame
 from ..stats import (
     CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, completed, fidelity, hypervolume_frame,
-    hypervolume_reference, hypervolume_time_frame, is_reference, study_equivalence, study_sigmas,
-    equivalence_sigmas, study_objectives,
+    hypervolume_reference, hypervolume_time_frame, is_reference, equivalence_sigmas,
 )
+from ..study_frames import study_equivalence, study_objectives, study_sigmas
 from .frames import empty_message, front_table_frame, report_trials_frame, status_frame
 from .importance import empty_importance, importance_frame
 from .rungs import rungs_frame, study_budgets

@@ -1,11 +1,12 @@
 """The report's view of a study (data only; drawing lives in the figure modules).
 
 :func:`report_trials_frame` adds what the report draws to the search's
-trials frame (:func:`repvgg_nas.stats.trials_frame`, which marks the front);
+trials frame (:func:`repvgg_nas.study_frames.trials_frame`, which marks the front);
 :func:`front_table_frame` turns the front frame
 (:func:`repvgg_nas.stats.pareto_frame`, with each front member's claims)
 into the report's table; :func:`status_frame` counts trials per state with
-their reasons. Each figure's frame lives beside its figure.
+their reasons, grouped by each trial's stored outcome and rung records (never
+by parsing a reason). Each figure's frame lives beside its figure.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from collections import Counter
 
 import optuna
 import pandas as pd
+from optuna.trial import FrozenTrial
 
 from .. import attrs, lifecycle
-from ..stats import completed, constraint_values, pareto_frame, trials_frame
+from ..lifecycle import Outcome
+from ..stats import completed, pareto_frame
+from ..storage import constraint_values
+from ..study_frames import trials_frame
+from .rungs import rung_label, stop_record, study_budgets
 
 __all__ = [
     "empty_message",
@@ -27,6 +33,33 @@ __all__ = [
 
 STATUS_COLUMNS = ("state", "count", "reasons")
 
+# How the status table counts a pause by the time budget, whatever its rung and seconds.
+PAUSED_GROUP = "interrupted: paused by the time budget"
+
+
+def _status_group(t: FrozenTrial, n_rungs: int) -> str | None:
+    """How the status table counts the trial's end, from its outcome and rung records: a pause as one kind, a
+    rung stop by its rung without the trial that dominated it (a stop by the time budget counted apart).
+    None: the reason itself is the kind."""
+    how = lifecycle.outcome(t)
+    if how == Outcome.PAUSED:
+        return PAUSED_GROUP
+    if how not in (Outcome.STOPPED, Outcome.OUT_OF_TIME):
+        return None
+    stop = stop_record(t.user_attrs.get(attrs.RUNGS) or [])
+    head = "stopped at " + (rung_label(int(stop["rung"]), n_rungs, stop.get("epochs")) if stop else "a rung")
+    return f"{head}: out of time" if how == Outcome.OUT_OF_TIME else head
+
+
+def _n_rungs(study: optuna.Study, trials: list[FrozenTrial]) -> int:
+    """The study's number of rungs (its stored budgets, else the highest rung any trial recorded)."""
+    budgets = study_budgets(study)
+    if budgets:
+        return len(budgets)
+    recorded = [int(r["rung"]) for t in trials for r in t.user_attrs.get(attrs.RUNGS) or []
+                if isinstance(r.get("rung"), int)]
+    return max(recorded) + 1 if recorded else 0
+
 
 def report_trials_frame(study: optuna.Study) -> pd.DataFrame:
     """:func:`trials_frame` plus what the report draws.
@@ -35,13 +68,16 @@ def report_trials_frame(study: optuna.Study) -> pd.DataFrame:
     spec), ``parent_trial``/``pruned_ratio`` (a channel-pruned variant points at
     the trial it was pruned from), ``feasible`` (all constraints <= 0),
     ``datetime_start``/``datetime_complete`` (for the hypervolume over wall
-    time) and ``kind`` (``reference``, ``pruned`` or ``trial``).
+    time), ``status_group`` (how :func:`status_frame` counts its end; None:
+    by its reason) and ``kind`` (``reference``, ``pruned`` or ``trial``).
     """
     base = trials_frame(study)
     if base.empty:
         return base
     extra = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    n_rungs = _n_rungs(study, trials)
+    for t in trials:
         ua = t.user_attrs
         groups = (ua.get(attrs.SPEC) or {}).get("groups") or []
         parent = ua.get(attrs.PARENT_TRIAL)
@@ -53,6 +89,7 @@ def report_trials_frame(study: optuna.Study) -> pd.DataFrame:
             "feasible": all(v <= 0 for v in constraint_values(t)),
             "datetime_start": t.datetime_start,
             "datetime_complete": t.datetime_complete,
+            "status_group": _status_group(t, n_rungs),
         })
     extra_frame = pd.DataFrame(extra)
     for c in ("datetime_start", "datetime_complete"):  # NaT, not None, where a trial has none
@@ -91,24 +128,22 @@ def front_table_frame(trials: pd.DataFrame, sigmas: float = 2.0) -> pd.DataFrame
     return table.assign(role=roles, dominated_by=beaten_by)
 
 
-def _reason_kind(reason: str, outcome: object = None) -> str:
-    """A reason as counted in the status table (:func:`repvgg_nas.lifecycle.status_reason`): by the trial's
-    outcome, a rung stop without the trial that dominated it (a stop by the time budget counted apart), a
-    pause by the time budget without its rung and seconds."""
-    return lifecycle.status_reason(outcome, reason)
-
-
 def status_frame(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials per state, with the distinct failure or prune reasons and their counts."""
+    """Trials per state, with the distinct failure or prune reasons and their counts.
+
+    ``trials``: :func:`report_trials_frame`'s, whose ``status_group`` counts
+    pauses and rung stops by kind; a trial without one is counted by its reason.
+    """
     if trials.empty:
         return pd.DataFrame(columns=list(STATUS_COLUMNS))
     rows = []
     for state, group in trials.groupby("state", sort=True):
         reasons: Counter[str] = Counter()
-        outcomes = group["outcome"] if "outcome" in group else [None] * len(group)
+        kinds = group["status_group"] if "status_group" in group else [None] * len(group)
         for col in (attrs.FAIL_REASON, attrs.PRUNE_REASON):
             if col in group:
-                reasons.update(_reason_kind(v, how) for v, how in zip(group[col], outcomes) if isinstance(v, str) and v)
+                reasons.update(k if isinstance(k, str) else v for v, k in zip(group[col], kinds)
+                               if isinstance(v, str) and v)
         text = "; ".join(f"{r} (x{n})" if n > 1 else r for r, n in reasons.most_common())
         rows.append({"state": state, "count": len(group), "reasons": text})
     return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))

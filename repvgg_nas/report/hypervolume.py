@@ -19,7 +19,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from ..attrs import STUDY_TRUST
-from ..stats import hypervolume_frame, hypervolume_reference, hypervolume_time_frame, study_sigmas
+from ..stats import hypervolume_frame, hypervolume_reference, hypervolume_time_frame
+from ..study_frames import study_sigmas
 from .frames import report_trials_frame
 from .style import BLUE, ORANGE, TEMPLATE
 

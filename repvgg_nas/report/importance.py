@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from .. import attrs
 from ..errors import ConfigError
 from ..registry import Registry
-from ..stats import study_objectives
+from ..study_frames import study_objectives
 from .style import BLUE, GREEN, ORANGE, TEMPLATE, esc
 
 __all__ = [

@@ -26,7 +26,8 @@ from .style import GREY, TEMPLATE, esc, num, present, throughput_axis
 
 __all__ = [
     "CLIMBED", "RUNG_COLUMNS", "RUNG_COUNT_COLUMNS", "RUNG_LINKS",
-    "plot_rungs", "rung_counts", "rungs_caption", "rungs_figure", "rungs_frame", "study_budgets", "taken_over",
+    "plot_rungs", "rung_counts", "rung_label", "rungs_caption", "rungs_figure", "rungs_frame", "stop_record",
+    "study_budgets", "taken_over",
 ]
 
 # final_state of a candidate that reached the full budget.
@@ -60,6 +61,16 @@ def _epochs_text(epochs: Any) -> str:
     return f"{epochs} epoch{'s' * (epochs != 1)}" if present(epochs) else "? epochs"
 
 
+def rung_label(rung: int, n_rungs: int, epochs: Any, note: str = "") -> str:
+    """How the report names a rung: ``rung k/n (e epochs[, note])``, ``k`` counted from 1 (``rung`` is 0-based)."""
+    return f"rung {rung + 1}/{n_rungs} ({_epochs_text(epochs)}{f', {note}' if note else ''})"
+
+
+def stop_record(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record of the rung a candidate was stopped at (not promoted), or None."""
+    return next((r for r in records if r.get("promoted") is False), None)
+
+
 def _climbers(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """Trials whose ``rungs`` attr is their own climb.
 
@@ -83,15 +94,15 @@ def _climbers(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
 def _final_state(t: FrozenTrial, records: Sequence[dict[str, Any]], n_rungs: int) -> str:
     """``climbed to top``, ``stopped at rung k/n (e epochs)``, ``paused at rung k/n (e epochs, out of time)``
     (the time budget left its next rung to the next run), or the state after the last finished rung."""
-    for r in records:
-        if r.get("promoted") is False:
-            late = ", out of time" if r.get(attrs.RUNG_OUT_OF_TIME) else ""
-            return f"stopped at rung {int(r['rung']) + 1}/{n_rungs} ({_epochs_text(r.get('epochs'))}{late})"
+    stop = stop_record(records)
+    if stop is not None:
+        late = "out of time" if stop.get(attrs.RUNG_OUT_OF_TIME) else ""
+        return f"stopped at {rung_label(int(stop['rung']), n_rungs, stop.get('epochs'), late)}"
     last = int(records[-1]["rung"])
     if t.state == optuna.trial.TrialState.COMPLETE and last >= n_rungs - 1:
         return CLIMBED
     if lifecycle.paused(t):
-        return f"{attrs.RUNG_PAUSED} at rung {last + 1}/{n_rungs} ({_epochs_text(records[-1].get('epochs'))}, out of time)"
+        return f"paused at {rung_label(last, n_rungs, records[-1].get('epochs'), 'out of time')}"
     return f"{t.state.name.lower()} after rung {last + 1}/{n_rungs}"
 
 

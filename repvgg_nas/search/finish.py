@@ -29,8 +29,9 @@ from ..measure import Measurement, MeasureSettings, ThroughputCache, measure_spe
 from ..objectives import Measured, measured_values, trial_values
 from ..prune import run_prune
 from ..spec import RepVGGSpec
-from ..stats import architecture_stats, front_numbers, pareto_frame, study_sigmas, trials_frame, write_csv
+from ..stats import architecture_stats, pareto_frame, write_csv
 from ..study import StudyConfig
+from ..study_frames import front_numbers, study_sigmas, trials_frame
 from .events import EventCallback, PruneFailed, PruningFrontMember, Remeasured, SearchEvent
 from .loop import failure_reason
 from .trial import ARCH_DIMENSIONS

@@ -179,7 +179,7 @@ def ending(e: BaseException) -> Ending:
     if isinstance(e, optuna.TrialPruned):  # a rung stop, a broken limit, a stopped twin's copy
         return Ending(TrialState.PRUNED, getattr(e, "outcome", Outcome.STOPPED), str(e) or None)
     if isinstance(e, TimeBudgetPaused):  # cut short by the time budget, as by Ctrl-C: the next run continues it
-        return Ending(TrialState.FAIL, Outcome.PAUSED, lifecycle.cut_short_reason(str(e)))
+        return Ending(TrialState.FAIL, Outcome.PAUSED, str(e))  # its own words: the rung, and the time left
     if isinstance(e, KeyboardInterrupt):
         return Ending(TrialState.FAIL, Outcome.INTERRUPTED, lifecycle.cut_short_reason("Ctrl-C"))
     return Ending(TrialState.FAIL, Outcome.FAILED, failure_reason(e))

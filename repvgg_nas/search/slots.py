@@ -36,7 +36,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import lifecycle
-from ..attrs import ADMITTED, DUPLICATE, REFERENCE, REPEAT_OF, RETRY_OF, ROLE, TRAIN_EPOCHS, TRAIN_SEED, WORKER, WORKER_START
+from ..attrs import ADMITTED, REFERENCE, REPEAT_OF, RETRY_OF, ROLE, TRAIN_EPOCHS, TRAIN_SEED, WORKER, WORKER_START
 from ..lifecycle import Outcome, cut_short_reason, retry_parent
 from ..storage import claim_lock, enqueued_params, fail_trial
 from .launch import pid_alive
@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 UNKNOWN_WORKER_AFTER_S = 30.0  # a RUNNING trial with no worker attr this old is taken as dead
+_DUPLICATE = "duplicate"  # how a lost trial's reason begins, for people only (its outcome is LOST)
 
 
 def repeat_key(t: FrozenTrial) -> tuple[int, int | None, int | None] | None:
@@ -77,9 +78,9 @@ def repeat_taken(number: int, trials: Sequence[FrozenTrial]) -> str | None:
         if o.number == number or lifecycle.lost(o) or repeat_key(o) != key:
             continue
         if lifecycle.holds_result(o):
-            return f"{DUPLICATE}: trial {o.number} already holds this re-training"
+            return f"{_DUPLICATE}: trial {o.number} already holds this re-training"
         if o.state == TrialState.RUNNING and o.number < number:
-            return f"{DUPLICATE}: trial {o.number} already runs this re-training"
+            return f"{_DUPLICATE}: trial {o.number} already runs this re-training"
     return None
 
 
@@ -143,9 +144,9 @@ class _Keys:
             if other.number == t.number:
                 continue
             if lifecycle.holds_result(other):
-                return f"{DUPLICATE}: trial {other.number} already holds the result for slot {k}"
+                return f"{_DUPLICATE}: trial {other.number} already holds the result for slot {k}"
             if other.state == TrialState.RUNNING and other.user_attrs.get(ADMITTED):
-                return f"{DUPLICATE}: trial {other.number} already runs slot {k}"
+                return f"{_DUPLICATE}: trial {other.number} already runs slot {k}"
         return None
 
     def admits(self, t: FrozenTrial, target: int) -> str | None:

@@ -16,9 +16,10 @@ import optuna
 from .. import lifecycle
 from ..attrs import REPEAT_OF, TRAIN_EPOCHS, TRAIN_SEED
 from ..lifecycle import Role
-from ..stats import architecture_stats, trials_frame
+from ..stats import architecture_stats
 from ..storage import claim_lock, enqueued_params
 from ..study import StudyConfig
+from ..study_frames import trials_frame
 from .events import EventCallback, LinkedQueued, SearchEvent, Waiting
 from .loop import DONE, RAN, Runner, claim_linked_trial, drive, run_trial
 from .slots import repeat_key

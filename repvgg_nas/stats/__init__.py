@@ -2,14 +2,16 @@
 statistics, the front, hypervolume and claims with an equivalence test.
 
 Data only (frames, NamedTuples and numbers the tests assert on); drawing is
-the report's. Below ``search`` and ``report``: this package imports neither.
+the report's. Below ``search`` and ``report``: this package imports neither,
+nor Optuna nor the storage; :mod:`repvgg_nas.study_frames` reads a study into
+the frames it works on.
 
 - :mod:`.noise`: the standard error of a mean accuracy, the prior seed spread;
 - :mod:`.pareto`: dominance and the non-dominated mask on point values (2 or more objectives);
 - :mod:`.architectures`: one row per architecture, the front on mean accuracy;
 - :mod:`.proxy_fidelity`: Kendall tau between proxy and long-budget accuracy;
 - :mod:`.claims`: each front member's verdict against each reference (the table of cases);
-- :mod:`.trials`: study -> trials and front frames (the search's ``trials.csv``/``pareto.csv``);
+- :mod:`.trials`: the trials frame -> the front frame (the search's ``pareto.csv``);
 - :mod:`.hypervolume`: exact hypervolume in 2 or more objectives, its history over a study.
 """
 
@@ -42,20 +44,7 @@ from .hypervolume import (
 )
 from .noise import PRIOR_SEED_STD, standard_error
 from .pareto import OBJECTIVES, dominates, extra_objectives, frame_objectives, pareto_mask
-from .trials import (
-    completed,
-    constraint_values,
-    front_numbers,
-    is_reference,
-    pareto_frame,
-    PredictionCheck,
-    prediction_check,
-    study_equivalence,
-    study_objectives,
-    study_sigmas,
-    trials_frame,
-    write_csv,
-)
+from .trials import PredictionCheck, completed, is_reference, pareto_frame, prediction_check, write_csv
 
 __all__ = [
     "CLAIM_COLUMNS",
@@ -76,14 +65,11 @@ __all__ = [
     "claim_text",
     "claims_frame",
     "completed",
-    "constraint_values",
     "dominates",
     "extra_objectives",
     "frame_objectives",
-    "study_objectives",
     "elapsed_seconds",
     "fidelity",
-    "front_numbers",
     "hypervolume",
     "hypervolume_2d",
     "hypervolume_frame",
@@ -95,9 +81,6 @@ __all__ = [
     "PredictionCheck",
     "prediction_check",
     "standard_error",
-    "study_equivalence",
-    "study_sigmas",
-    "trials_frame",
     "verdict",
     "write_csv",
 ]

@@ -53,7 +53,7 @@ def architecture_stats(
     columns, filled from the study attr by spec hash). ``val_size`` is the
     fallback validation size for trials that did not record theirs;
     ``prior_seed_std`` the seed spread assumed while no architecture has two
-    seeds. Both default to what :func:`~repvgg_nas.stats.trials.trials_frame`
+    seeds. Both default to what :func:`~repvgg_nas.study_frames.trials_frame`
     put in ``trials.attrs`` (the study's), then to none / :data:`PRIOR_SEED_STD`.
     The used spread and its source are ``stats.attrs["pooled_seed_std"]`` and
     ``["seed_std_source"]`` (``"measured"`` or ``"prior"``).

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from .. import attrs as A
-from ..config import Override, Table, apply_overrides, blame_override, find_config, load_toml
+from ..config import Override, Table, apply_overrides, blame_override, build_table, find_study, load_toml
 from ..data import DataConfig
 from ..errors import ConfigError, RepVGGNasError
 from ..measure import MeasureSettings
@@ -339,16 +339,6 @@ class StudyConfig:
         return replace(self, **changes)
 
 
-def _sub(source: str, table: str, build: Callable[[Any], Any], raw: Any) -> Any:
-    """Run a module's ``from_dict`` and prefix its error with the file."""
-    try:
-        return build(raw)
-    except RepVGGNasError as e:
-        msg = str(e)
-        prefix = "" if msg.startswith(f"{table}.") or msg.startswith(table) else f"[{table}] "
-        raise ConfigError(f"{source}{prefix}{msg}") from None
-
-
 def load_study_config(
     name_or_path: str | os.PathLike, overrides: Mapping[str, Any] | Iterable[Override] | None = None
 ) -> StudyConfig:
@@ -372,10 +362,7 @@ def load_study_config(
 
 
 def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override]) -> StudyConfig:
-    path = find_config(str(name_or_path), "studies", "study")
-    if path.stem in ("", ".", "..") or path.stem.startswith(".") or "\\" in path.stem:
-        # The study name (the file's stem) becomes reports/<name>/: it must stay inside reports/.
-        raise ConfigError(f"{path}: study name {path.stem!r} is invalid: rename the file to a plain name")
+    path = find_study(name_or_path)
     source = f"{path}: "
     t = Table(apply_overrides(load_toml(path), overrides), "", source)
     description = t.get("description", str, "")
@@ -394,13 +381,13 @@ def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override
         except RepVGGNasError as e:
             raise t.error(f"references[{i}]", str(e)) from None
         references.append(entry.name)
-    data = _sub(source, "data", DataConfig.from_dict, t.get("data", dict, {}))
-    train = _sub(source, "train", TrainConfig.from_dict, t.get("train", dict, {}))
-    measure = _sub(source, "measure", MeasureSettings.from_dict, t.get("measure", dict, {}))
+    data = build_table(source, "data", DataConfig.from_dict, t.get("data", dict, {}))
+    train = build_table(source, "train", TrainConfig.from_dict, t.get("train", dict, {}))
+    measure = build_table(source, "measure", MeasureSettings.from_dict, t.get("measure", dict, {}))
     objectives = Objectives.from_table(t.table("objectives"))
     sampler = SamplerConfig.from_table(t.table("sampler"))
     raw_prune = t.get("prune", dict, None)
-    prune = _sub(source, "prune", PruneJob.from_dict, raw_prune) if raw_prune is not None else None
+    prune = build_table(source, "prune", PruneJob.from_dict, raw_prune) if raw_prune is not None else None
     trust = TrustConfig.from_table(t.table("trust"), train.epochs)
     # No [fidelity] table: the single-fidelity search (every candidate gets the full budget).
     fidelity = FidelityConfig.from_table(t.table("fidelity"), train.epochs) if t.has("fidelity") else FidelityConfig(rungs=1)
