@@ -30,10 +30,8 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from .attrs import (
-    FAIL_REASON, OUTCOME, PARENT_TRIAL, PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, ROLE, RUNG_OUT_OF_TIME, RUNGS,
-    TRAIN_EPOCHS,
-)
+from .attrs import FAIL_REASON, OUTCOME, PARENT_TRIAL, PRUNE_REASON, REFERENCE, REPEAT_OF, RETRY_OF, ROLE, TRAIN_EPOCHS
+from .records import rung_records, stop_record
 
 __all__ = [
     "SCHEMA_VERSION", "Role", "Outcome", "SEARCH_ROLES", "LINKED_ROLES",
@@ -137,11 +135,10 @@ def end(trial: _Settable, how: Outcome, reason: str | None = None) -> None:
 def pruned_outcome(user_attrs: Mapping[str, Any]) -> Outcome:
     """The outcome of a pruned trial from its rung records: stopped at a rung (by a result or by the time
     budget), else a broken limit."""
-    records = user_attrs.get(RUNGS) or []
-    last = next((r for r in records if r.get("promoted") is False), None)
+    last = stop_record(rung_records(user_attrs))
     if last is None:
         return Outcome.LIMIT
-    return Outcome.OUT_OF_TIME if last.get(RUNG_OUT_OF_TIME) else Outcome.STOPPED
+    return Outcome.OUT_OF_TIME if last.out_of_time else Outcome.STOPPED
 
 
 # ---- the questions the code asks -----------------------------------------------------------------

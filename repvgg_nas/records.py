@@ -14,7 +14,7 @@ from typing import Any
 
 from .attrs import RUNG_OUT_OF_TIME, RUNGS
 
-__all__ = ["RungRecord", "rung_records", "stored"]
+__all__ = ["RungRecord", "rung_records", "stop_record", "stored"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,11 @@ class RungRecord:
 def rung_records(user_attrs: Mapping[str, Any]) -> list[RungRecord]:
     """The rung records in a trial's attrs (lowest rung first; empty for a single-fidelity trial)."""
     return [RungRecord.from_dict(r) for r in (user_attrs.get(RUNGS) or [])]
+
+
+def stop_record(records: Sequence[RungRecord]) -> RungRecord | None:
+    """The record of the rung a candidate was stopped at (not promoted), or None."""
+    return next((r for r in records if r.promoted is False), None)
 
 
 def stored(records: Sequence[RungRecord]) -> list[dict[str, Any]]:

@@ -22,7 +22,8 @@ from ..lifecycle import Outcome
 from ..stats import completed, pareto_frame
 from ..storage import constraint_values
 from ..study_frames import trials_frame
-from .rungs import rung_label, stop_record, study_budgets
+from ..records import rung_records, stop_record
+from .rungs import rung_label, study_budgets
 
 __all__ = [
     "empty_message",
@@ -46,8 +47,8 @@ def _status_group(t: FrozenTrial, n_rungs: int) -> str | None:
         return PAUSED_GROUP
     if how not in (Outcome.STOPPED, Outcome.OUT_OF_TIME):
         return None
-    stop = stop_record(t.user_attrs.get(attrs.RUNGS) or [])
-    head = "stopped at " + (rung_label(int(stop["rung"]), n_rungs, stop.get("epochs")) if stop else "a rung")
+    stop = stop_record(rung_records(t.user_attrs))
+    head = "stopped at " + (rung_label(stop.rung, n_rungs, stop.epochs) if stop else "a rung")
     return f"{head}: out of time" if how == Outcome.OUT_OF_TIME else head
 
 
@@ -56,8 +57,7 @@ def _n_rungs(study: optuna.Study, trials: list[FrozenTrial]) -> int:
     budgets = study_budgets(study)
     if budgets:
         return len(budgets)
-    recorded = [int(r["rung"]) for t in trials for r in t.user_attrs.get(attrs.RUNGS) or []
-                if isinstance(r.get("rung"), int)]
+    recorded = [r.rung for t in trials for r in rung_records(t.user_attrs)]
     return max(recorded) + 1 if recorded else 0
 
 

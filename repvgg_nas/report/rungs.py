@@ -22,6 +22,7 @@ from plotly.colors import sample_colorscale
 
 from .. import attrs, lifecycle
 from ..lifecycle import taken_over
+from ..records import RungRecord, rung_records, stop_record
 from .style import GREY, TEMPLATE, esc, num, present, throughput_axis
 
 __all__ = [
@@ -66,11 +67,6 @@ def rung_label(rung: int, n_rungs: int, epochs: Any, note: str = "") -> str:
     return f"rung {rung + 1}/{n_rungs} ({_epochs_text(epochs)}{f', {note}' if note else ''})"
 
 
-def stop_record(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
-    """The record of the rung a candidate was stopped at (not promoted), or None."""
-    return next((r for r in records if r.get("promoted") is False), None)
-
-
 def _climbers(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     """Trials whose ``rungs`` attr is their own climb.
 
@@ -91,18 +87,18 @@ def _climbers(trials: Iterable[FrozenTrial]) -> list[FrozenTrial]:
     return out
 
 
-def _final_state(t: FrozenTrial, records: Sequence[dict[str, Any]], n_rungs: int) -> str:
+def _final_state(t: FrozenTrial, records: Sequence[RungRecord], n_rungs: int) -> str:
     """``climbed to top``, ``stopped at rung k/n (e epochs)``, ``paused at rung k/n (e epochs, out of time)``
     (the time budget left its next rung to the next run), or the state after the last finished rung."""
     stop = stop_record(records)
     if stop is not None:
-        late = "out of time" if stop.get(attrs.RUNG_OUT_OF_TIME) else ""
-        return f"stopped at {rung_label(int(stop['rung']), n_rungs, stop.get('epochs'), late)}"
-    last = int(records[-1]["rung"])
+        late = "out of time" if stop.out_of_time else ""
+        return f"stopped at {rung_label(stop.rung, n_rungs, stop.epochs, late)}"
+    last = records[-1].rung
     if t.state == optuna.trial.TrialState.COMPLETE and last >= n_rungs - 1:
         return CLIMBED
     if lifecycle.paused(t):
-        return f"paused at {rung_label(last, n_rungs, records[-1].get('epochs'), 'out of time')}"
+        return f"paused at {rung_label(last, n_rungs, records[-1].epochs, 'out of time')}"
     return f"{t.state.name.lower()} after rung {last + 1}/{n_rungs}"
 
 
@@ -129,27 +125,23 @@ def rungs_frame(source: optuna.Study | Iterable[FrozenTrial], budgets: Sequence[
     else:
         trials = source
     climbers = _climbers(trials)
-    recorded = [int(r["rung"]) for t in climbers for r in t.user_attrs[attrs.RUNGS] if present(r.get("rung"))]
+    recorded = [r.rung for t in climbers for r in rung_records(t.user_attrs)]
     n_rungs = len(budgets) if budgets else (max(recorded) + 1 if recorded else 0)
     rows: list[dict[str, Any]] = []
     for t in sorted(climbers, key=lambda t: t.number):
-        records = sorted((dict(r) for r in t.user_attrs[attrs.RUNGS] if present(r.get("rung"))),
-                         key=lambda r: int(r["rung"]))
+        records = sorted(rung_records(t.user_attrs), key=lambda r: r.rung)
         if not records:
             continue
         final = _final_state(t, records, n_rungs)
         how = lifecycle.outcome(t)
         ref = t.user_attrs.get(attrs.REFERENCE)
         for r in records:
-            by = r.get("dominated_by")
             rows.append({
                 "number": t.number, "reference": ref if isinstance(ref, str) and ref else None,
-                "rung": int(r["rung"]), "epochs": r.get("epochs"), "accuracy": r.get("accuracy"),
-                "throughput": r.get("images_per_s"), "train_seconds": r.get("train_seconds"),
-                "promoted": r.get("promoted"),
-                "dominated_by": int(by) if isinstance(by, (int, float)) and not isinstance(by, bool) else None,
-                "out_of_time": bool(r.get(attrs.RUNG_OUT_OF_TIME)),
-                "stopped": r.get("promoted") is False, "final_state": final, "state": t.state.name,
+                "rung": r.rung, "epochs": r.epochs, "accuracy": r.accuracy, "throughput": r.images_per_s,
+                "train_seconds": r.train_seconds, "promoted": r.promoted, "dominated_by": r.dominated_by,
+                "out_of_time": r.out_of_time, "stopped": r.promoted is False, "final_state": final,
+                "state": t.state.name,
                 "arch": t.user_attrs.get(attrs.ARCH), "outcome": how.value if how is not None else None,
             })
     frame = pd.DataFrame(rows, columns=list(RUNG_COLUMNS))

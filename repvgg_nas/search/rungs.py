@@ -63,7 +63,7 @@ from ..layout import StudyPaths
 from ..lifecycle import Outcome, taken_over
 from ..model import reparameterize
 from ..objectives import BASE_OBJECTIVES, Objective
-from ..records import RungRecord, stored
+from ..records import RungRecord, stop_record, stored
 from ..records import rung_records as _records_of
 from ..spec import RepVGGSpec
 from ..study import FidelityConfig
@@ -503,4 +503,5 @@ def paused_by_time(trials: Sequence[FrozenTrial]) -> list[int]:
 
 def stopped_at(records: Sequence[RungRecord]) -> int | None:
     """The rung a candidate was stopped at (None: it was not stopped)."""
-    return next((r.rung for r in records if r.promoted is False), None)
+    stop = stop_record(records)
+    return None if stop is None else stop.rung
