@@ -218,6 +218,13 @@ class TrainConfig:
             return cls()
         return Table(data, "train").build(cls)
 
+    def resolved(self, device: torch.device | str) -> TrainConfig:
+        """The settings as they train on ``device``: ``amp``/``channels_last`` ``auto`` made ``on`` or ``off``
+        (a result trained with them is the same whichever spelling asked for it)."""
+        device = torch.device(device)
+        return self.replace(amp="on" if _enabled(self.amp, device) else "off",
+                            channels_last="on" if _enabled(self.channels_last, device) else "off")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict that :meth:`from_dict` reads back (no clipping is written as 0: TOML has no null)."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}

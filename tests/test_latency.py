@@ -255,3 +255,32 @@ def test_cli_help_documents_the_table_flags(capsys):
     text = capsys.readouterr().out
     for opt in ("--latency-table", "--latency-table-file", "--remeasure", "--space", "--runtime"):
         assert opt in text
+
+
+def test_a_fresh_entry_is_never_replaced_by_an_older_one_on_disk(space, tmp_path):
+    """--remeasure under load: the fresh (contended) figure stays, not the clean one it was meant to replace."""
+    path = tmp_path / "t.json"
+    first = build_latency_table(space, TINY, path, num_classes=10)
+    k, old = next(iter(first.entries.items()))
+    first.save(path)
+    fresh = load_latency_table(path, TINY)
+    fresh.entries[k] = old._replace(latency_ms=old.latency_ms * 3, contended=True)
+    fresh.fresh.add(k)
+    fresh.save(path)
+    assert load_latency_table(path, TINY).entries[k].latency_ms == pytest.approx(old.latency_ms * 3)
+    stale = load_latency_table(path, TINY)  # read back: nothing fresh, so a clean entry on disk wins again
+    stale.entries[k] = old._replace(latency_ms=old.latency_ms * 5, contended=True)
+    first.save(path)  # the clean one written meanwhile by another build
+    stale.save(path)
+    assert load_latency_table(path, TINY).entries[k].latency_ms == pytest.approx(old.latency_ms)
+
+
+def test_the_key_names_the_cpu_isa(monkeypatch):
+    """oneDNN held to AVX2 changes what a conv costs: such a table is another table."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    full = LatencyKey.from_settings(TINY)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    held = LatencyKey.from_settings(TINY)
+    assert held.cpu_isa.endswith("oneDNN max AVX2") and full.difference(held)[0] == "cpu_isa"
+    assert held.slug != full.slug

@@ -78,15 +78,15 @@ def test_space_values_are_what_optuna_would_suggest():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("pool_size", [1, 12])
-def test_pool_front_is_never_dominated_by_a_scored_net(seed, pool_size):
+@pytest.mark.parametrize("min_pool_size", [1, 12])
+def test_pool_front_is_never_dominated_by_a_scored_net(seed, min_pool_size):
     space = load_space("quick")
     predict = _noisy_speed(seed)
     specs = {s.hash: s for s in (space.build(v, 10) for v in space.enumerate_values())}
     speeds = sorted(predict(s) for s in specs.values())
     ref = speeds[len(speeds) // 4]
     res = prescreen(space, predict_throughput=predict, reference_throughput=ref, num_classes=10,
-                    pool_size=pool_size, seed=seed)
+                    min_pool_size=min_pool_size, seed=seed)
     assert res.scored == len(specs)
     scored = [{"accuracy": float(deploy_params(s)), "throughput": predict(s)} for s in specs.values()]
     front = [m for m in res.pool if m.layer == 0]
@@ -97,10 +97,10 @@ def test_pool_front_is_never_dominated_by_a_scored_net(seed, pool_size):
     for m in front:
         point = {"accuracy": m.proxy, "throughput": m.throughput}
         assert not any(dominates(other, point) for other in scored)
-    if pool_size == 1:
+    if min_pool_size == 1:
         assert len(res.pool) == res.front_size  # the whole front, nothing more
     else:
-        assert len(res.pool) >= min(pool_size, res.faster_than_reference)
+        assert len(res.pool) >= min(min_pool_size, res.faster_than_reference)
 
 
 def test_select_pool_adds_layers_and_thins_the_last_evenly():
@@ -133,7 +133,7 @@ def test_a_larger_space_is_sampled_to_n_distinct_nets():
 def test_pool_json_round_trip():
     space = load_space("quick")
     res = prescreen(space, predict_throughput=_noisy_speed(0), reference_throughput=0.0, num_classes=10,
-                    pool_size=8)
+                    min_pool_size=8)
     stored = json.loads(json.dumps(res.pool.to_dict()))
     assert Pool.from_dict(stored) == res.pool
     assert [s.hash for s in Pool.from_dict(stored).specs(space)] == [m.spec_hash for m in res.pool]
@@ -155,3 +155,19 @@ def test_prescreen_refuses_a_data_proxy():
     with pytest.raises(ConfigError, match="needs data"):
         prescreen(load_space("quick"), predict_throughput=macs_stand_in(), reference_throughput=0.0,
                   num_classes=10, proxy="naswot")
+
+
+@pytest.mark.parametrize("proxy, n, ok", [("synflow", 10_000, False), ("synflow", 300, True), ("synflow", 500, False),
+                                          ("params", 1_000_000, True)])
+def test_a_proxy_too_slow_for_n_nets_is_refused_up_front(proxy, n, ok):
+    """A pre-screen runs before the search's budget: one that would take hours is refused in one line."""
+    from repvgg_nas.config import Table
+    from repvgg_nas.errors import ConfigError
+    from repvgg_nas.prescreen.config import PrescreenConfig
+
+    table = Table({"enabled": True, "proxy": proxy, "n": n}, "prescreen")
+    if ok:
+        assert PrescreenConfig.from_table(table).proxy == proxy
+    else:
+        with pytest.raises(ConfigError, match=r"prescreen\.proxy.*would take about .* h; set prescreen\.n <="):
+            PrescreenConfig.from_table(table)

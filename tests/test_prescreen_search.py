@@ -17,7 +17,7 @@ from repvgg_nas.stats import PredictionCheck, prediction_check
 from .helpers import write_tiny_study
 
 ROOT = Path(__file__).resolve().parents[1]
-PRESCREEN = "[prescreen]\nenabled = true\nn = 200\npool_size = 4\n"
+PRESCREEN = "[prescreen]\nenabled = true\nn = 200\nmin_pool_size = 4\n"
 
 
 def _run(path: Path, tmp_path: Path, **kw):

@@ -9,6 +9,7 @@ import torch
 
 from repvgg_nas import build_model
 from repvgg_nas.layout import CACHE_DIR_ENV, user_cache_dir
+from repvgg_nas.search import refcache
 from repvgg_nas.search.refcache import ReferenceCache, reference_key
 from repvgg_nas.train import TrainConfig
 
@@ -27,8 +28,8 @@ def test_a_kept_reference_comes_back_with_its_figures(tiny, tmp_path):
     assert torch.equal(got.model(x), net(x))
 
 
-@pytest.mark.parametrize("change", ["epochs", "data", "seed", "spec"])
-def test_the_key_changes_with_what_training_depends_on(tiny, tiny_spec, change):
+@pytest.mark.parametrize("change", ["epochs", "data", "seed", "spec", "augment", "hflip", "amp", "code"])
+def test_the_key_changes_with_what_training_depends_on(tiny, tiny_spec, change, monkeypatch):
     base = dict(spec=tiny, data_fingerprint="data0", train=TrainConfig(epochs=2), seed=0)
     other = dict(base)
     if change == "epochs":
@@ -37,10 +38,33 @@ def test_the_key_changes_with_what_training_depends_on(tiny, tiny_spec, change):
         other["data_fingerprint"] = "data1"
     elif change == "seed":
         other["seed"] = 1
+    elif change == "augment":
+        other["augment"] = False
+    elif change == "hflip":
+        other["hflip"] = False
+    elif change == "amp":
+        other["train"] = dataclasses.replace(base["train"], amp="on")
+    elif change == "code":
+        key = reference_key(**base)
+        refcache.training_code.cache_clear()
+        monkeypatch.setattr(refcache, "training_code", lambda: "another version of the training code")
+        assert reference_key(**base) != key
+        return
     else:
         other["spec"] = tiny_spec
     assert reference_key(**base) == reference_key(**dict(base))
     assert reference_key(**other) != reference_key(**base)
+
+
+def test_the_key_holds_the_settings_as_they_train():
+    """``auto`` is resolved for the device: on a CPU it trains exactly as ``off`` does, so both find the net."""
+    from repvgg_nas.spec import RepVGGSpec
+
+    spec = RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=3)
+    auto, off = TrainConfig(amp="auto", channels_last="auto"), TrainConfig(amp="off", channels_last="off")
+    assert reference_key(spec, "d", auto, 0, device="cpu") == reference_key(spec, "d", off, 0, device="cpu")
+    assert reference_key(spec, "d", auto, 0, augment=False, hflip=True) == reference_key(
+        spec, "d", auto, 0, augment=False, hflip=False)  # no augmentation: the flip setting plays no part
 
 
 def test_a_damaged_or_foreign_entry_is_a_miss(tiny, tiny_spec, tmp_path):

@@ -255,3 +255,17 @@ def test_the_cli_line_shows_every_objective():
         "trial -1: acc 0.712, 1234 img/s, 61.3 MB peak activation memory, 1.50M params")
     two = optuna.trial.create_trial(values=[0.7123, 1234.4], user_attrs={"params": 1_500_000, "arch": "x"})
     assert trial_line(two).startswith("trial -1: acc 0.712, 1234 img/s, 1.50M params")
+
+
+def test_a_rerun_draws_new_nets_instead_of_replaying(tiny, tmp_path):
+    """The first run is reproducible from the study seed; a later run of the same command seeds its sampler
+    from the study seed and what the study holds, so it does not replay the first run's draws."""
+    from repvgg_nas.search import run_seed
+
+    random = '[sampler]\nname = "random"\n'
+    first = _run(write_tiny_study(tmp_path, 3, tail=random), tmp_path)
+    drawn = [t.params for t in first.study.trials]
+    again = _run(write_tiny_study(tmp_path, 6, tail=random), tmp_path)
+    later = [t.params for t in again.study.trials[3:]]
+    assert len(later) == 3 and later != drawn
+    assert run_seed(0, 0) == 0 and run_seed(0, 3) != run_seed(0, 6) and run_seed(0, 3) != 0

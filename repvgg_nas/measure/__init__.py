@@ -46,7 +46,7 @@ from .bench import (
     write_csv,
 )
 from .cache import ThroughputCache
-from .host import OtherLoad, cpu_busy_fraction, device_name, environment
+from .host import OtherLoad, cpu_busy_fraction, cpu_isa, device_name, environment
 from .latency import (
     LATENCY_FORMAT_VERSION,
     LatencyKey,
@@ -94,6 +94,7 @@ __all__ = [
     "environment",
     "OtherLoad",
     "cpu_busy_fraction",
+    "cpu_isa",
     "RUNTIMES",
     "Runtime",
     "check_runtime",

@@ -19,7 +19,7 @@ import torch
 from ..errors import ConfigError
 from ..files import atomic_write_text, read_versioned_json
 from ..spec import RepVGGSpec
-from .host import device_name
+from .host import cpu_isa, device_name
 from .runtimes import RUNTIMES, runtime_versions
 from .settings import MeasureSettings
 from .timing import Measurement
@@ -66,7 +66,7 @@ class ThroughputCache:
         """
         s = settings.resolved()
         spec_hash = spec if isinstance(spec, str) else spec.hash
-        hw = f"{device_name(s.device)} / torch {torch.__version__}"
+        hw = f"{device_name(s.device)} / {cpu_isa(s.device)} / torch {torch.__version__}"
         for package, version in runtime_versions(RUNTIMES.get(s.runtime)).items():
             hw += f" / {package} {version}"
         return json.dumps(

@@ -45,7 +45,7 @@ from ..files import atomic_write_text, read_versioned_json
 from ..layout import user_cache_dir
 from ..model import PlainBlock, SqueezeExcite
 from ..spec import RepVGGSpec
-from .host import device_name, environment
+from .host import cpu_isa, device_name, environment
 from .memory import DeployLayer, deploy_layers
 from .runtimes import RUNTIMES, runtime_versions
 from .settings import MeasureSettings
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 # The layout of a table file (its key's fields, its entries): written in the file, checked when read.
-LATENCY_FORMAT_VERSION = 1
+LATENCY_FORMAT_VERSION = 2  # 2: the key names the CPU ISA; onnxruntime layers timed without spinning threads
 
 # Layers of one input size measured in one lockstep run, at most this many at a time:
 # the table is saved after each chunk, so a long build shows progress and resumes.
@@ -92,6 +92,7 @@ class LatencyKey:
     """
 
     device_name: str
+    cpu_isa: str  # oneDNN's cap (ONEDNN_MAX_CPU_ISA) changes a CPU conv's cost
     runtime: str
     dtype: str
     precision: str
@@ -111,7 +112,7 @@ class LatencyKey:
         s = settings.resolved()
         versions = runtime_versions(RUNTIMES.get(s.runtime))
         return cls(
-            device_name=device_name(s.device), runtime=s.runtime, dtype=s.dtype, precision=s.precision,
+            device_name=device_name(s.device), cpu_isa=cpu_isa(s.device), runtime=s.runtime, dtype=s.dtype, precision=s.precision,
             batch_size=s.batch_size, resolution=s.resolution, threads=int(s.threads or 1),
             channels_last=s.channels_last, compile=s.compile,
             compile_mode=s.compile_mode if s.compile else "", cuda_graphs=s.cuda_graphs,
@@ -266,7 +267,8 @@ class LatencyTable:
     ``entries`` maps :attr:`LayerShape.id` to its :class:`LayerLatency`;
     ``host`` holds the facts of the machine that measured them
     (:func:`~.host.environment`); ``build_s`` is the measuring time spent on it
-    so far, over every build.
+    so far, over every build. ``fresh`` names the entries measured by this
+    object (not stored): an older entry on disk never replaces one of them.
     """
 
     key: LatencyKey
@@ -274,6 +276,7 @@ class LatencyTable:
     host: dict[str, Any] = field(default_factory=dict)
     build_s: float = 0.0
     path: Path | None = None
+    fresh: set[str] = field(default_factory=set, compare=False, repr=False)
 
     # ---- prediction -------------------------------------------------------------
     def layers(self, spec: RepVGGSpec) -> list[LayerShape]:
@@ -338,9 +341,9 @@ class LatencyTable:
             except ConfigError:
                 other = None  # unreadable: ours replaces it
             if other is not None and other.key == self.key:
-                for k, e in other.entries.items():  # ours win, except a contended one over a clean one
+                for k, e in other.entries.items():  # ours win; a clean one of theirs beats an old contended one
                     mine = self.entries.get(k)
-                    if mine is None or (mine.contended and not e.contended):
+                    if mine is None or (k not in self.fresh and mine.contended and not e.contended):
                         self.entries[k] = e
         atomic_write_text(target, json.dumps(self.to_dict(), indent=1))
         self.path = target
@@ -451,6 +454,7 @@ def build_latency_table(
         ms = measure_models({layer.id: layer.module() for layer in group}, layer_settings, copy_models=False)
         for layer in group:
             table.entries[layer.id] = LayerLatency.of(layer, ms[layer.id])
+            table.fresh.add(layer.id)
         table.build_s += time.perf_counter() - t_chunk
         table.save(target)
         done += len(group)

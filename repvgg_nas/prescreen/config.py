@@ -8,7 +8,15 @@ from typing import Any
 from ..config import Table
 from .proxies import DEFAULT_PROXY, PROXIES
 
-__all__ = ["PrescreenConfig"]
+__all__ = ["MAX_PRESCREEN_SECONDS", "PrescreenConfig"]
+
+# A pre-screen runs before the search's budget starts: a proxy whose cost over n nets exceeds this is refused.
+MAX_PRESCREEN_SECONDS = 600.0
+
+
+def _analytic() -> list[str]:
+    """Proxies that cost microseconds a net (counted, not run)."""
+    return [p for p in PROXIES if PROXIES.get(p).ms_per_net < 1.0]
 
 
 @dataclass(frozen=True)
@@ -18,9 +26,9 @@ class PrescreenConfig:
     ``proxy``: the zero-cost accuracy proxy every scored net gets (a name of
     :data:`.proxies.PROXIES` that needs no data; ``params`` ranks the paper's
     configs and the a_family nets best, benchmarks/zero_cost_proxies_cpu.md).
-    ``n``: nets scored (all of them when the space is smaller). ``pool_size``:
-    the least pool size (the non-dominated set on proxy and predicted speed,
-    then the next layers while it is smaller). ``latency_table``: a table
+    ``n``: nets scored (all of them when the space is smaller). ``min_pool_size``:
+    the least pool size: the pool is the whole non-dominated set on proxy and
+    predicted speed (often larger), plus the next layers while it is smaller. ``latency_table``: a table
     file built elsewhere (``python -m repvgg_nas.bench --latency-table``),
     used as named even when it was measured on another device; without it
     the table is built (or completed) here and kept in the user cache.
@@ -29,10 +37,10 @@ class PrescreenConfig:
     enabled: bool = False
     proxy: str = DEFAULT_PROXY
     n: int = 10_000
-    pool_size: int = 32
+    min_pool_size: int = 32
     latency_table: str | None = None
 
-    KEYS = ("enabled", "proxy", "n", "pool_size", "latency_table")
+    KEYS = ("enabled", "proxy", "n", "min_pool_size", "latency_table")
 
     @classmethod
     def from_table(cls, t: Table) -> PrescreenConfig:
@@ -41,9 +49,15 @@ class PrescreenConfig:
             enabled=t.get("enabled", bool, False),
             proxy=t.get("proxy", str, DEFAULT_PROXY, choices=cheap),
             n=t.get("n", int, 10_000, min=1, max=1_000_000),
-            pool_size=t.get("pool_size", int, 32, min=1, max=10_000),
+            min_pool_size=t.get("min_pool_size", int, 32, min=1, max=10_000),
             latency_table=t.get("latency_table", str, None),
         )
+        cost = kw["n"] * PROXIES.get(kw["proxy"]).ms_per_net / 1000.0
+        if cost > MAX_PRESCREEN_SECONDS:
+            most = max(1, int(MAX_PRESCREEN_SECONDS * 1000.0 / PROXIES.get(kw["proxy"]).ms_per_net))
+            raise t.error("proxy", f"{kw['proxy']!r} scores about {PROXIES.get(kw['proxy']).ms_per_net / 1000:.1f} s "
+                          f"a net, so n = {kw['n']} nets would take about {cost / 3600:.1f} h; set prescreen.n <= "
+                          f"{most}, or use an analytic proxy ({', '.join(_analytic())})")
         t.finish(cls.KEYS)
         return cls(**kw)
 

@@ -4,7 +4,7 @@ Before any training, every net of the space (or ``n`` distinct nets drawn at
 random, when the space is larger) is scored on a cheap proxy of accuracy and
 on a predicted throughput. The pool is what can extend the front: the nets
 predicted faster than the slowest reference, non-dominated on (proxy,
-predicted speed); when that front holds fewer than ``pool_size`` nets, the
+predicted speed); when that front holds fewer than ``min_pool_size`` nets, the
 next non-dominated layers are added, the last one thinned evenly over the
 speed range. A predicted figure only chooses what to train; claims use
 lockstep measurements.
@@ -103,7 +103,7 @@ class PoolSettings:
     speed_source: str
     reference_throughput: float
     n: int
-    pool_size: int
+    min_pool_size: int
     seed: int
     num_classes: int
     in_channels: int
@@ -142,7 +142,10 @@ class Pool:
             got = data.get("format") if isinstance(data, Mapping) else type(data).__name__
             raise ConfigError(f"a stored pool has format {got!r}; this version reads format {POOL_FORMAT} only")
         try:
-            settings = PoolSettings(**data["settings"])
+            raw = dict(data["settings"])
+            if "pool_size" in raw:  # the key's name in studies stored before it said what it is
+                raw["min_pool_size"] = raw.pop("pool_size")
+            settings = PoolSettings(**raw)
             members = tuple(PoolMember(**m) for m in data["members"])
         except (KeyError, TypeError) as e:
             raise ConfigError(f"a stored pool is malformed: {e}") from None
@@ -160,20 +163,20 @@ class PrescreenResult:
     seconds: float
 
 
-def select_pool(proxy: np.ndarray, throughput: np.ndarray, pool_size: int) -> tuple[np.ndarray, np.ndarray]:
+def select_pool(proxy: np.ndarray, throughput: np.ndarray, min_pool_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the pool and their non-dominated layer: the whole front (layer 0), then the next layers
-    while the pool is smaller than ``pool_size``; the layer that crosses ``pool_size`` is thinned to
+    while the pool is smaller than ``min_pool_size``; the layer that crosses ``min_pool_size`` is thinned to
     members evenly spread over its log-speed range."""
     proxy, throughput = np.asarray(proxy, float), np.asarray(throughput, float)
     left = np.arange(len(proxy))
     chosen: list[np.ndarray] = []
     layers: list[np.ndarray] = []
     count, layer = 0, 0
-    while len(left) and (layer == 0 or count < pool_size):
+    while len(left) and (layer == 0 or count < min_pool_size):
         mask = pareto_mask(proxy[left], throughput[left])
         front, left = left[mask], left[~mask]
-        if layer > 0 and count + len(front) > pool_size:
-            front = _spread(front, throughput, pool_size - count)
+        if layer > 0 and count + len(front) > min_pool_size:
+            front = _spread(front, throughput, min_pool_size - count)
         chosen.append(front)
         layers.append(np.full(len(front), layer))
         count += len(front)
@@ -228,7 +231,7 @@ def prescreen(
     in_channels: int = 3,
     proxy: str = DEFAULT_PROXY,
     n: int = 10_000,
-    pool_size: int = 32,
+    min_pool_size: int = 32,
     seed: int = 0,
     resolution: int = 32,
     speed_source: str | None = None,
@@ -241,7 +244,7 @@ def prescreen(
         reference_throughput: the slowest reference's speed on the same
             predictor: only nets predicted faster can extend the front.
         proxy: a :data:`PROXIES` name that needs no data (all nets are scored).
-        pool_size: the least pool size: the front, plus the next layers
+        min_pool_size: the least pool size: the front, plus the next layers
             while it is smaller.
         resolution: the proxy resolution (MACs proxy only).
         speed_source: recorded in the settings; default: the predictor's name.
@@ -249,8 +252,8 @@ def prescreen(
     Raises ConfigError (one line) when no net is predicted faster than the
     reference, or when the proxy needs data.
     """
-    if pool_size < 1 or n < 1:
-        raise ConfigError(f"pre-screen: pool_size and n must be >= 1, got {pool_size} and {n}")
+    if min_pool_size < 1 or n < 1:
+        raise ConfigError(f"pre-screen: min_pool_size and n must be >= 1, got {min_pool_size} and {n}")
     entry = PROXIES.get(proxy)
     if entry.needs_data:
         raise ConfigError(
@@ -268,7 +271,7 @@ def prescreen(
             f"search space {space.name!r}: no net is predicted faster than the slowest reference "
             f"({reference_throughput:.4g} images/s; fastest net {speeds.max():.4g})"
         )
-    picked, layers = select_pool(scores[faster], speeds[faster], pool_size)
+    picked, layers = select_pool(scores[faster], speeds[faster], min_pool_size)
     order = np.lexsort((speeds[faster][picked], layers))  # by layer, then slowest first
     picked, layers = picked[order], layers[order]
     members = tuple(
@@ -282,7 +285,7 @@ def prescreen(
         speed_source=speed_source or getattr(predict_throughput, "__qualname__", repr(predict_throughput)),
         reference_throughput=float(reference_throughput),
         n=n,
-        pool_size=pool_size,
+        min_pool_size=min_pool_size,
         seed=seed,
         num_classes=num_classes,
         in_channels=in_channels,

@@ -58,12 +58,15 @@ class ProxyInputs:
 
 @dataclass(frozen=True)
 class ZeroCostProxy:
-    """One registered proxy: ``fn(spec, inputs) -> score``, higher = predicted more accurate."""
+    """One registered proxy: ``fn(spec, inputs) -> score``, higher = predicted more accurate. ``ms_per_net``:
+    its median cost per net on a 2-core CPU (benchmarks/zero_cost_proxies_cpu.md), what a pre-screen of many
+    nets is bounded by."""
 
     name: str
     fn: Callable[[RepVGGSpec, ProxyInputs], float]
     needs_data: bool
     description: str
+    ms_per_net: float
 
     def __call__(self, spec: RepVGGSpec, inputs: ProxyInputs | None = None) -> float:
         inputs = inputs if inputs is not None else ProxyInputs()
@@ -184,12 +187,14 @@ def naswot(spec: RepVGGSpec, inputs: ProxyInputs) -> float:
 
 PROXIES: Registry[ZeroCostProxy] = Registry("zero-cost proxy")
 for _p in (
-    ZeroCostProxy("params", _params, False, "deploy-net parameters (analytic)"),
-    ZeroCostProxy("macs", _macs, False, "deploy-net multiply-accumulates at the proxy resolution (analytic)"),
+    ZeroCostProxy("params", _params, False, "deploy-net parameters (analytic)", 0.06),
+    ZeroCostProxy("macs", _macs, False, "deploy-net multiply-accumulates at the proxy resolution (analytic)", 0.03),
     ZeroCostProxy(
-        "synflow", synflow, False, "log10 SynFlow of the deploy net (no BN), |weights|, all-ones input, float64"
+        "synflow", synflow, False, "log10 SynFlow of the deploy net (no BN), |weights|, all-ones input, float64",
+        1490.0,
     ),
-    ZeroCostProxy("naswot", naswot, True, "NASWOT log|K| of ReLU codes, train-form net at init, one mini-batch"),
+    ZeroCostProxy("naswot", naswot, True, "NASWOT log|K| of ReLU codes, train-form net at init, one mini-batch",
+                  2360.0),
 ):
     PROXIES.register(_p.name, _p)
 

@@ -18,6 +18,37 @@
 - :mod:`.run`: one run of a study, phase by phase (open, search, linked, finish, outputs);
 - :mod:`.events`: what the loop reports to its caller (it never prints);
 - :mod:`.console` (the CLI's, not re-exported here): the events and results as text on the terminal.
+
+A trial's way through this package, in order:
+
+1. ``__main__.main`` parses the flags, loads the validated study
+   (:func:`repvgg_nas.study.load_study_config`), registers the report page
+   and calls :func:`.run.run_search` (``--workers N``: :mod:`.workers`
+   plans and starts N such processes).
+2. :mod:`.run` opens the run: the data, :func:`.connect.open_and_recover`
+   (the study, its interrupted trials queued again), a
+   :class:`.trial.TrialRunner` holding the :class:`.trial.TrialTools`;
+   then the pool (:func:`.screening.ensure_pool`).
+3. :func:`.loop.work` claims a slot and asks for the trial under the claim
+   lock (:mod:`.slots`), then :func:`.loop.run_trial` calls the runner.
+4. :class:`.trial.TrialRunner`: the spec (a pool member or the space's
+   draw), an earlier twin's result if any, every measured objective
+   (:func:`repvgg_nas.objectives.measured_values`, alone on the device by
+   :mod:`.locks`), the limits (:class:`.ends.Stopped`), then the trained
+   net: a cached reference (:mod:`.refcache`), a candidate's climb
+   (:meth:`.rungs.Climber.climb`, whose rung :class:`.rungs.Decision` raises
+   :class:`.ends.Stopped` or :class:`.ends.TimeBudgetPaused`) or one
+   training; fuse, check, score, checkpoint; it returns the values in the
+   objective table's order.
+5. :func:`.loop.run_trial` maps what came back (:func:`.loop.ending`) to a
+   state and an outcome, lets the runner release what it held, records the
+   outcome (:func:`repvgg_nas.lifecycle.end`) and tells the study: the one
+   place that does.
+6. Once the target is reached, :func:`.trust.run_linked` runs the linked
+   re-trainings through the same loop; then :mod:`.finish` prunes the front,
+   re-measures it with the references in lockstep, keeps the checkpoints
+   that matter and writes the CSVs, and the registered pages follow.
+   Every step reports :mod:`.events`; the CLI's :mod:`.console` shows them.
 """
 
 from __future__ import annotations
@@ -50,6 +81,7 @@ from .launch import (
     worker_argv,
     worker_env,
     worker_seed,
+    run_seed,
 )
 from .locks import DeviceLock, default_lock_dir, device_key
 from .ends import Stopped, TimeBudgetPaused
@@ -157,6 +189,7 @@ __all__ = [
     "worker_argv",
     "worker_env",
     "worker_seed",
+    "run_seed",
     "WorkerId",
     "WorkerPlan",
     "WorkersResult",

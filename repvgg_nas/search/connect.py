@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
 from ..objectives import BASE_OBJECTIVES
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage, redact_url, study_heartbeat
-from .launch import worker_seed
+from .launch import run_seed, worker_seed
 from .slots import recover_trials
 from ..study import LIMIT_KEYS, StudyConfig
 
@@ -75,8 +75,10 @@ def open_study(
     """Create or resume the study; refuse to resume one made from a different space or settings.
 
     ``storage`` is a URL (opened without a heartbeat) or a storage from
-    :func:`repvgg_nas.storage.make_storage`. ``sampler_seed`` (default: the
-    study seed) seeds this process's sampler only; training uses the study seed.
+    :func:`repvgg_nas.storage.make_storage`. ``sampler_seed`` seeds this
+    process's sampler only (training uses the study seed); by default the study
+    seed on a new study, and on a resumed one a seed derived from it and the
+    trials the study holds (:func:`.launch.run_seed`), so a rerun draws anew.
     """
     sampler = cfg.sampler.build(cfg.seed if sampler_seed is None else sampler_seed)
     label = redact_url(storage if isinstance(storage, str) else str(getattr(storage, "url", type(storage).__name__)))
@@ -113,6 +115,9 @@ def open_study(
             f"{_FLAG_HINTS.get(key.partition('.')[0], '')}, or "
             f"start a new study (another study file name or --storage)"
         )
+    held = len(study.get_trials(deepcopy=False))
+    if sampler_seed is None and held:
+        study.sampler = cfg.sampler.build(run_seed(cfg.seed, held))
     if study.metric_names is None:  # shown by optuna-dashboard and the optuna CLI instead of "Objective 0/1"
         with warnings.catch_warnings():  # experimental in Optuna 5 (stable interface since 3.2)
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

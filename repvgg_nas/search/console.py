@@ -309,7 +309,7 @@ def prescreen_text(cfg: StudyConfig) -> str:
         return "off: candidates drawn from the whole space (blind)"
     table = p.latency_table or "built here, kept in the user cache"
     return (f"on: {p.n} nets scored by {p.proxy} and predicted speed (latency table: {table}); candidates drawn "
-            f"from a pool of at least {p.pool_size}")
+            f"from a pool of at least {p.min_pool_size}")
 
 
 def duration(seconds: float) -> str:

@@ -72,6 +72,17 @@ def current_worker() -> WorkerId:
     return WorkerId(socket.gethostname(), os.getpid(), _start_ticks(os.getpid()))
 
 
+def run_seed(seed: int, held: int) -> int:
+    """The sampler seed of a run that finds ``held`` trials in its study.
+
+    The first run (an empty study) uses the study seed, so it is
+    reproducible trial by trial; each later run gets a seed of its own,
+    derived from the study seed and what the study holds, so running the same
+    command again draws new nets instead of replaying the previous run's draws.
+    """
+    return seed if held == 0 else zlib.crc32(f"{seed}:run:{held}".encode()) % (2**31 - 1)
+
+
 def worker_seed(seed: int, worker: WorkerId | None = None) -> int:
     """A sampler seed of its own for each worker of a shared study.
 

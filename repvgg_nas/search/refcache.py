@@ -17,6 +17,8 @@ serves; a reader never sees half a file.
 from __future__ import annotations
 
 import hashlib
+import functools
+import importlib
 import json
 import os
 from pathlib import Path
@@ -32,18 +34,33 @@ from ..layout import user_cache_dir
 from ..spec import RepVGGSpec
 from ..train import TrainConfig
 
-__all__ = ["CACHED_FIGURES", "REFCACHE_FORMAT_VERSION", "CachedReference", "ReferenceCache", "reference_key"]
+__all__ = [
+    "CACHED_FIGURES", "REFCACHE_FORMAT_VERSION", "CachedReference", "ReferenceCache", "reference_key", "training_code",
+]
 
 # The layout of a cached reference (the checkpoint's meta fields below); a file of another version misses.
 REFCACHE_FORMAT_VERSION = 1
 CACHED_FIGURES = (TRAIN_SECONDS, TRAIN_IMAGES_PER_S, FINAL_LOSS, FUSION_ERROR)  # the trial attrs of the same names
 
 
-def reference_key(spec: RepVGGSpec, data_fingerprint: str, train: TrainConfig, seed: int) -> str:
-    """What a reference's trained weights depend on: spec, data (its bytes), training budget, seed, torch."""
+@functools.cache
+def training_code() -> str:
+    """A hash of the code a trained net's weights depend on (the model, the data pipeline, the training loop):
+    an edit of any of them makes every cached result miss rather than be served stale."""
+    h = hashlib.sha256()
+    for name in ("model", "data", "train"):  # the modules' files, read as bytes
+        h.update(Path(str(importlib.import_module(f"..{name}", __package__).__file__)).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def reference_key(spec: RepVGGSpec, data_fingerprint: str, train: TrainConfig, seed: int, *, augment: bool = True,
+                  hflip: bool = True, device: torch.device | str = "cpu") -> str:
+    """What a trained net's weights depend on: spec, data (its bytes and its augmentation), the training
+    settings as they run on ``device`` (``auto`` resolved), seed, torch and the training code."""
     blob = json.dumps({
-        "spec": spec.hash, "data": data_fingerprint, "train": train.to_dict(), "seed": int(seed),
-        "torch": torch.__version__, "format": REFCACHE_FORMAT_VERSION,
+        "spec": spec.hash, "data": data_fingerprint, "augment": bool(augment), "hflip": bool(augment and hflip),
+        "train": train.resolved(device).to_dict(), "seed": int(seed), "torch": torch.__version__,
+        "code": training_code(), "format": REFCACHE_FORMAT_VERSION,
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

@@ -31,8 +31,8 @@ full budget only.
 A study with a time budget (``timeout``) pauses a promoted candidate whose
 next rung, at the seconds per epoch it has trained so far, would end after
 the deadline: its rung record is promoted and marked ``out_of_time``, and
-the trial ends as a run cut short (FAIL, ``interrupted: paused at rung
-...``; :class:`TimeBudgetPaused`). Its trial slot stays in flight rather
+the trial ends as a run cut short (FAIL, outcome paused, reason ``paused at
+rung ...``; :class:`TimeBudgetPaused`). Its trial slot stays in flight rather
 than counted as a result; the next run queues it again like any
 interrupted trial, and the retry climbs on from its decided rungs (in
 ``continue`` mode from its rung checkpoint), or pauses again untrained

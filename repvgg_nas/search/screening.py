@@ -122,7 +122,7 @@ def ensure_pool(
         p = cfg.prescreen
         result = prescreen(cfg.space, predict_throughput=table.predict_throughput, reference_throughput=slowest,
                            num_classes=num_classes, in_channels=in_channels, proxy=p.proxy, n=p.n,
-                           pool_size=p.pool_size, seed=cfg.seed,
+                           min_pool_size=p.min_pool_size, seed=cfg.seed,
                            speed_source=f"latency table {table.path or ''}".strip())
         members = tuple(sorted(result.pool.members, key=lambda m: m.throughput))  # rank = speed order
         pool = Pool(members, result.pool.settings)

@@ -191,7 +191,8 @@ class TrialRunner:
             return None
         if cfg.fidelity.multi and cfg.fidelity.mode == "continue":
             return None
-        return reference_key(spec, self.data.fingerprint, cfg.train, cfg.seed)
+        return reference_key(spec, self.data.fingerprint, cfg.train, cfg.seed, augment=self.data.augment,
+                             hflip=self.data.hflip, device=self.device)
 
     def _reuse(self, trial: optuna.Trial, cached: CachedReference, images_per_s: float,
                laps: _Laps) -> tuple[float, torch.nn.Module]:
