@@ -13,7 +13,8 @@ __all__ = [
     "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE", "PRUNE_REASON", "PRUNE_TARGET_MET", "PRUNED_RATIO", "REFERENCE",
     "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
     "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
-    "arch_key", "ROLE", "OUTCOME", "SCHEMA", "IMAGES_PER_S", "PEAK_MEMORY_MB", "PREDICTED_IMAGES_PER_S", "ZERO_COST", "REFERENCE_CACHED",
+    "arch_key", "ROLE", "OUTCOME", "SCHEMA", "IMAGES_PER_S", "PEAK_MEMORY_MB", "PREDICTED_IMAGES_PER_S", "ZERO_COST",
+    "PREDICTED_ACCURACY", "PREDICTED_ACCURACY_SD", "EXPECTED_GAIN", "REFERENCE_CACHED",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
     "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "STUDY_PRESCREEN", "STUDY_POOL", "RUNGS", "RUNG", "RUNG_OUT_OF_TIME",
@@ -66,6 +67,10 @@ FINAL_LOSS = "final_loss"
 PHASE_SECONDS = "phase_seconds"
 PREDICTED_IMAGES_PER_S = "predicted_images_per_s"  # a pooled candidate's speed by the latency table (never a claim)
 ZERO_COST = "zero_cost_proxy"  # a pooled candidate's zero-cost accuracy proxy (the pool's [prescreen] proxy)
+# Why the pool sampler drew a candidate (never a claim): the accuracy model's posterior and the expected gain.
+PREDICTED_ACCURACY = "predicted_accuracy"
+PREDICTED_ACCURACY_SD = "predicted_accuracy_sd"
+EXPECTED_GAIN = "expected_hypervolume_gain"
 REFERENCE_CACHED = "reference_cached"  # a reference trained by an earlier study: the cache file it came from
 IMAGES_PER_S = "images_per_s"  # the throughput objective (also the trial's second value)
 PEAK_MEMORY_MB = "peak_memory_mb"  # peak activation memory of the deploy net (objective when [objectives] extra has it)

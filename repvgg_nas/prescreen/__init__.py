@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from .accuracy import FEATURE_NAMES, AccuracyModel, features
 from .config import PrescreenConfig
 from .pool import (
     POOL_FORMAT,
@@ -28,8 +29,16 @@ from .proxies import (
     score,
     synflow,
 )
+from .sampler import POOL_RANK, Choice, PoolSampler, stored_pool
 
 __all__ = [
+    "AccuracyModel",
+    "Choice",
+    "FEATURE_NAMES",
+    "POOL_RANK",
+    "PoolSampler",
+    "features",
+    "stored_pool",
     "DEFAULT_PROXY",
     "POOL_FORMAT",
     "PROXIES",

@@ -80,7 +80,7 @@ def open_study(
     seed on a new study, and on a resumed one a seed derived from it and the
     trials the study holds (:func:`.launch.run_seed`), so a rerun draws anew.
     """
-    sampler = cfg.sampler.build(cfg.seed if sampler_seed is None else sampler_seed)
+    sampler = cfg.sampler.build(cfg.seed if sampler_seed is None else sampler_seed, cfg.space)
     label = redact_url(storage if isinstance(storage, str) else str(getattr(storage, "url", type(storage).__name__)))
     if isinstance(storage, str):
         storage = make_storage(storage, heartbeat_interval=None)
@@ -117,7 +117,7 @@ def open_study(
         )
     held = len(study.get_trials(deepcopy=False))
     if sampler_seed is None and held:
-        study.sampler = cfg.sampler.build(run_seed(cfg.seed, held))
+        study.sampler = cfg.sampler.build(run_seed(cfg.seed, held), cfg.space)
     if study.metric_names is None:  # shown by optuna-dashboard and the optuna CLI instead of "Objective 0/1"
         with warnings.catch_warnings():  # experimental in Optuna 5 (stable interface since 3.2)
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

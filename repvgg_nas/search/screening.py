@@ -25,13 +25,11 @@ from .. import zoo
 from ..attrs import STUDY_POOL
 from ..errors import ConfigError
 from ..measure import LatencyProgress, LatencyTable, MeasureSettings, build_latency_table, load_latency_table
-from ..prescreen import Pool, PoolMember, prescreen
+from ..prescreen import POOL_RANK, Pool, PoolMember, prescreen, stored_pool
 from ..storage import claim_lock
 from ..study import StudyConfig
 
 __all__ = ["POOL_RANK", "PoolMade", "ensure_pool", "named_latency_table", "pool_member", "stored_pool"]
-
-POOL_RANK = "pool_rank"  # the trial param a pooled candidate is drawn by: its rank in the pool by predicted speed
 
 
 @dataclass(frozen=True)
@@ -46,12 +44,6 @@ class PoolMade:
     front_size: int
     prescreen_seconds: float
     reference_throughput: float
-
-
-def stored_pool(study: optuna.Study) -> Pool | None:
-    """The pool stored with the study (None: a blind search)."""
-    raw = study.user_attrs.get(STUDY_POOL)
-    return Pool.from_dict(raw) if raw is not None else None
 
 
 def pool_member(pool: Pool, rank: int) -> PoolMember:

@@ -30,6 +30,7 @@ from ..attrs import (
 )
 from ..attrs import ADMITTED, MEASURE_CONTENDED, OTHER_LOAD, THROUGHPUT_CV, TRAIN_EPOCHS, TRAIN_SEED, VAL_SIZE
 from ..attrs import FLOAT_ACCURACY, PRECISION, RUNTIME
+from ..attrs import EXPECTED_GAIN, PREDICTED_ACCURACY, PREDICTED_ACCURACY_SD
 from ..attrs import PREDICTED_IMAGES_PER_S, REFERENCE_CACHED, REPEAT_OF, ZERO_COST
 from ..checkpoint import save_checkpoint
 from ..counting import Complexity, complexity
@@ -40,7 +41,7 @@ from ..lifecycle import Outcome
 from ..measure import RUNTIMES, Measurement, ThroughputCache, measure_spec, measure_specs
 from ..model import FusionMismatchError, check_fusion, fusion_error, reparameterize
 from ..objectives import Measured, measured_values, trial_values
-from ..prescreen import Pool
+from ..prescreen import Pool, PoolSampler
 from ..spec import RepVGGSpec
 from ..study import StudyConfig
 from ..train import StepCallback, TrainConfig, TrainResult, evaluate, init_model, train
@@ -222,6 +223,7 @@ class TrialRunner:
             spec = cfg.space.build(p, self.data.num_classes, self.data.in_channels)
             trial.set_user_attr(PREDICTED_IMAGES_PER_S, member.throughput)
             trial.set_user_attr(ZERO_COST, member.proxy)
+            self._record_choice(trial)
         else:
             spec = cfg.space.sample(trial, self.data.num_classes, self.data.in_channels)
             p = trial.params
@@ -232,6 +234,16 @@ class TrialRunner:
         trial.set_user_attr(SPEC_HASH, spec.hash)
         trial.set_user_attr(ARCH, spec.summary())
         return spec
+
+    @staticmethod
+    def _record_choice(trial: optuna.Trial) -> None:
+        """Why the pool sampler drew this member (its posterior accuracy and expected gain), when it did."""
+        sampler = trial.study.sampler
+        choice = sampler.why(trial.number) if isinstance(sampler, PoolSampler) else None
+        if choice is not None:
+            for key, value in ((PREDICTED_ACCURACY, choice.mean), (PREDICTED_ACCURACY_SD, choice.sd),
+                               (EXPECTED_GAIN, choice.gain)):
+                trial.set_user_attr(key, value)
 
     def _from_pool(self, trial: optuna.Trial) -> bool:
         """Whether the trial's net comes from the pool: a candidate, its retries and its re-trainings do; a

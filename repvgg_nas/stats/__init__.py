@@ -18,6 +18,7 @@ the frames it works on.
 from __future__ import annotations
 
 from .architectures import STATS_COLUMNS, architecture_stats
+from .ehvi import ehvi, improvement
 from .claims import (
     CLAIM_COLUMNS,
     DEFAULT_EQUIVALENCE_POINTS,
@@ -47,6 +48,8 @@ from .pareto import OBJECTIVES, dominates, extra_objectives, frame_objectives, p
 from .trials import PredictionCheck, completed, is_reference, pareto_frame, prediction_check, write_csv
 
 __all__ = [
+    "ehvi",
+    "improvement",
     "CLAIM_COLUMNS",
     "DEFAULT_EQUIVALENCE_POINTS",
     "DOMINATES",

@@ -24,7 +24,7 @@ from ..errors import ConfigError, RepVGGNasError
 from ..measure import MeasureSettings
 from ..prune import PruneJob
 from ..registry import Registry
-from ..prescreen import PrescreenConfig
+from ..prescreen import PoolSampler, PrescreenConfig
 from ..objectives import EXTRA_OBJECTIVES, Objective, objectives_for
 from ..stats import DEFAULT_EQUIVALENCE_POINTS, PRIOR_SEED_STD
 from .promotion import PROMOTION_RULES
@@ -118,29 +118,34 @@ class Objectives:
         return {**self.limits.to_dict(), "extra": list(self.extra)}
 
 
-def _nsga2(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+def _nsga2(cfg: SamplerConfig, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed)
 
 
-def _tpe(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+def _tpe(cfg: SamplerConfig, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(
         n_startup_trials=cfg.n_startup_trials, seed=seed, multivariate=True
     )
 
 
-def _gp(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+def _gp(cfg: SamplerConfig, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GPSampler(n_startup_trials=cfg.n_startup_trials, seed=seed)
 
 
-def _random(cfg: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+def _random(cfg: SamplerConfig, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-SAMPLERS: Registry[Callable[[Any, int], optuna.samplers.BaseSampler]] = Registry("sampler")
+def _pool(cfg: SamplerConfig, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    return PoolSampler(space, seed=seed)
+
+
+SAMPLERS: Registry[Callable[[Any, int, SearchSpace], optuna.samplers.BaseSampler]] = Registry("sampler")
 SAMPLERS.register("nsga2", _nsga2)
 SAMPLERS.register("tpe", _tpe)
 SAMPLERS.register("gp", _gp)
 SAMPLERS.register("random", _random)
+SAMPLERS.register("pool", _pool)  # a pooled study's: expected hypervolume gain under an accuracy model
 
 
 @dataclass(frozen=True)
@@ -160,8 +165,8 @@ class SamplerConfig:
         t.finish(("name", "population_size", "n_startup_trials"))
         return cls(**kw)
 
-    def build(self, seed: int) -> optuna.samplers.BaseSampler:
-        return SAMPLERS.get(self.name)(self, seed)
+    def build(self, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
+        return SAMPLERS.get(self.name)(self, seed, space)
 
 
 # ---- [fidelity]: rungs of the training budget ---------------------------------------------
@@ -392,6 +397,8 @@ def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override
     # No [fidelity] table: the single-fidelity search (every candidate gets the full budget).
     fidelity = FidelityConfig.from_table(t.table("fidelity"), train.epochs) if t.has("fidelity") else FidelityConfig(rungs=1)
     prescreen = PrescreenConfig.from_table(t.table("prescreen"))
+    if sampler.name == "pool" and not prescreen.enabled:
+        raise t.error("sampler", "name = 'pool' draws from the pre-screened pool: it needs [prescreen] enabled = true")
     t.finish(STUDY_KEYS)
     return StudyConfig(
         name=path.stem,
