@@ -123,13 +123,18 @@ def open_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([o.metric for o in cfg.objectives.table])
     if stored is None:
-        for k, v in cfg.to_dict().items():
-            study.set_user_attr(k, v)
-        study.set_user_attr(SCHEMA, lifecycle.SCHEMA_VERSION)
-        for ref in cfg.references:
-            study.enqueue_trial(cfg.space.params_for(zoo.get_entry(ref)),
-                                user_attrs=lifecycle.created_attrs(lifecycle.Role.REFERENCE, **{REFERENCE: ref}))
+        _initialize(study, cfg)
     return study
+
+
+def _initialize(study: optuna.Study, cfg: StudyConfig) -> None:
+    """A new study: its settings and schema as study attrs, its references queued as its first trials."""
+    for k, v in cfg.to_dict().items():
+        study.set_user_attr(k, v)
+    study.set_user_attr(SCHEMA, lifecycle.SCHEMA_VERSION)
+    for ref in cfg.references:
+        study.enqueue_trial(cfg.space.params_for(zoo.get_entry(ref)),
+                            user_attrs=lifecycle.created_attrs(lifecycle.Role.REFERENCE, **{REFERENCE: ref}))
 
 
 def _check_schema(study: optuna.Study, cfg: StudyConfig, label: str) -> None:
