@@ -7,7 +7,7 @@ import torch
 
 from repvgg_nas import ConfigError, RepVGGSpec, build_model, complexity, is_deploy
 from repvgg_nas import prune as prune_mod
-from repvgg_nas.prune import channels, deploy
+from repvgg_nas.prune import channels, deploy, speedup
 from repvgg_nas.checkpoint import load_model, save_checkpoint
 from repvgg_nas.cli import run_cli
 from repvgg_nas.data import load_data

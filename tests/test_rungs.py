@@ -1148,7 +1148,7 @@ def test_ctrl_c_and_pauses_end_their_trial_quietly_and_real_failures_keep_a_trac
     assert [lifecycle.outcome(t) for t in study.trials] == [Outcome.PAUSED, Outcome.INTERRUPTED, Outcome.FAILED]
     assert runner.released == [Outcome.PAUSED, Outcome.INTERRUPTED, Outcome.FAILED]  # released knowing how each ended
     assert all(t.state == TS.FAIL for t in study.trials)
-    assert study.trials[0].user_attrs["fail_reason"] == "interrupted: paused at rung 1/3"
+    assert study.trials[0].user_attrs["fail_reason"] == "paused at rung 1/3"  # its own words
     assert study.trials[1].user_attrs["fail_reason"] == "interrupted: Ctrl-C"
     assert failed.state == TS.FAIL and failed.user_attrs["fail_reason"] == "ValueError: boom"
     warned = [r for r in records if r.levelno >= logging.WARNING]
