@@ -90,7 +90,7 @@ def test_neighbours_on_spare_cores_do_not_count(monkeypatch):
     assert limit(MeasureSettings(threads=2, max_other_load=0.25)) == pytest.approx(0.75)
 
 
-def test_cache_hits_on_second_call(tiny, fast, monkeypatch):
+def test_cache_hits_on_second_call(tiny, fast):
     cache = ThroughputCache()
     first = measure_spec(tiny, fast, cache)
     assert not first.cached and cache.misses == 1 and len(cache) == 1
@@ -98,20 +98,19 @@ def test_cache_hits_on_second_call(tiny, fast, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a cache hit must not measure")
 
-    monkeypatch.setattr(specs_mod, "measure_model", boom)
-    second = measure_spec(tiny, fast, cache)
+    second = measure_spec(tiny, fast, cache, timer=boom)
     assert second.cached and cache.hits == 1
     assert second.images_per_s == first.images_per_s
     assert second.env == first.env
 
 
-def test_measure_specs_times_nets_in_lockstep_and_fills_the_cache(tiny, fast, monkeypatch):
+def test_measure_specs_times_nets_in_lockstep_and_fills_the_cache(tiny, fast):
     calls = []
     real = specs_mod.measure_models
-    monkeypatch.setattr(specs_mod, "measure_models", lambda nets, *a, **k: calls.append(list(nets)) or real(nets, *a, **k))
     smaller = tiny.replace(widths=tuple(max(1, w // 2) for w in tiny.widths))
     cache = ThroughputCache()
-    out = measure_specs({"original": tiny, "pruned": smaller}, fast, cache)
+    out = measure_specs({"original": tiny, "pruned": smaller}, fast, cache,
+                        timer=lambda nets, *a, **k: calls.append(list(nets)) or real(nets, *a, **k))
     assert calls == [["original", "pruned"]]  # one lockstep run, not two separate ones
     assert set(out) == {"original", "pruned"} and all(m.images_per_s > 0 for m in out.values())
     assert len(cache) == 2 and cache.get(smaller, fast).images_per_s == out["pruned"].images_per_s
@@ -130,14 +129,13 @@ def test_cache_key_separates_settings_and_form(tiny, fast):
         assert base == ThroughputCache.key(tiny, MeasureSettings(**{**FAST_MEASURE, "device": "auto"}))
 
 
-def test_persisted_cache_reloads(tiny, fast, tmp_path, monkeypatch):
+def test_persisted_cache_reloads(tiny, fast, tmp_path):
     path = tmp_path / "sub" / "throughput.json"
     first = measure_spec(tiny, fast, ThroughputCache(path))
     assert path.exists() and not list(path.parent.glob("*.tmp"))
-    monkeypatch.setattr(specs_mod, "measure_model", lambda *a, **k: pytest.fail("remeasured"))
     again = ThroughputCache(path)
     assert len(again) == 1
-    hit = measure_spec(tiny, fast, again)
+    hit = measure_spec(tiny, fast, again, timer=lambda *a, **k: pytest.fail("remeasured"))
     assert hit.cached and hit.images_per_s == first.images_per_s
     assert hit.latencies_ms == first.latencies_ms
 

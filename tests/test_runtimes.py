@@ -17,7 +17,6 @@ from repvgg_nas.export import export_onnx
 from repvgg_nas.measure import RUNTIMES, MeasureSettings, ThroughputCache, measure_spec
 from repvgg_nas.measure import onnxrun as onnxrun_mod
 from repvgg_nas.measure import runtimes as runtimes_mod
-from repvgg_nas.measure import specs as specs_mod
 from repvgg_nas.train import evaluate
 
 from .helpers import FAST_MEASURE, randomize_bn, write_tiny_study
@@ -96,7 +95,7 @@ def test_runtime_is_part_of_the_cache_key(tiny):
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "onnxruntime-int8"])
-def test_measure_in_onnxruntime_through_the_same_loop(tiny, runtime, monkeypatch):
+def test_measure_in_onnxruntime_through_the_same_loop(tiny, runtime):
     settings = MeasureSettings(**FAST_MEASURE, runtime=runtime)
     cache = ThroughputCache()
     m = measure_spec(tiny, settings, cache)
@@ -104,8 +103,7 @@ def test_measure_in_onnxruntime_through_the_same_loop(tiny, runtime, monkeypatch
     assert m.env["runtime"] == runtime and m.env["precision"] == ("int8" if "int8" in runtime else "fp32")
     assert m.env["onnxruntime"] and m.peak_memory_bytes is None
     assert cache.get(tiny, MeasureSettings(**FAST_MEASURE)) is None  # a torch figure is another entry
-    monkeypatch.setattr(specs_mod, "measure_model", lambda *a, **k: pytest.fail("remeasured"))
-    assert measure_spec(tiny, settings, cache).cached
+    assert measure_spec(tiny, settings, cache, timer=lambda *a, **k: pytest.fail("remeasured")).cached
 
 
 def test_measured_sessions_do_not_spin(tiny, tmp_path):

@@ -8,7 +8,7 @@ deploy-form net of a spec and measures it (or returns the cached figure);
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ..errors import ConfigError
 from ..model import build_model
@@ -26,11 +26,13 @@ def measure_spec(
     cache: ThroughputCache | None = None,
     *,
     deploy: bool = True,
+    timer: Callable[..., Measurement] = measure_model,
 ) -> Measurement:
     """Measure a freshly built net of ``spec`` (deploy form by default), via ``cache``.
 
     A deploy net's speed does not depend on its weights, so no trained model
     is needed; a cache hit returns the stored figure with ``cached=True``.
+    ``timer`` times the net (:func:`.timing.measure_model`; tests pass a fake).
     """
     settings = (settings or MeasureSettings()).resolved()
     if cache is not None:
@@ -38,7 +40,7 @@ def measure_spec(
         if hit is not None:
             return hit
     model = build_model(spec, deploy=deploy)
-    result = measure_model(model, settings, in_channels=spec.in_channels, copy_model=False)
+    result = timer(model, settings, in_channels=spec.in_channels, copy_model=False)
     if cache is not None:
         cache.put(spec, settings, result, deploy)
     return result
@@ -50,20 +52,22 @@ def measure_specs(
     cache: ThroughputCache | None = None,
     *,
     deploy: bool = True,
+    timer: Callable[..., dict[str, Measurement]] = measure_models,
 ) -> dict[str, Measurement]:
     """Freshly built nets of several specs measured in lockstep (:func:`measure_models`).
 
     For *ratios* between nets (a pruned net's speed-up): both figures come
     from the same stretch of time, so a slow spell of the machine cannot land
     on one of them only. The cache is not read (a stored figure comes from
-    another time) but is updated with the new figures.
+    another time) but is updated with the new figures. ``timer`` times them
+    (:func:`.timing.measure_models`; tests pass a fake).
     """
     settings = (settings or MeasureSettings()).resolved()
     in_channels = {s.in_channels for s in specs.values()}
     if len(in_channels) != 1:
         raise ConfigError(f"measure_specs needs specs with one input channel count, got {sorted(in_channels)}")
     nets = {name: build_model(spec, deploy=deploy) for name, spec in specs.items()}
-    out = measure_models(nets, settings, in_channels=in_channels.pop(), copy_models=False)
+    out = timer(nets, settings, in_channels=in_channels.pop(), copy_models=False)
     if cache is not None:
         for name, spec in specs.items():
             cache.put(spec, settings, out[name], deploy)
