@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 
 from repvgg_nas import zoo
 from repvgg_nas.data import load_data
-from repvgg_nas.measure import OtherLoad, environment, measure_specs
+from repvgg_nas.measure import OtherLoad, cpu_isa, device_name, environment, measure_specs
 from repvgg_nas.model import reparameterize
 from repvgg_nas.search import ensure_pool, load_study_config
 from repvgg_nas.search.rungs import rung_train_config
@@ -114,7 +113,8 @@ def _row(cfg: Any, item: dict[str, Any], spec: RepVGGSpec, runs: list[dict[str, 
             "predicted_images_per_s": item["predicted"], "proxy": item["proxy"], "accuracy": full["accuracy"],
             "train_seconds": round(sum(r["train_seconds"] for r in runs), 2), "runs": runs,
             "other_load": max((r["other_load"] or 0.0) for r in runs), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "cpu": device_name("cpu"), "cpu_isa": cpu_isa(), "torch": torch.__version__,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def _train_all(cfg: Any, data: Any, device: torch.device, plan: list[dict[str, Any]], out: Path,
@@ -177,8 +177,8 @@ def main() -> int:
     measure = cfg.measure.resolved()
     device = torch.device("cpu")
     data = load_data(cfg.data, device=device)
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {data.describe()}", flush=True)
+    print(f"{device_name('cpu')} ({cpu_isa()}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{data.describe()}", flush=True)
     if a.measure:
         _measure(cfg, measure, a.out)
         return 0
