@@ -8,7 +8,7 @@ worker accounting read them. Spell a key only through these constants.
 from __future__ import annotations
 
 __all__ = [
-    "ACCURACY", "ADMITTED", "ARCH", "ARCH_PREFIX", "DEVICE", "DUPLICATE_OF", "FAIL_REASON",
+    "ACCURACY", "ADMITTED", "ARCH", "ARCH_DIMENSIONS", "ARCH_PREFIX", "DEVICE", "DUPLICATE_OF", "FAIL_REASON",
     "FINAL_LOSS", "FUSION_ERROR", "LATENCY_MS", "MACS", "MEASURE_CACHED", "MEASURE_EXCLUSIVE",
     "PARAMS", "PARENT_TRIAL", "PHASE_SECONDS", "PRUNE", "PRUNE_REASON", "PRUNE_TARGET_MET", "PRUNED_RATIO", "REFERENCE",
     "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
@@ -29,6 +29,7 @@ SPEC = "spec"  # RepVGGSpec.to_dict() of the sampled network
 SPEC_HASH = "spec_hash"
 ARCH = "arch"  # RepVGGSpec.summary(), for people
 ARCH_PREFIX = "arch_"  # arch_a, arch_b, arch_groupwise, arch_g: the space's dimensions
+ARCH_DIMENSIONS = ("a", "b", "groupwise", "g", "block")  # recorded as arch_<dim> on every trial
 PARENT_TRIAL = "parent_trial"  # a pruned variant names the trial it was pruned from
 PRUNED_RATIO = "pruned_ratio"
 PRUNE = "prune"  # the [prune] settings a pruned variant was made with

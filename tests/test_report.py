@@ -162,6 +162,23 @@ def test_importance_per_objective_finds_what_drives_each():
     assert top.to_dict() == {"accuracy": "a", "throughput": "depth3"}
 
 
+def test_importance_reads_the_architecture_not_the_pool_rank():
+    """A pooled study's only sampler param is the pool rank; the importance names the dimensions behind it."""
+    rng = random.Random(1)
+    s = _study()
+    combos = [(d, a) for d in (1, 2, 3) for a in (0.25, 0.5)] * 4  # balanced: neither dimension follows the other
+    for rank, (d, a) in enumerate(combos):
+        ua = {"spec": {"depths": [1, 1, 1, d, 1]}, "arch_a": a, "arch_b": 0.5}
+        s.add_trial(optuna.trial.create_trial(
+            values=[0.5 + (0.3 if a == 0.5 else 0.0) + rng.random() * 0.02, 1000 / d + rng.random() * 5],
+            params={"pool_rank": rank}, distributions={"pool_rank": optuna.distributions.IntDistribution(0, 23)},
+            user_attrs=ua))
+    imp = importance_frame(s)
+    assert set(imp.frame["param"]) == {"a", "depth3"}  # b never varies; the rank is not a dimension
+    top = imp.frame.sort_values("importance").groupby("objective").tail(1).set_index("objective")["param"]
+    assert top.to_dict() == {"accuracy": "a", "throughput": "depth3"}
+
+
 def test_importance_explains_why_it_is_missing():
     s = _study()
     _add(s, 0.5, 10.0)

@@ -1,4 +1,9 @@
-"""Parameter importance per objective: which search dimensions explain accuracy and throughput.
+"""Parameter importance per objective: which architecture dimensions explain accuracy and throughput.
+
+The dimensions are the architecture's (stage depths, ``a``, ``b``, groupwise
+placement, ``g``, block), read from each trial's spec and ``arch_*`` attrs,
+not the trial's sampler params: a pooled study suggests only a pool rank,
+which says nothing a user can act on.
 
 Data: :func:`importance_frame` (Optuna's importance evaluators, chosen by name
 from :data:`IMPORTANCE_EVALUATORS`); drawing: :func:`importance_figure`; from
@@ -12,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import optuna
+from optuna.trial import FrozenTrial
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -62,6 +68,31 @@ def empty_importance() -> pd.DataFrame:
     return pd.DataFrame(columns=list(IMPORTANCE_COLUMNS))
 
 
+def _dimensions(t: FrozenTrial) -> dict[str, Any]:
+    """A trial's architecture dimensions: ``depth1``.. from its spec, the ``arch_*`` attrs by name."""
+    out: dict[str, Any] = {}
+    spec = t.user_attrs.get(attrs.SPEC)
+    if isinstance(spec, dict):
+        out.update({f"depth{i}": int(d) for i, d in enumerate(spec.get("depths") or []) if i > 0})
+    for dim in attrs.ARCH_DIMENSIONS:
+        value = t.user_attrs.get(attrs.arch_key(dim))
+        if value is not None:
+            out[dim] = value
+    return out
+
+
+def architecture_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Copies of ``trials`` whose params are their architecture dimensions (each a categorical of the values
+    seen; a dimension that never varies, or that some trial lacks, is left out)."""
+    dims = [_dimensions(t) for t in trials]
+    names = set.intersection(*(set(d) for d in dims)) if dims else set()
+    seen = {n: sorted({str(d[n]) for d in dims}) for n in names}
+    varying = sorted(n for n in names if len(seen[n]) > 1)
+    dist = {n: optuna.distributions.CategoricalDistribution(seen[n]) for n in varying}
+    return [optuna.trial.create_trial(values=t.values, params={n: str(d[n]) for n in varying}, distributions=dist)
+            for t, d in zip(trials, dims)]
+
+
 def importance_frame(study: optuna.Study, evaluator: str = "ped-anova") -> ImportanceResult:
     """Optuna's parameter importance for each objective, or a note saying why there is none.
 
@@ -79,8 +110,8 @@ def importance_frame(study: optuna.Study, evaluator: str = "ped-anova") -> Impor
     empty = empty_importance()
     if len(searched) < 2:
         return ImportanceResult(empty, [f"parameter importance needs at least 2 completed trials; this study has {len(searched)}"])
-    if not any(t.params for t in searched):
-        return ImportanceResult(empty, ["parameter importance: the search space has no free parameters"])
+    if not architecture_trials(searched)[0].params:
+        return ImportanceResult(empty, ["parameter importance: the trained nets differ in no architecture dimension"])
     # A private in-memory copy holding only searched trials, so the evaluator sees nothing else.
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created" line
@@ -88,7 +119,7 @@ def importance_frame(study: optuna.Study, evaluator: str = "ped-anova") -> Impor
         sub = optuna.create_study(directions=study.directions, study_name="importance")
     finally:
         optuna.logging.set_verbosity(verbosity)
-    sub.add_trials(searched)
+    sub.add_trials(architecture_trials(searched))
     rows, notes = [], []
     for i, o in enumerate(study_objectives(study)):
         objective = o.name

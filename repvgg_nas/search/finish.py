@@ -17,7 +17,7 @@ import torch
 
 from .. import lifecycle
 from ..attrs import (
-    ACCURACY, ARCH, DEVICE, LATENCY_MS, MACS, OUTCOME, PARAMS, PARENT_TRIAL, PRUNE, PRUNE_TARGET_MET, PRUNED_RATIO,
+    ACCURACY, ARCH, ARCH_DIMENSIONS, DEVICE, LATENCY_MS, MACS, OUTCOME, PARAMS, PARENT_TRIAL, PRUNE, PRUNE_TARGET_MET, PRUNED_RATIO,
     SPEC, SPEC_HASH, SPEEDUP, STUDY_LOCKSTEP, arch_key,
 )
 from ..attrs import MEASURE_CONTENDED, OTHER_LOAD, THROUGHPUT_CV, THROUGHPUT_IQR, VAL_SIZE
@@ -34,7 +34,6 @@ from ..study import StudyConfig
 from ..study_frames import front_numbers, study_sigmas, trials_frame
 from .events import EventCallback, PruneFailed, PruningFrontMember, Remeasured, SearchEvent
 from .loop import failure_reason
-from .trial import ARCH_DIMENSIONS
 
 __all__ = ["keep_checkpoints", "prune_front", "remeasure_front", "write_outputs"]
 

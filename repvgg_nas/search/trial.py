@@ -24,7 +24,7 @@ import torch
 
 from .. import lifecycle
 from ..attrs import (
-    ACCURACY, ARCH, DEVICE, DUPLICATE_OF, FINAL_LOSS, FUSION_ERROR, LATENCY_MS, MACS, MEASURE_CACHED,
+    ACCURACY, ARCH, ARCH_DIMENSIONS, DEVICE, DUPLICATE_OF, FINAL_LOSS, FUSION_ERROR, LATENCY_MS, MACS, MEASURE_CACHED,
     MEASURE_EXCLUSIVE, OUTCOME, PARAMS, PHASE_SECONDS, PRUNE_REASON, REFERENCE, RETRY_OF, ROLE, SPEC, SPEC_HASH,
     THROUGHPUT_IQR, TRAIN_IMAGES_PER_S, TRAIN_SECONDS, WORKER, WORKER_START, arch_key,
 )
@@ -53,10 +53,9 @@ from .refcache import CACHED_FIGURES, CachedReference, ReferenceCache, reference
 from .rungs import Climber, discard_paused, record_top
 from .screening import POOL_RANK, pool_member
 
-__all__ = ["ARCH_DIMENSIONS", "TrialRunner", "TrialTools"]
+__all__ = ["TrialRunner", "TrialTools"]
 
 TrialState = optuna.trial.TrialState
-ARCH_DIMENSIONS = ("a", "b", "groupwise", "g", "block")  # recorded as arch_<dim> on every trial
 
 # Attrs that describe a trial's own run, never copied from a completed twin.
 _OWN_ATTRS = (REFERENCE, RETRY_OF, DUPLICATE_OF, WORKER, WORKER_START, ADMITTED, ROLE, OUTCOME)
