@@ -146,6 +146,9 @@ def _retime(cfg: Any, data: Any, device: torch.device, out: Path) -> None:
             continue
         spec = RepVGGSpec.from_dict(row["spec"])
         one = _train_one(cfg, data, device, spec, row["seed"], 1)
+        if (one["other_load"] or 0.0) > QUIET:
+            print(f"{row['arch']} seed {row['seed']}: loaded again ({one['other_load']:.0%}); not re-timed", flush=True)
+            continue
         for r in row["runs"]:
             r["train_seconds_loaded"], r["train_seconds"] = r["train_seconds"], round(one["train_seconds"] * r["epochs"], 2)
         row["train_seconds"] = round(sum(r["train_seconds"] for r in row["runs"]), 2)

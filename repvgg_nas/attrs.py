@@ -14,7 +14,7 @@ __all__ = [
     "RETRY_OF", "SPEC", "SPEC_HASH", "SPEEDUP", "THROUGHPUT_IQR", "TRAIN_IMAGES_PER_S",
     "TRAIN_SECONDS", "WORKER", "WORKER_START", "STUDY_SPACE", "STUDY_SPACE_HASH",
     "arch_key", "ROLE", "OUTCOME", "SCHEMA", "IMAGES_PER_S", "PEAK_MEMORY_MB", "PREDICTED_IMAGES_PER_S", "ZERO_COST",
-    "PREDICTED_ACCURACY", "PREDICTED_ACCURACY_SD", "EXPECTED_GAIN", "REFERENCE_CACHED",
+    "PREDICTED_ACCURACY", "PREDICTED_ACCURACY_SD", "EXPECTED_GAIN", "POOL_CLAIM", "REFERENCE_CACHED",
     "FLOAT_ACCURACY", "RUNTIME", "PRECISION",
     "REPEAT_OF", "TRAIN_SEED", "TRAIN_EPOCHS", "VAL_SIZE", "THROUGHPUT_CV", "MEASURE_CONTENDED", "OTHER_LOAD",
     "STUDY_TRUST", "STUDY_LOCKSTEP", "STUDY_FIDELITY", "STUDY_PRESCREEN", "STUDY_POOL", "RUNGS", "RUNG", "RUNG_OUT_OF_TIME",
@@ -72,6 +72,7 @@ ZERO_COST = "zero_cost_proxy"  # a pooled candidate's zero-cost accuracy proxy (
 PREDICTED_ACCURACY = "predicted_accuracy"
 PREDICTED_ACCURACY_SD = "predicted_accuracy_sd"
 EXPECTED_GAIN = "expected_hypervolume_gain"
+POOL_CLAIM = "pool_claim"  # the member a running trial's sampler drew, written under the claim lock
 REFERENCE_CACHED = "reference_cached"  # a reference trained by an earlier study: the cache file it came from
 IMAGES_PER_S = "images_per_s"  # the throughput objective (also the trial's second value)
 PEAK_MEMORY_MB = "peak_memory_mb"  # peak activation memory of the deploy net (objective when [objectives] extra has it)

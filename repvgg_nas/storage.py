@@ -68,6 +68,7 @@ __all__ = [
     "RETRY_HISTORY",
     "SQLITE_TIMEOUT_S",
     "RetryStaleTrial",
+    "set_frozen_trial_attr",
     "ask_trial",
     "claim_lock",
     "constraint_values",
@@ -251,6 +252,11 @@ def _claim_lock(study: optuna.Study) -> contextlib.AbstractContextManager[Any]:
         if url.get_backend_name() == "postgresql":
             return _pg_lock(storage, name)
     return _local_lock(f"{id(storage)}:{name}")
+
+
+def set_frozen_trial_attr(study: optuna.Study, trial: FrozenTrial, key: str, value: Any) -> None:
+    """Set a user attr of a running trial known only as a ``FrozenTrial`` (what a sampler is handed)."""
+    study_storage(study).set_trial_user_attr(trial._trial_id, key, value)
 
 
 def ask_trial(study: optuna.Study, number: int | None = None) -> optuna.Trial | None:

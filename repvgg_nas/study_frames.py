@@ -24,10 +24,13 @@ import pandas as pd
 
 from . import attrs, lifecycle
 from .objectives import Objective, objectives_for
-from .stats import DEFAULT_EQUIVALENCE_POINTS, architecture_stats
+from .stats import DEFAULT_EQUIVALENCE_POINTS, architecture_stats, hypervolume_reference
 from .storage import constraint_values
 
-__all__ = ["front_numbers", "study_equivalence", "study_objectives", "study_sigmas", "trials_frame"]
+__all__ = [
+    "front_numbers", "study_equivalence", "study_hypervolume_reference", "study_objectives", "study_sigmas",
+    "trials_frame",
+]
 
 # Trial user attrs copied into columns of the same name.
 _ATTR_COLUMNS = (
@@ -54,6 +57,13 @@ def study_sigmas(study: optuna.Study) -> float:
     """The claim rule's number of standard errors (the study's ``[trust] claim_sigmas``, default 2)."""
     value = _number(_study_trust(study).get("claim_sigmas"))
     return value if value is not None else 2.0
+
+
+def study_hypervolume_reference(study: optuna.Study, trials: pd.DataFrame | None = None) -> tuple[tuple[float, ...], str]:
+    """The study's hypervolume reference point and where it comes from (its ``[trust]`` claim sigmas and
+    accuracy floor): the one the report draws and the pool sampler maximizes."""
+    frame = trials if trials is not None else trials_frame(study)
+    return hypervolume_reference(frame, study_sigmas(study), _number(_study_trust(study).get("accuracy_floor")))
 
 
 def study_equivalence(study: optuna.Study) -> float:

@@ -157,17 +157,19 @@ def test_prescreen_refuses_a_data_proxy():
                   num_classes=10, proxy="naswot")
 
 
-@pytest.mark.parametrize("proxy, n, ok", [("synflow", 10_000, False), ("synflow", 300, True), ("synflow", 500, False),
-                                          ("params", 1_000_000, True)])
-def test_a_proxy_too_slow_for_n_nets_is_refused_up_front(proxy, n, ok):
-    """A pre-screen runs before the search's budget: one that would take hours is refused in one line."""
-    from repvgg_nas.config import Table
+@pytest.mark.parametrize("study, proxy, n, ok", [
+    ("a_family", "synflow", 10_000, False), ("a_family", "synflow", 300, True), ("a_family", "synflow", 500, False),
+    ("quick", "synflow", 10_000, True), ("a_family", "params", 1_000_000, True),
+])
+def test_a_proxy_too_slow_for_the_nets_it_scores_is_refused_up_front(study, proxy, n, ok):
+    """A pre-screen runs before the search's budget: one that would take hours is refused in one line. It scores
+    at most the space's nets: synflow over quick's few dozen is fine."""
     from repvgg_nas.errors import ConfigError
-    from repvgg_nas.prescreen.config import PrescreenConfig
+    from repvgg_nas.study import load_study_config
 
-    table = Table({"enabled": True, "proxy": proxy, "n": n}, "prescreen")
+    overrides = {"prescreen.enabled": True, "prescreen.proxy": proxy, "prescreen.n": n}
     if ok:
-        assert PrescreenConfig.from_table(table).proxy == proxy
+        assert load_study_config(study, overrides).prescreen.proxy == proxy
     else:
         with pytest.raises(ConfigError, match=r"prescreen\.proxy.*would take about .* h; set prescreen\.n <="):
-            PrescreenConfig.from_table(table)
+            load_study_config(study, overrides)

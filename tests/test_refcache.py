@@ -19,7 +19,7 @@ FIGURES = {"train_seconds": 12.5, "train_images_per_s": 800.0, "final_loss": 1.2
 def test_a_kept_reference_comes_back_with_its_figures(tiny, tmp_path):
     cache = ReferenceCache(tmp_path)
     net = build_model(tiny, deploy=True).eval()
-    key = reference_key(tiny, "data0", TrainConfig(epochs=2), 0)
+    key = reference_key(tiny, "data0", TrainConfig(epochs=2), 0, augment=True, hflip=True, device="cpu")
     assert cache.get(key, tiny) is None
     cache.put(key, net, tiny, FIGURES)
     got = cache.get(key, tiny)
@@ -30,7 +30,8 @@ def test_a_kept_reference_comes_back_with_its_figures(tiny, tmp_path):
 
 @pytest.mark.parametrize("change", ["epochs", "data", "seed", "spec", "augment", "hflip", "amp", "code"])
 def test_the_key_changes_with_what_training_depends_on(tiny, tiny_spec, change, monkeypatch):
-    base = dict(spec=tiny, data_fingerprint="data0", train=TrainConfig(epochs=2), seed=0)
+    base = dict(spec=tiny, data_fingerprint="data0", train=TrainConfig(epochs=2), seed=0, augment=True, hflip=True,
+                device="cpu")
     other = dict(base)
     if change == "epochs":
         other["train"] = dataclasses.replace(base["train"], epochs=3)
@@ -62,14 +63,15 @@ def test_the_key_holds_the_settings_as_they_train():
 
     spec = RepVGGSpec.from_paper((1, 1, 1, 1, 1), 0.25, 0.25, num_classes=3)
     auto, off = TrainConfig(amp="auto", channels_last="auto"), TrainConfig(amp="off", channels_last="off")
-    assert reference_key(spec, "d", auto, 0, device="cpu") == reference_key(spec, "d", off, 0, device="cpu")
-    assert reference_key(spec, "d", auto, 0, augment=False, hflip=True) == reference_key(
-        spec, "d", auto, 0, augment=False, hflip=False)  # no augmentation: the flip setting plays no part
+    kw = dict(augment=True, hflip=True, device="cpu")
+    assert reference_key(spec, "d", auto, 0, **kw) == reference_key(spec, "d", off, 0, **kw)
+    assert reference_key(spec, "d", auto, 0, augment=False, hflip=True, device="cpu") == reference_key(
+        spec, "d", auto, 0, augment=False, hflip=False, device="cpu")  # no augmentation: the flip plays no part
 
 
 def test_a_damaged_or_foreign_entry_is_a_miss(tiny, tiny_spec, tmp_path):
     cache = ReferenceCache(tmp_path)
-    key = reference_key(tiny, "d", TrainConfig(), 0)
+    key = reference_key(tiny, "d", TrainConfig(), 0, augment=True, hflip=True, device="cpu")
     cache.put(key, build_model(tiny, deploy=True), tiny, FIGURES)
     assert cache.get(key, tiny_spec) is None  # a key that names another spec's file
     cache.path(key).write_bytes(b"not a checkpoint")

@@ -75,7 +75,7 @@ from ..devices import resolve_device
 from .onnxrun import quantize_onnx
 from .runtimes import RUNTIMES, Runtime, check_runtime
 from .settings import COMPILE_MODES, DTYPES, DtypeInfo, MeasureSettings
-from .specs import measure_spec, measure_specs
+from .specs import MeasureMany, measure_spec, measure_specs
 from .timing import Measurement, measure_model, measure_models
 
 __all__ = [
@@ -87,6 +87,7 @@ __all__ = [
     "ThroughputCache",
     "measure_model",
     "measure_models",
+    "MeasureMany",
     "measure_spec",
     "measure_specs",
     "resolve_device",

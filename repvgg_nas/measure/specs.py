@@ -17,7 +17,9 @@ from .cache import ThroughputCache
 from .settings import MeasureSettings
 from .timing import Measurement, measure_model, measure_models
 
-__all__ = ["measure_spec", "measure_specs"]
+__all__ = ["MeasureMany", "measure_spec", "measure_specs"]
+
+MeasureMany = Callable[..., Mapping[str, Measurement]]  # measure_specs' signature: (specs, settings, cache) -> figures
 
 
 def measure_spec(

@@ -52,14 +52,20 @@ class PrescreenConfig:
             min_pool_size=t.get("min_pool_size", int, 32, min=1, max=10_000),
             latency_table=t.get("latency_table", str, None),
         )
-        cost = kw["n"] * PROXIES.get(kw["proxy"]).ms_per_net / 1000.0
-        if cost > MAX_PRESCREEN_SECONDS:
-            most = max(1, int(MAX_PRESCREEN_SECONDS * 1000.0 / PROXIES.get(kw["proxy"]).ms_per_net))
-            raise t.error("proxy", f"{kw['proxy']!r} scores about {PROXIES.get(kw['proxy']).ms_per_net / 1000:.1f} s "
-                          f"a net, so n = {kw['n']} nets would take about {cost / 3600:.1f} h; set prescreen.n <= "
-                          f"{most}, or use an analytic proxy ({', '.join(_analytic())})")
         t.finish(cls.KEYS)
         return cls(**kw)
+
+    def too_slow(self, space_size: int) -> str | None:
+        """Why scoring ``min(n, space_size)`` nets with this proxy would outlast :data:`MAX_PRESCREEN_SECONDS`
+        (None when it would not, or the pre-screen is off)."""
+        nets = min(self.n, space_size)
+        per_net = PROXIES.get(self.proxy).ms_per_net / 1000.0
+        if not self.enabled or nets * per_net <= MAX_PRESCREEN_SECONDS:
+            return None
+        most = max(1, int(MAX_PRESCREEN_SECONDS / per_net))
+        return (f"{self.proxy!r} scores about {per_net:.1f} s a net, so {nets} nets would take about "
+                f"{nets * per_net / 3600:.1f} h; set prescreen.n <= {most}, or use an analytic proxy "
+                f"({', '.join(_analytic())})")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.KEYS}

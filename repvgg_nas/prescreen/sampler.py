@@ -11,13 +11,17 @@ predicted by the latency table. :class:`PoolSampler` (an Optuna
    process over architecture features) to the study's trained nets, the
    references included;
 2. takes the current front of measured (accuracy, images/s) points, with the
-   members other workers are training now counted at their posterior mean
-   (so two workers do not draw the same net);
+   members other workers are training now counted at their posterior mean;
 3. draws the untrained, unclaimed member with the largest expected
    hypervolume improvement at its predicted speed
    (:func:`repvgg_nas.stats.ehvi`), ties broken by its seeded generator.
 
-It never proposes a member already trained or claimed in the study. Why each
+It never proposes a member already trained or claimed in the study: the
+choice and its claim (``pool_claim``) are one step under the study's claim
+lock, so two workers never draw the same net. The hypervolume is the
+report's (its reference point: :func:`repvgg_nas.stats.hypervolume_reference`).
+:func:`choose` is the rule on plain arrays, which the simulation on the
+pool's tabular benchmark calls too (``benchmarks/pool_sampler_sim.py``). Why each
 member was chosen (posterior mean and sd, expected gain) is kept per trial
 number (:meth:`PoolSampler.why`), for the trial to record. A study with more
 objectives than accuracy and speed is judged on those two (the others are
@@ -35,14 +39,16 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from .. import lifecycle
-from ..attrs import SPEC, STUDY_POOL
+from ..attrs import POOL_CLAIM, SPEC, STUDY_POOL
 from ..spec import RepVGGSpec
 from ..stats import ehvi, pareto_mask
+from ..storage import claim_lock, set_frozen_trial_attr
+from ..study_frames import study_hypervolume_reference
 from .accuracy import AccuracyModel, features
 from .pool import Pool
-from .proxies import score
+from .proxies import ProxyInputs, score
 
-__all__ = ["POOL_RANK", "Choice", "PoolSampler", "stored_pool"]
+__all__ = ["LEARNS_FROM", "POOL_RANK", "Choice", "PoolSampler", "choose", "stored_pool"]
 
 POOL_RANK = "pool_rank"  # the trial param a pooled candidate is drawn by: its rank in the pool by predicted speed
 
@@ -63,33 +69,62 @@ class Choice(NamedTuple):
     gain: float
 
 
+# The trials whose full-budget accuracy the model learns from: candidates, references and their extra seeds (a
+# long re-training or a pruned variant is another budget or another net).
+LEARNS_FROM = frozenset({lifecycle.Role.SEARCH, lifecycle.Role.REFERENCE, lifecycle.Role.SEED_REPEAT})
+
+
 def _taken(trials: Sequence[FrozenTrial], me: int) -> tuple[set[int], set[int]]:
-    """Ranks trained (a finished trial holds them) and ranks claimed (queued or running elsewhere)."""
+    """Ranks trained (a finished trial holds them) and ranks claimed (a queued or running trial's)."""
     done, busy = set(), set()
     for t in trials:
-        rank = t.params.get(POOL_RANK)
+        rank = t.params.get(POOL_RANK, t.user_attrs.get(POOL_CLAIM))
         if rank is None or t.number == me or lifecycle.lost(t):
             continue
         (done if t.state.is_finished() else busy).add(int(rank))
     return done, busy
 
 
+def choose(rows: np.ndarray, observed: np.ndarray, accuracy: np.ndarray, points: np.ndarray, speeds: np.ndarray,
+           done: set[int], busy: set[int], floor: float, rng: np.random.Generator) -> Choice:
+    """The pool sampler's rule on plain arrays.
+
+    ``rows``: every member's features (:func:`.accuracy.features`);
+    ``observed``/``accuracy``: the trained nets' features and full-budget
+    accuracies (the references included); ``points``: their measured
+    (accuracy, images/s); ``speeds``: every member's predicted images/s;
+    ``done``/``busy``: ranks trained and ranks claimed elsewhere; ``floor``:
+    the hypervolume's reference accuracy.
+    """
+    model = AccuracyModel(rows, seed=int(rng.integers(2**31 - 1))).fit(observed, accuracy)
+    mean, sd = model.predict(rows)
+    pending = np.array([(mean[r], speeds[r]) for r in sorted(busy)]).reshape(-1, 2)
+    front = np.vstack([points.reshape(-1, 2), pending])
+    front = front[pareto_mask(front)] if len(front) else front
+    free = [r for r in range(len(rows)) if r not in done and r not in busy]
+    if not free:  # every member is trained or claimed: any one (its trial copies the finished twin)
+        r = int(rng.integers(len(rows)))
+        return Choice(r, float(mean[r]), float(sd[r]), 0.0)
+    gains = np.array([ehvi(front, (floor, 0.0), (speeds[r],), float(mean[r]), float(sd[r])) for r in free])
+    best = np.flatnonzero(gains >= gains.max() - 1e-12)
+    r = free[int(rng.choice(best))]
+    return Choice(r, float(mean[r]), float(sd[r]), float(gains.max()))
+
+
 class PoolSampler(optuna.samplers.BaseSampler):
     """Draws ``pool_rank`` by expected hypervolume improvement under an accuracy model (see the module).
 
-    ``space`` builds a member's spec from its params; ``floor`` is the
-    hypervolume's reference accuracy (default: the least accurate trained
-    reference minus ``floor_margin``); parameters other than ``pool_rank``
-    are drawn at random.
+    ``space`` builds a member's spec from its params; parameters other than
+    ``pool_rank`` are drawn at random.
     """
 
-    def __init__(self, space: Any, seed: int | None = None, floor_margin: float = 0.02) -> None:
+    def __init__(self, space: Any, seed: int | None = None) -> None:
         self.space = space
-        self.floor_margin = floor_margin
         self._rng = np.random.default_rng(seed)
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._pool: Pool | None = None
         self._rows: np.ndarray | None = None
+        self._proxies: dict[str, float] = {}
         self._choices: dict[int, Choice] = {}
 
     # ---- Optuna's sampler interface -------------------------------------------------------------
@@ -105,7 +140,9 @@ class PoolSampler(optuna.samplers.BaseSampler):
         pool = self._pool_of(study)
         if param_name != POOL_RANK or pool is None:
             return self._random.sample_independent(study, trial, param_name, param_distribution)
-        choice = self.choose(study, trial.number)
+        with claim_lock(study):  # another worker's choice is made and claimed before this one looks
+            choice = self.choose(study, trial.number)
+            set_frozen_trial_attr(study, trial, POOL_CLAIM, choice.rank)
         self._choices[trial.number] = choice
         return choice.rank
 
@@ -126,25 +163,28 @@ class PoolSampler(optuna.samplers.BaseSampler):
                 self._rows = np.array([features(s, m.proxy) for s, m in zip(specs, self._pool.members)])
         return self._pool
 
+    def _proxy(self, spec: RepVGGSpec, pool: Pool) -> float:
+        """A trained net's proxy score, scored as the pool's members were (cached: a reference is asked often)."""
+        if spec.hash not in self._proxies:
+            inputs = ProxyInputs(resolution=pool.settings.resolution, seed=pool.settings.seed)
+            self._proxies[spec.hash] = score(pool.settings.proxy, spec, inputs)
+        return self._proxies[spec.hash]
+
     def _observed(self, trials: Sequence[FrozenTrial], pool: Pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Feature rows, accuracies and (accuracy, images/s) points of the study's completed nets."""
+        """Feature rows, accuracies and (accuracy, images/s) points of the completed nets it learns from."""
         rows, acc, points = [], [], []
         for t in trials:
             if t.state != TrialState.COMPLETE or not t.values or t.user_attrs.get(SPEC) is None:
                 continue
+            if lifecycle.role(t) not in LEARNS_FROM:
+                continue
             spec = RepVGGSpec.from_dict(t.user_attrs[SPEC])
             rank = t.params.get(POOL_RANK)
-            proxy = pool.members[int(rank)].proxy if rank is not None else score(pool.settings.proxy, spec)
-            rows.append(features(spec, proxy))
+            rows.append(features(spec, pool.members[int(rank)].proxy if rank is not None else self._proxy(spec, pool)))
             acc.append(float(t.values[0]))
             points.append((float(t.values[0]), float(t.values[1])))
-        width = len(self._rows[0]) if self._rows is not None and len(self._rows) else 0
-        return np.array(rows).reshape(-1, width), np.array(acc), np.array(points).reshape(-1, 2)
-
-    def _floor(self, trials: Sequence[FrozenTrial]) -> float:
-        refs = [float(t.values[0]) for t in trials
-                if t.state == TrialState.COMPLETE and t.values and lifecycle.role(t) == lifecycle.Role.REFERENCE]
-        return (min(refs) - self.floor_margin) if refs else 0.0
+        assert self._rows is not None
+        return np.array(rows).reshape(-1, self._rows.shape[1]), np.array(acc), np.array(points).reshape(-1, 2)
 
     def choose(self, study: optuna.Study, number: int) -> Choice:
         """The member trial ``number`` should train, and why."""
@@ -152,19 +192,7 @@ class PoolSampler(optuna.samplers.BaseSampler):
         assert pool is not None and self._rows is not None
         trials = study.get_trials(deepcopy=False)
         done, busy = _taken(trials, number)
-        rows, acc, points = self._observed(trials, pool)
-        model = AccuracyModel(self._rows, seed=int(self._rng.integers(2**31 - 1))).fit(rows, acc)
-        mean, sd = model.predict(self._rows)
+        observed, accuracy, points = self._observed(trials, pool)
+        reference, _ = study_hypervolume_reference(study)
         speeds = np.array([m.throughput for m in pool.members])
-        pending = np.array([(mean[r], speeds[r]) for r in sorted(busy)]).reshape(-1, 2)
-        front = np.vstack([points, pending]) if len(pending) else points
-        front = front[pareto_mask(front)] if len(front) else front
-        reference = (self._floor(trials), 0.0)
-        free = [r for r in range(len(pool.members)) if r not in done and r not in busy]
-        if not free:  # every member is trained or claimed: any one (its trial copies the finished twin)
-            r = int(self._rng.integers(len(pool.members)))
-            return Choice(r, float(mean[r]), float(sd[r]), 0.0)
-        gains = np.array([ehvi(front, reference, (speeds[r],), float(mean[r]), float(sd[r])) for r in free])
-        best = np.flatnonzero(gains >= gains.max() - 1e-12)
-        r = free[int(self._rng.choice(best))]
-        return Choice(r, float(mean[r]), float(sd[r]), float(gains.max()))
+        return choose(self._rows, observed, accuracy, points, speeds, done, busy, float(reference[0]), self._rng)

@@ -19,7 +19,7 @@ from torch import nn
 from ..counting import complexity
 from ..data import DataBundle
 from ..errors import ConfigError
-from ..measure import MeasureSettings, Measurement, ThroughputCache, measure_specs
+from ..measure import MeasureMany, MeasureSettings, Measurement, ThroughputCache, measure_specs
 from ..model import RepVGG, build_model, is_deploy
 from ..spec import RepVGGSpec
 from ..train import StepCallback, TrainConfig, evaluate
@@ -27,7 +27,7 @@ from .channels import prune_channels
 from .deploy import as_deploy
 from .finetuning import finetune
 from .settings import NEEDS_GRADIENTS, PruneJob
-from .speedup import MeasureMany, measure_pair, prune_to_speedup
+from .speedup import measure_pair, prune_to_speedup
 
 __all__ = ["StageFigures", "PruneResult", "run_prune", "replace_head"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -12,14 +12,14 @@ from torch import nn
 from ..counting import complexity
 from ..data import DataBundle
 from ..errors import ConfigError
-from ..measure import MeasureSettings, Measurement, ThroughputCache, measure_specs
+from ..measure import MeasureMany, MeasureSettings, Measurement, ThroughputCache, measure_specs
 from ..model import RepVGG, build_model
 from ..spec import RepVGGSpec
 from .channels import finish, make_pruner, reference_net, taylor_gradients
 from .deploy import Kept, as_deploy, deploy_spec_of, depthwise_layers, full_kept, rebuild, too_far
 from .settings import NEEDS_GRADIENTS, PruneSettings
 
-__all__ = ["MeasureMany", "Pair", "measure_pair", "PruneStep", "SpeedupResult", "prune_to_speedup"]
+__all__ = ["Pair", "measure_pair", "PruneStep", "SpeedupResult", "prune_to_speedup"]
 
 
 class Pair(NamedTuple):
@@ -31,9 +31,6 @@ class Pair(NamedTuple):
     @property
     def speedup(self) -> float:
         return self.pruned.images_per_s / self.original.images_per_s
-
-
-MeasureMany = Callable[..., Mapping[str, Measurement]]  # the signature of measure_specs(specs, settings, cache)
 
 
 def measure_pair(

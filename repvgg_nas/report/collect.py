@@ -27,9 +27,9 @@ from .pool import pool_frame
 from .fidelity import fidelity_frame
 from ..stats import (
     CLAIM_COLUMNS, Fidelity, architecture_stats, claims_frame, completed, fidelity, hypervolume_frame,
-    hypervolume_reference, hypervolume_time_frame, is_reference, equivalence_sigmas,
+    hypervolume_time_frame, is_reference, equivalence_sigmas,
 )
-from ..study_frames import study_equivalence, study_objectives, study_sigmas
+from ..study_frames import study_equivalence, study_hypervolume_reference, study_objectives, study_sigmas
 from .frames import empty_message, front_table_frame, report_trials_frame, status_frame
 from .importance import empty_importance, importance_frame
 from .rungs import rungs_frame, study_budgets
@@ -130,7 +130,7 @@ def _trust_rows(study: optuna.Study, trials: pd.DataFrame) -> list[tuple[str, st
         rows.append(("trust", "proxy fidelity", f"Kendall tau {fid.tau:+.3f} (p {fid.p_value:.2g}) between proxy and "
                      f"{trust['long_epochs']}-epoch accuracy over {fid.n} architectures" if fid.n >= 2
                      else "fewer than 2 architectures re-trained at the long budget yet"))
-    point = hypervolume_reference(trials, sigmas, trust.get("accuracy_floor"))[1]
+    point = study_hypervolume_reference(study, trials)[1]
     rows.append(("trust", "hypervolume reference point", point))
     return rows
 
@@ -247,7 +247,6 @@ def collect_report_data(
     trials = report_trials_frame(study)
     message = empty_message(trials)
     sigmas = study_sigmas(study)
-    trust = study.user_attrs.get(attrs.STUDY_TRUST) or {}
     stats = architecture_stats(trials)
     equivalence = study_equivalence(study)
     claims = pd.concat([claims_frame(stats, sigmas, b, equivalence) for b in ("proxy", "long")], ignore_index=True) \
@@ -255,7 +254,7 @@ def collect_report_data(
     notes: list[str] = []
     budgets = study_budgets(study)
     rungs = rungs_frame(study, budgets)
-    point = hypervolume_reference(trials, sigmas, trust.get("accuracy_floor"))[0]
+    point = study_hypervolume_reference(study, trials)[0]
     if message is None:
         imp = importance_frame(study, importance)
         notes += imp.notes

@@ -18,9 +18,8 @@ import optuna
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..attrs import STUDY_TRUST
-from ..stats import hypervolume_frame, hypervolume_reference, hypervolume_time_frame
-from ..study_frames import study_sigmas
+from ..stats import hypervolume_frame, hypervolume_time_frame
+from ..study_frames import study_hypervolume_reference
 from .frames import report_trials_frame
 from .style import BLUE, ORANGE, TEMPLATE
 
@@ -104,9 +103,8 @@ def _hypervolume_figure(hv: pd.DataFrame, floor: float, hv_time: pd.DataFrame | 
 
 
 def plot_hypervolume(study: optuna.Study, reference: Sequence[float] | None = None) -> go.Figure:
-    """The hypervolume figure of a study (reference point: :func:`hypervolume_reference` by default)."""
+    """The hypervolume figure of a study (reference point: the study's, :func:`repvgg_nas.study_frames.study_hypervolume_reference`, by default)."""
     trials = report_trials_frame(study)
     if reference is None:
-        trust = study.user_attrs.get(STUDY_TRUST) or {}
-        reference = hypervolume_reference(trials, study_sigmas(study), trust.get("accuracy_floor"))[0]
+        reference = study_hypervolume_reference(study, trials)[0]
     return hypervolume_figure(hypervolume_frame(trials, reference), hypervolume_time_frame(trials, reference))

@@ -8,7 +8,6 @@ Nothing here prints: progress goes to ``on_event``
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from ..checkpoint import load_model, save_checkpoint
 from ..data import DataBundle
 from ..layout import StudyPaths
 from ..lifecycle import Outcome, Role
-from ..measure import Measurement, MeasureSettings, ThroughputCache, measure_specs
+from ..measure import MeasureMany, MeasureSettings, ThroughputCache, measure_specs
 from ..objectives import Measured, measured_values, trial_values
 from ..prune import run_prune
 from ..spec import RepVGGSpec
@@ -36,9 +35,6 @@ from .events import EventCallback, PruneFailed, PruningFrontMember, Remeasured, 
 from .loop import failure_reason
 
 __all__ = ["keep_checkpoints", "prune_front", "remeasure_front", "write_outputs"]
-
-MeasureMany = Callable[..., Mapping[str, Measurement]]
-
 
 def _ignore(event: SearchEvent) -> None:
     pass
@@ -67,6 +63,7 @@ def keep_checkpoints(study: optuna.Study, paths: StudyPaths) -> None:
 def prune_front(
     study: optuna.Study, cfg: StudyConfig, data: DataBundle, measure: MeasureSettings, device: torch.device,
     cache: ThroughputCache, paths: StudyPaths, on_event: EventCallback | None = None,
+    measure_lockstep: MeasureMany = measure_specs,
 ) -> int:
     """Prune every front member not pruned yet; add each result as a trial linked to its parent.
 
@@ -87,7 +84,8 @@ def prune_front(
         model, _ = load_model(path)
         on_event(PruningFrontMember(parent.number, cfg.prune.to_dict()))
         try:
-            out = run_prune(model, cfg.prune, data, measure, cfg.train, device, cache)
+            out = run_prune(model, cfg.prune, data, measure, cfg.train, device, cache,
+                            measure_lockstep=measure_lockstep)
         except Exception as e:  # a failed prune must not lose the search results
             on_event(PruneFailed(parent.number, failure_reason(e)))
             continue

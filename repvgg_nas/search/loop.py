@@ -19,9 +19,9 @@ import gc
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import optuna
 import torch
@@ -32,7 +32,7 @@ from ..attrs import ADMITTED, ROLE, WORKER, WORKER_START
 from ..lifecycle import Outcome, Role
 from ..storage import ask_trial, claim_lock, heartbeat, study_heartbeat
 from ..train import DivergenceError
-from .ends import TimeBudgetPaused
+from .ends import Stopped, TimeBudgetPaused
 from .events import EventCallback, TrialTakenOver, Waiting
 from .launch import WorkerId, current_worker
 from .slots import admission, recover_trials, repeat_taken, slot_state
@@ -174,10 +174,13 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
-def ending(e: BaseException) -> Ending:
-    """The one table from what a trial raised to how it ended."""
-    if isinstance(e, optuna.TrialPruned):  # a rung stop, a broken limit, a stopped twin's copy
-        return Ending(TrialState.PRUNED, getattr(e, "outcome", Outcome.STOPPED), str(e) or None)
+def ending(e: BaseException, user_attrs: Mapping[str, Any]) -> Ending:
+    """The one table from what a trial raised to how it ended (``user_attrs``: the trial's, for a bare
+    ``TrialPruned``, whose outcome its rung records tell as for a trial added by hand)."""
+    if isinstance(e, Stopped):  # a rung stop, a broken limit, a stopped twin's copy
+        return Ending(TrialState.PRUNED, e.outcome, str(e) or None)
+    if isinstance(e, optuna.TrialPruned):
+        return Ending(TrialState.PRUNED, lifecycle.pruned_outcome(user_attrs), str(e) or None)
     if isinstance(e, TimeBudgetPaused):  # cut short by the time budget, as by Ctrl-C: the next run continues it
         return Ending(TrialState.FAIL, Outcome.PAUSED, str(e))  # its own words: the rung, and the time left
     if isinstance(e, KeyboardInterrupt):
@@ -222,12 +225,15 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, runner: Runner,
         on_event(TrialTakenOver(str(e).splitlines()[0]))
         return None
     except (Exception, KeyboardInterrupt) as e:
-        end, error = ending(e), e
+        end, error = ending(e, trial.user_attrs), e
         if _out_of_memory(e) and torch.cuda.is_available():
             torch.cuda.empty_cache()
     finally:
         gc.collect()
-    runner.release(trial, end.how)
+    try:
+        runner.release(trial, end.how)
+    except Exception as e:  # what it held stays on disk; the trial is still told how it ended
+        _log.warning("Trial %d: releasing what it held failed: %s", trial.number, e, exc_info=e)
     frozen = _tell(study, trial, end, values, on_event)
     if isinstance(error, KeyboardInterrupt):
         raise error

@@ -53,8 +53,8 @@ def training_code() -> str:
     return h.hexdigest()[:16]
 
 
-def reference_key(spec: RepVGGSpec, data_fingerprint: str, train: TrainConfig, seed: int, *, augment: bool = True,
-                  hflip: bool = True, device: torch.device | str = "cpu") -> str:
+def reference_key(spec: RepVGGSpec, data_fingerprint: str, train: TrainConfig, seed: int, *, augment: bool,
+                  hflip: bool, device: torch.device | str) -> str:
     """What a trained net's weights depend on: spec, data (its bytes and its augmentation), the training
     settings as they run on ``device`` (``auto`` resolved), seed, torch and the training code."""
     blob = json.dumps({

@@ -168,7 +168,8 @@ def _linked_phase(run: _Run) -> None:
 def _finalize(run: _Run) -> None:
     """The end of a study: prune the front, re-measure it and the references together."""
     if run.cfg.prune is not None:
-        prune_front(run.study, run.cfg, run.data, run.measure, run.device, run.cache, run.paths, run.emit)
+        prune_front(run.study, run.cfg, run.data, run.measure, run.device, run.cache, run.paths, run.emit,
+                    run.runner.tools.measure_lockstep)
     remeasure_front(run.study, run.measure, run.emit, run.runner.tools.measure_lockstep)
 
 

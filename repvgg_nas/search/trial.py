@@ -38,7 +38,7 @@ from ..data import DataBundle
 from ..evaluation import runtime_accuracy
 from ..layout import StudyPaths
 from ..lifecycle import Outcome
-from ..measure import RUNTIMES, Measurement, ThroughputCache, measure_spec, measure_specs
+from ..measure import RUNTIMES, MeasureMany, Measurement, ThroughputCache, measure_spec, measure_specs
 from ..model import FusionMismatchError, check_fusion, fusion_error, reparameterize
 from ..objectives import Measured, measured_values, trial_values
 from ..prescreen import Pool, PoolSampler
@@ -72,7 +72,7 @@ class TrialTools:
     evaluate: Callable[..., float] = evaluate
     runtime_accuracy: Callable[..., float] = runtime_accuracy
     measure: Callable[..., Measurement] = measure_spec
-    measure_lockstep: Callable[..., dict[str, Measurement]] = measure_specs
+    measure_lockstep: MeasureMany = measure_specs
 
 
 class _Laps:

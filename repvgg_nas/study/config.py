@@ -398,7 +398,11 @@ def _load_study_config(name_or_path: str | os.PathLike, overrides: list[Override
     fidelity = FidelityConfig.from_table(t.table("fidelity"), train.epochs) if t.has("fidelity") else FidelityConfig(rungs=1)
     prescreen = PrescreenConfig.from_table(t.table("prescreen"))
     if sampler.name == "pool" and not prescreen.enabled:
-        raise t.error("sampler", "name = 'pool' draws from the pre-screened pool: it needs [prescreen] enabled = true")
+        raise t.error("sampler", "name = 'pool' draws from the pre-screened pool: it needs [prescreen] enabled = "
+                                 "true (not --prescreen off)")
+    slow = prescreen.too_slow(space.size())
+    if slow is not None:
+        raise t.error("prescreen.proxy", slow)
     t.finish(STUDY_KEYS)
     return StudyConfig(
         name=path.stem,
