@@ -19,8 +19,11 @@ that does not fit in the time left ends the run. Strategies:
 - ``proxy``: the best zero-cost proxy score first;
 - ``spread``: evenly over predicted speed (the member farthest in log speed from
   every one chosen so far);
-- ``pool``: the pool sampler's rule (Gaussian-process accuracy model, expected
-  hypervolume gain at the predicted speed).
+- ``pool``: the pool sampler's rule itself (:func:`repvgg_nas.prescreen.choose`:
+  Gaussian-process accuracy model fitted to the references and the nets trained
+  so far, expected hypervolume gain at the predicted speed). Its features are
+  standardized over the tabled members (the search standardizes over the whole
+  pool; the table is spread evenly over it).
 
 Reported per strategy, mean +- standard error over seeds: the hypervolume
 ratio against the references-only front, and the fraction of the oracle
@@ -40,12 +43,12 @@ from pathlib import Path
 
 import numpy as np
 
-from repvgg_nas.prescreen import AccuracyModel, features
+from repvgg_nas.prescreen import DEFAULT_PROXY, choose, features, score
 from repvgg_nas.spec import RepVGGSpec
-from repvgg_nas.stats import ehvi, hypervolume_2d, pareto_mask, standard_error
+from repvgg_nas.stats import PRIOR_SEED_STD, hypervolume_2d, pareto_mask, standard_error
 
 HERE = Path(__file__).resolve().parent
-VAL_SIZE = 2000  # the main job's validation images (the hypervolume floor's binomial error)
+VAL_SIZE = 2000  # the main job's validation images (synthetic data's default): the hypervolume floor's error
 
 
 @dataclass
@@ -64,13 +67,14 @@ class Run:
     """One simulated main job: what is trained, what is known, the time spent."""
 
     refs: list[tuple[float, float]]
+    ref_rows: np.ndarray  # the references' features (the accuracy model learns from them too)
     known: dict[int, float] = field(default_factory=dict)  # rank -> full-budget accuracy
     tried: set[int] = field(default_factory=set)
     rung_results: dict[int, list[tuple[float, float]]] = field(default_factory=dict)  # rung -> (acc, speed)
     spent: float = 0.0
 
 
-def load(path: Path) -> tuple[list[tuple[float, float]], list[Net], str]:
+def load(path: Path) -> tuple[list[tuple[float, float]], np.ndarray, list[Net], str]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     speeds_file = path.with_suffix(".speeds.json")
     lockstep = json.loads(speeds_file.read_text())["archs"] if speeds_file.is_file() else {}
@@ -81,16 +85,22 @@ def load(path: Path) -> tuple[list[tuple[float, float]], list[Net], str]:
             return float(lockstep[r["spec_hash"]]["images_per_s"])
         return float(r["predicted_images_per_s"] or 0.0)
 
-    refs = [(r["accuracy"], speed(r)) for r in rows if r["role"] == "reference" and r["seed"] == 0]
+    ref_rows = [r for r in rows if r["role"] == "reference" and r["seed"] == 0]
+    refs = [(r["accuracy"], speed(r)) for r in ref_rows]
+    members = [r for r in rows if r["role"] == "member" and r["seed"] == 0 and len(r["runs"]) > 1]
     nets = [Net(r["pool_rank"], r["accuracy"], speed(r), r["predicted_images_per_s"], r["proxy"], r["runs"],
                 features(RepVGGSpec.from_dict(r["spec"]), r["proxy"]))
-            for r in rows if r["role"] == "member" and r["seed"] == 0 and len(r["runs"]) > 1]
-    return refs, nets, source
+            for r in members]
+    ref_specs = [RepVGGSpec.from_dict(r["spec"]) for r in ref_rows]
+    ref_features = np.array([features(s, score(DEFAULT_PROXY, s)) for s in ref_specs])  # scored as the pool's
+    return refs, ref_features, nets, source
 
 
 def _reference(refs: list[tuple[float, float]]) -> tuple[float, float]:
+    """The study's hypervolume reference point: the lowest reference's accuracy less 2 standard errors (one
+    seed: the prior seed spread and the validation set's binomial error), 0 images/s."""
     low = min(a for a, _ in refs)
-    return low - 2 * standard_error(low, 0.0, 1, VAL_SIZE), 0.0
+    return low - 2 * standard_error(low, PRIOR_SEED_STD, 1, VAL_SIZE), 0.0
 
 
 def _front(points: list[tuple[float, float]]) -> np.ndarray:
@@ -123,15 +133,12 @@ def pick_spread(run: Run, nets: list[Net], free: list[int], rng: np.random.Gener
 def pick_pool(run: Run, nets: list[Net], free: list[int], rng: np.random.Generator) -> int:
     rows = np.array([n.row for n in nets])
     trained = list(run.known)
-    model = AccuracyModel(rows, seed=int(rng.integers(2**31 - 1)))
-    model.fit(rows[trained].reshape(-1, rows.shape[1]), [run.known[i] for i in trained])
-    mean, sd = model.predict(rows[free])
-    front = _front(run.refs + [(run.known[i], nets[i].speed) for i in trained])
-    reference = _reference(run.refs)
-    gains = np.array([ehvi(front, reference, (nets[i].predicted,), float(m), float(s))
-                      for i, m, s in zip(free, mean, sd)])
-    best = np.flatnonzero(gains >= gains.max() - 1e-12)
-    return free[int(rng.choice(best))]
+    observed = np.vstack([run.ref_rows, rows[trained].reshape(-1, rows.shape[1])])
+    accuracy = np.array([a for a, _ in run.refs] + [run.known[i] for i in trained])
+    points = _front(run.refs + [(run.known[i], nets[i].speed) for i in trained])
+    speeds = np.array([n.predicted for n in nets])
+    done = set(range(len(nets))) - set(free)
+    return choose(rows, observed, accuracy, points, speeds, done, set(), _reference(run.refs)[0], rng).rank
 
 
 STRATEGIES: dict[str, Pick] = {"uniform": pick_uniform, "proxy": pick_proxy, "spread": pick_spread, "pool": pick_pool}
@@ -157,9 +164,9 @@ def _climb(run: Run, net: Net, index: int, budget: float, rungs: bool) -> bool:
     return True
 
 
-def simulate(refs: list[tuple[float, float]], nets: list[Net], pick: Pick, seed: int, budget: float,
-             rungs: bool) -> Run:
-    run, rng = Run(refs), np.random.default_rng(seed)
+def simulate(refs: list[tuple[float, float]], ref_rows: np.ndarray, nets: list[Net], pick: Pick, seed: int,
+             budget: float, rungs: bool) -> Run:
+    run, rng = Run(refs, ref_rows), np.random.default_rng(seed)
     while len(run.tried) < len(nets):
         free = [i for i in range(len(nets)) if i not in run.tried]
         i = pick(run, nets, free, rng)
@@ -180,7 +187,11 @@ def main() -> int:
     p.add_argument("--budget", type=float, default=900.0, help="training seconds after the references")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     a = p.parse_args()
-    refs, nets, source = load(a.table)
+    refs, ref_rows, nets, source = load(a.table)
+    if any(s <= 0 for _, s in refs):
+        print(f"error: {a.table}'s references have no speed yet (they are not pool members, so none is predicted); "
+              f"time the tabled nets first: python benchmarks/pool_table.py --measure", file=sys.stderr)
+        return 2
     if len(refs) < 1 or len(nets) < 4:
         print(f"error: {a.table} holds {len(refs)} references and {len(nets)} members with rungs; "
               f"run benchmarks/pool_table.py longer", file=sys.stderr)
@@ -196,7 +207,7 @@ def main() -> int:
         for rungs in (False, True):
             ratios, fractions, counts = [], [], []
             for seed in range(a.seeds):
-                run = simulate(refs, nets, STRATEGIES[name], seed, a.budget, rungs)
+                run = simulate(refs, ref_rows, nets, STRATEGIES[name], seed, a.budget, rungs)
                 found = hv(refs + [(acc, nets[i].speed) for i, acc in run.known.items()], reference)
                 ratios.append(found / base)
                 fractions.append(found / oracle)

@@ -36,7 +36,7 @@ import torch
 
 from repvgg_nas import zoo
 from repvgg_nas.data import load_data
-from repvgg_nas.measure import OtherLoad, cpu_isa, device_name, environment, measure_specs
+from repvgg_nas.measure import OtherLoad, build_latency_table, cpu_isa, device_name, environment, measure_specs
 from repvgg_nas.model import reparameterize
 from repvgg_nas.search import ensure_pool, load_study_config
 from repvgg_nas.search.rungs import rung_train_config
@@ -76,11 +76,13 @@ def _plan(cfg: Any, data: Any, measure: Any, members: int, second: int) -> tuple
     pool, _ = ensure_pool(study, cfg, measure, data.num_classes, data.in_channels)
     assert pool is not None, "the study has no [prescreen] pool"
     ranks = sorted({int(round(x)) for x in np.linspace(0, len(pool.members) - 1, members)})
+    table = build_latency_table(cfg.space, measure, num_classes=data.num_classes, in_channels=data.in_channels)
     plan = []
-    for name in cfg.references:
-        entry = zoo.get_entry(name)
-        plan.append({"role": "reference", "reference": name, "params": cfg.space.params_for(entry),
-                     "rank": None, "predicted": None, "proxy": None, "seed": cfg.seed, "rungs": False})
+    for name in cfg.references:  # not pool members: their speed is predicted here, by the same (cached) table
+        params = cfg.space.params_for(zoo.get_entry(name))
+        predicted = table.predict_throughput(cfg.space.build(params, data.num_classes, data.in_channels))
+        plan.append({"role": "reference", "reference": name, "params": params, "rank": None,
+                     "predicted": predicted, "proxy": None, "seed": cfg.seed, "rungs": False})
     chosen = [pool.members[r] for r in ranks]
     for r, m in zip(ranks, chosen):
         plan.append({"role": "member", "reference": None, "params": dict(m.params), "rank": r,

@@ -29,11 +29,13 @@ from .proxies import (
     score,
     synflow,
 )
-from .sampler import POOL_RANK, Choice, PoolSampler, stored_pool
+from .sampler import LEARNS_FROM, POOL_RANK, Choice, PoolSampler, choose, stored_pool
 
 __all__ = [
     "AccuracyModel",
     "Choice",
+    "LEARNS_FROM",
+    "choose",
     "FEATURE_NAMES",
     "POOL_RANK",
     "PoolSampler",
