@@ -44,7 +44,7 @@ from repvgg_nas.report import front_numbers, register_report  # noqa: E402
 from repvgg_nas.search import (  # noqa: E402
     admission, current_worker, load_study_config, run_search, slot_state,
 )
-from repvgg_nas.lifecycle import slot_key as trial_key  # noqa: E402
+from repvgg_nas.lifecycle import slot_key  # noqa: E402
 from repvgg_nas.storage import make_storage  # noqa: E402
 from tests.test_scale import (  # noqa: E402
     HEARTBEAT, child_env, kill_a_training_worker, load, local_postgres, search_cmd, search_trials, write_study,
@@ -82,9 +82,9 @@ def drill(label: str, url: str | None, read_url: str, tmp: Path, n: int, kills: 
     complete = [t for t in trials if t.state == TS.COMPLETE]
     per_key: dict[int, int] = {}
     for t in complete:
-        k = trial_key(t, by_number)
+        k = slot_key(t, by_number)
         per_key[k] = per_key.get(k, 0) + 1
-    killed_keys = {trial_key(by_number[k["trial"]], by_number) for k in done_kills}
+    killed_keys = {slot_key(by_number[k["trial"]], by_number) for k in done_kills}
     return {
         "storage": label, "workers": workers, "trials": n, "kills": len(done_kills),
         "completed": len(complete), "lost": n - len(per_key),

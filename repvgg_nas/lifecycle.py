@@ -38,7 +38,7 @@ __all__ = [
     "role", "outcome", "taken_over", "created_attrs", "end", "pruned_outcome",
     "is_search", "is_linked", "lost", "paused", "cut_short", "holds_result", "counts_toward_target",
     "needs_rerun", "may_be_on_front", "stopped_by_rung", "stopped_at_rung", "left_to_its_recovery",
-    "retry_parent", "retry_chain", "slot_key", "cut_short_reason", "short_reason",
+    "retry_parent", "retry_chain", "slot_key", "cut_short_reason",
 ]
 
 # Version of what a study stores about its trials (roles, outcomes, retry links); a study written
@@ -245,11 +245,6 @@ def cut_short_reason(why: str) -> str:
     """The ``fail_reason`` of a trial cut short by Ctrl-C or a dead worker. A pause by the time budget
     carries its own reason (its rung and the seconds left): its outcome, not its words, says it paused."""
     return f"interrupted: {why}"
-
-
-def short_reason(t: FrozenTrial) -> str:
-    """The trial's reason as one console line shows it: as stored, for people (nothing is cut from it)."""
-    return str(t.user_attrs.get(FAIL_REASON) or t.user_attrs.get(PRUNE_REASON) or "")
 
 
 def taken_over(trials: Iterable[FrozenTrial]) -> set[int]:

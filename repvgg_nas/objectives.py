@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCURACY", "BASE_OBJECTIVES", "DIRECTIONS", "EXTRA_OBJECTIVES", "Measured", "Objective", "PEAK_MEMORY",
-    "THROUGHPUT", "measured_values", "names", "noisy", "objectives_for", "trial_values",
+    "THROUGHPUT", "measured_values", "names", "objectives_for", "trial_values",
 ]
 
 DIRECTIONS = ("maximize", "minimize")
@@ -116,11 +116,6 @@ def objectives_for(extra: Iterable[str] = ()) -> tuple[Objective, ...]:
 def names(objectives: Sequence[Objective]) -> tuple[str, ...]:
     """The objectives' names, in order."""
     return tuple(o.name for o in objectives)
-
-
-def noisy(objectives: Sequence[Objective]) -> tuple[Objective, ...]:
-    """The objectives whose single-trial values are noisy estimates (accuracy)."""
-    return tuple(o for o in objectives if o.noisy)
 
 
 def measured_values(objectives: Sequence[Objective], net: Measured) -> dict[str, float]:

@@ -59,9 +59,11 @@ class RungRecord:
                    dominated_by=None if by is None else int(by), out_of_time=bool(d.get(RUNG_OUT_OF_TIME, False)))
 
 
-def rung_records(user_attrs: Mapping[str, Any]) -> list[RungRecord]:
-    """The rung records in a trial's attrs (lowest rung first; empty for a single-fidelity trial)."""
-    return [RungRecord.from_dict(r) for r in (user_attrs.get(RUNGS) or [])]
+def rung_records(source: Any) -> list[RungRecord]:
+    """The rung records of a trial, or of its user attrs (lowest rung first; empty for a single-fidelity
+    trial)."""
+    attrs: Mapping[str, Any] = source.user_attrs if hasattr(source, "user_attrs") else source
+    return [RungRecord.from_dict(r) for r in (attrs.get(RUNGS) or [])]
 
 
 def stop_record(records: Sequence[RungRecord]) -> RungRecord | None:

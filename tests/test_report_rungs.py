@@ -163,7 +163,7 @@ def test_status_counts_ends_by_outcome_and_rung_records_never_by_the_reason_text
     _add(s, None, None, 0, 1, state=TrialState.FAIL, outcome="failed", fail_reason="stopped at rung 1: diverged")
     status = status_frame(report_trials_frame(s)).set_index("state")["reasons"]
     assert status["PRUNED"] == "stopped at rung 2/3 (3 epochs) (x2); stopped at rung 1/3 (1 epoch): out of time"
-    assert status["FAIL"] == "interrupted: paused by the time budget (x2); stopped at rung 1: diverged"
+    assert status["FAIL"] == "paused by the time budget (x2); stopped at rung 1: diverged"
 
 
 # ---------------------------------------------------------------------------

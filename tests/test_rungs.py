@@ -1016,7 +1016,7 @@ def test_a_candidate_whose_next_rung_would_end_late_pauses_and_the_next_run_cont
     assert "1 climbed to the top and 1 was paused by the time budget (the next run continues it)" in rungs_caption(
         frame, BUDGETS)
     status = status_frame(report_trials_frame(res.study)).set_index("state")
-    assert status.loc["FAIL", "reasons"] == "interrupted: paused by the time budget"
+    assert status.loc["FAIL", "reasons"] == "paused by the time budget"
     Console(progress=False)(TimeUp(900, 3, 40, 2))
     assert ("time budget of 15 min spent: 3 of 40 trials finished, 2 candidates paused mid-climb; run the same "
             "command again to continue them and search for another 15 min") in capsys.readouterr().err

@@ -35,7 +35,7 @@ __all__ = [
 STATUS_COLUMNS = ("state", "count", "reasons")
 
 # How the status table counts a pause by the time budget, whatever its rung and seconds.
-PAUSED_GROUP = "interrupted: paused by the time budget"
+PAUSED_GROUP = "paused by the time budget"
 
 
 def _status_group(t: FrozenTrial, n_rungs: int) -> str | None:

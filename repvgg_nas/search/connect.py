@@ -16,15 +16,13 @@ from ..attrs import (
 )
 from ..errors import ConfigError
 from ..layout import DEFAULT_REPORTS_DIR, StudyPaths
-from ..objectives import BASE_OBJECTIVES
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL, make_storage, redact_url, study_heartbeat
 from .launch import run_seed, worker_seed
 from .slots import recover_trials
 from ..study import LIMIT_KEYS, StudyConfig
 
-__all__ = ["METRIC_NAMES", "default_storage", "open_study", "connect", "recover_interrupted", "open_and_recover"]
+__all__ = ["default_storage", "open_study", "connect", "recover_interrupted", "open_and_recover"]
 
-METRIC_NAMES = tuple(o.metric for o in BASE_OBJECTIVES)  # the base objectives' names; a study's own: its table
 
 
 def default_storage(cfg: StudyConfig, reports_dir: str | Path = DEFAULT_REPORTS_DIR) -> str:
@@ -115,7 +113,7 @@ def open_study(
             f"{_FLAG_HINTS.get(key.partition('.')[0], '')}, or "
             f"start a new study (another study file name or --storage)"
         )
-    held = len(study.get_trials(deepcopy=False))
+    held = len(study.get_trials(deepcopy=False))  # known once the study is open: the sampler is built again
     if sampler_seed is None and held:
         study.sampler = cfg.sampler.build(run_seed(cfg.seed, held), cfg.space)
     if study.metric_names is None:  # shown by optuna-dashboard and the optuna CLI instead of "Objective 0/1"
@@ -162,7 +160,8 @@ def connect(
     whose process died is retried when the command runs again. An explicit
     URL may be shared by several workers, so RDB URLs get Optuna's heartbeat
     and each process seeds its sampler differently (:func:`launch.worker_seed`):
-    only the default single-process study is reproducible trial by trial.
+    only the first run of the default single-process study is reproducible
+    trial by trial (a later run draws anew: :func:`.launch.run_seed`).
     The storage is opened before the study's reports folder is made, so an
     unreachable URL leaves no files behind.
     """

@@ -71,7 +71,7 @@ def trial_line(t: optuna.trial.FrozenTrial, objectives: Sequence[Objective] = BA
                 f"{ua.get(PARAMS, 0) / 1e6:.2f}M params | {ua.get(ARCH, '')}")
     reason = ua.get(FAIL_REASON) or ua.get(PRUNE_REASON) or ""
     if lifecycle.stopped_at_rung(t) or lifecycle.paused(t):  # multi-fidelity: not promoted, or its next rung
-        return f"trial {t.number}{ref}: {lifecycle.short_reason(t)} | {ua.get(ARCH, '')}"  # left to the next run
+        return f"trial {t.number}{ref}: {reason} | {ua.get(ARCH, '')}"  # left to the next run
     return f"trial {t.number}{ref}: {t.state.name.lower()} ({reason}) | {ua.get(ARCH, '')}"
 
 

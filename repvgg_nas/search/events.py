@@ -32,6 +32,7 @@ __all__ = [
     "PoolReady",
     "SearchEvent",
     "EventCallback",
+    "ignore",
 ]
 
 
@@ -165,3 +166,7 @@ SearchEvent = Union[
     LinkedQueued, Remeasured, RungDecided, TimeUp, PoolReady, LatencyProgress,
 ]
 EventCallback = Callable[[SearchEvent], None]
+
+
+def ignore(event: SearchEvent) -> None:
+    """The callback of a caller that wants no events."""

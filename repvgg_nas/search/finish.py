@@ -31,14 +31,10 @@ from ..spec import RepVGGSpec
 from ..stats import architecture_stats, pareto_frame, write_csv
 from ..study import StudyConfig
 from ..study_frames import front_numbers, study_sigmas, trials_frame
-from .events import EventCallback, PruneFailed, PruningFrontMember, Remeasured, SearchEvent
+from .events import EventCallback, PruneFailed, PruningFrontMember, Remeasured, ignore
 from .loop import failure_reason
 
 __all__ = ["keep_checkpoints", "prune_front", "remeasure_front", "write_outputs"]
-
-def _ignore(event: SearchEvent) -> None:
-    pass
-
 
 def keep_checkpoints(study: optuna.Study, paths: StudyPaths) -> None:
     """Keep deploy checkpoints of the front and of the references only (bounded disk use).
@@ -71,7 +67,7 @@ def prune_front(
     the study (and may join the front) with ``parent_trial`` naming their source.
     """
     assert cfg.prune is not None
-    on_event = on_event or _ignore
+    on_event = on_event or ignore
     trials = study.get_trials(deepcopy=False)
     done = {t.user_attrs.get(PARENT_TRIAL) for t in trials}
     front = front_numbers(study)
@@ -162,7 +158,7 @@ def remeasure_front(study: optuna.Study, measure: MeasureSettings, on_event: Eve
                       "robust_cv": m.robust_cv, "contended": m.contended} for h, m in out.items()},
     }
     study.set_user_attr(STUDY_LOCKSTEP, record)
-    (on_event or _ignore)(Remeasured(len(specs), at, record["other_load"], record["contended"]))
+    (on_event or ignore)(Remeasured(len(specs), at, record["other_load"], record["contended"]))
     return record
 
 

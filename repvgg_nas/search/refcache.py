@@ -1,8 +1,9 @@
 """Trained references kept across studies: a paper reference trains once, not once per study.
 
-A reference's proxy training depends only on its spec, the data, the
-training budget, the seed and the torch build; which study asked for it does
-not matter. So the fused deploy net it ends with is kept under the user's
+A reference's proxy training depends only on its spec, the data and its
+augmentation, the training settings as they run on the device, the seed,
+the torch build and the training code; which study asked for it does not
+matter. So the fused deploy net it ends with is kept under the user's
 cache folder (:func:`repvgg_nas.layout.user_cache_dir`), keyed by exactly
 those, and a study that wants the same reference loads it instead of
 training it. Its accuracy is evaluated again from the loaded net (seconds;

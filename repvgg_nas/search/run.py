@@ -25,7 +25,7 @@ from ..outputs import write_study_outputs
 from ..storage import DEFAULT_HEARTBEAT_INTERVAL
 from ..study import StudyConfig
 from .connect import open_and_recover
-from .events import EventCallback, Interrupted, PoolReady, SearchEvent, StudyStarted, TimeUp, TrialFinished
+from .events import EventCallback, Interrupted, PoolReady, StudyStarted, TimeUp, TrialFinished, ignore
 from .finish import keep_checkpoints, prune_front, remeasure_front, write_outputs
 from .loop import work
 from .refcache import ReferenceCache
@@ -47,10 +47,6 @@ class SearchResult:
     trials: Any  # pandas.DataFrame
     pareto: Any  # pandas.DataFrame
     interrupted: bool = False
-
-
-def _ignore(event: SearchEvent) -> None:
-    pass
 
 
 def counts_as_done(t: optuna.trial.FrozenTrial) -> bool:
@@ -111,7 +107,7 @@ def _open_run(cfg: StudyConfig, plan: _Plan, storage: str | None, n_trials: int 
     timeout = cfg.time_budget(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout  # from this call: a resume gets it afresh
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    emit = on_event or _ignore
+    emit = on_event or ignore
     paths = StudyPaths.of(cfg.name, reports_dir)
     measure = cfg.measure.resolved()
     device = torch.device(measure.device)

@@ -6,8 +6,9 @@ al., Syne Tune) ranks a rung by non-dominated sorting when there are several
 objectives. The promotion rule is chosen by name (``[fidelity] rule``, from
 :data:`repvgg_nas.study.promotion.PROMOTION_RULES`); the default is the
 plainest multi-objective one: a candidate that has trained to rung ``k`` goes
-on to rung ``k + 1`` when no result at rung ``k`` dominates it (rung accuracy
-and measured throughput, which is exact and cheap), and ``none`` lets every
+on to rung ``k + 1`` when no result at rung ``k`` dominates it (the rung's
+accuracy and every measured objective of the table, throughput first: exact
+and cheap), and ``none`` lets every
 candidate climb. References always climb to the top and pay nothing extra
 for the rungs: in ``continue`` mode their rung results, read on the way, are
 the first yardsticks of every rung; in ``retrain`` mode (the default) a
@@ -49,6 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import optuna
 import torch
@@ -64,7 +66,7 @@ from ..lifecycle import Outcome, taken_over
 from ..model import reparameterize
 from ..objectives import BASE_OBJECTIVES, Objective
 from ..records import RungRecord, stop_record, stored
-from ..records import rung_records as _records_of
+from ..records import rung_records
 from ..spec import RepVGGSpec
 from ..study import FidelityConfig
 from ..study.promotion import PROMOTION_RULES, PromotionRule, RuleSettings, RungResult, beyond_noise, dominating
@@ -80,11 +82,6 @@ __all__ = [
 
 # How reasons name things (text for people only: no code reads a reason).
 _STOPPED, _PAUSED, _BUDGET = "stopped", "paused", "the time budget"
-
-
-def rung_records(t: FrozenTrial | optuna.Trial) -> list[RungRecord]:
-    """The rung records of a trial (lowest rung first; empty for a single-fidelity trial)."""
-    return _records_of(t.user_attrs)
 
 
 def _point(t: FrozenTrial | optuna.Trial, r: RungRecord, objectives: Sequence[Objective]) -> tuple[float, ...]:
@@ -184,7 +181,7 @@ class Decision:
     next rung waits for the next run (:class:`TimeBudgetPaused`); ``stop``: the climb ends for good
     (:class:`.ends.Stopped` with ``outcome``). ``reason`` is for people."""
 
-    action: str  # "climb" | "pause" | "stop"
+    action: Literal["climb", "pause", "stop"]
     reason: str | None = None
     outcome: Outcome | None = None
     dominated_by: int | None = None
@@ -235,7 +232,7 @@ def _time_check(budgets: Sequence[int], rung: int, need: float, deadline: float 
 class Climber:
     """What every candidate's climb in one run shares: the study's fidelity settings and objectives, the data
     and device, where rung checkpoints live, how a net is scored and trained, the time budget, and the hook
-    that lets another worker's queued measurement run at a rung's end (``pause``).
+    that lets another worker's queued measurement run at a rung's end (``at_rung_end``).
 
     ``score(deploy_net)`` gives the accuracy a rung is judged on (the
     objective's: the INT8 net's under a quantized runtime) and the float
@@ -258,7 +255,7 @@ class Climber:
     on_event: EventCallback | None = None
     deadline: float | None = None
     budget: float | None = None
-    pause: Callable[[], None] | None = None
+    at_rung_end: Callable[[], None] | None = None
 
     @property
     def rule(self) -> PromotionRule:
@@ -429,8 +426,8 @@ class _Climb:
     def decide(self, k: int) -> Decision:
         """Score rung ``k``, let a queued measurement run, judge it and record the decision; the caller acts."""
         record, mine, scored = self._score(k)
-        if self.env.pause is not None:  # a rung's end: a measurement another worker queued runs before the decision
-            self.env.pause()
+        if self.env.at_rung_end is not None:  # a measurement another worker queued runs before the decision
+            self.env.at_rung_end()
         decision = self._judge(k, mine, scored)
         self.records[-1] = record.decided(decision.promoted, decision.dominated_by, decision.out_of_time)
         self.save_records()

@@ -257,7 +257,8 @@ class TrialRunner:
 
     def _copy_twin(self, trial: optuna.Trial, spec: RepVGGSpec) -> tuple[float, ...] | None:
         """The values of an earlier trial of the same architecture, seed and budget, copied onto this one
-        (None: there is none, train it). A stopped twin's copy is stopped too (raises ``TrialPruned``)."""
+        (None: there is none, train it). A stopped twin's copy is stopped too (raises :class:`.ends.Stopped` with
+        the twin's outcome)."""
         if lifecycle.is_linked(trial):
             return None
         # A reference always climbs, and a retry carries on its own climb: neither copies a stopped twin's fate.
@@ -270,8 +271,8 @@ class TrialRunner:
                 trial.set_user_attr(k, v)
         trial.set_user_attr(DUPLICATE_OF, twin.number)
         how = lifecycle.outcome(twin)
-        if twin.state == TrialState.PRUNED and how is not None:  # stopped at a rung: so is its duplicate
-            raise Stopped(how, str(twin.user_attrs.get(PRUNE_REASON)))
+        if twin.state == TrialState.PRUNED:  # stopped at a rung: so is its duplicate
+            raise Stopped(how or Outcome.STOPPED, str(twin.user_attrs.get(PRUNE_REASON)))
         return tuple(twin.values)
 
     def _measure(self, trial: optuna.Trial, spec: RepVGGSpec) -> float:

@@ -20,21 +20,17 @@ from ..stats import architecture_stats
 from ..storage import claim_lock, enqueued_params
 from ..study import StudyConfig
 from ..study_frames import trials_frame
-from .events import EventCallback, LinkedQueued, SearchEvent, Waiting
+from .events import EventCallback, LinkedQueued, Waiting, ignore
 from .loop import DONE, RAN, Runner, claim_linked_trial, drive, run_trial
 from .slots import repeat_key
 
 __all__ = ["linked_pending", "linked_wanted", "run_linked"]
 
 TrialState = optuna.trial.TrialState
-LinkedKey = tuple[int, int | None, int | None]
+LinkedKey = tuple[int, int | None, int | None]  # (architecture trial, seed, epochs): slots.repeat_key
 
 
-def _ignore(event: SearchEvent) -> None:
-    pass
-
-
-def linked_wanted(study: optuna.Study, cfg: StudyConfig) -> list[tuple[int, int | None, int | None]]:
+def linked_wanted(study: optuna.Study, cfg: StudyConfig) -> list[LinkedKey]:
     """The linked re-trainings the study should hold now, as :func:`slots.repeat_key` tuples.
 
     For every architecture on the front (taken on mean accuracy) and every
@@ -49,7 +45,7 @@ def linked_wanted(study: optuna.Study, cfg: StudyConfig) -> list[tuple[int, int 
     if stats.empty:
         return []
     pick = stats[(stats["on_front"].astype(bool) | stats["reference"].notna()) & (stats["kind"] != "pruned")]
-    out: list[tuple[int, int | None, int | None]] = []
+    out: list[LinkedKey] = []
     for n in sorted(int(x) for x in pick["number"]):
         out += [(n, cfg.seed + k, None) for k in range(1, trust.seeds)]
         if trust.long_epochs is not None:
@@ -57,7 +53,7 @@ def linked_wanted(study: optuna.Study, cfg: StudyConfig) -> list[tuple[int, int 
     return out
 
 
-def _linked_done(trials: list[optuna.trial.FrozenTrial], key: tuple[int, int | None, int | None]) -> bool:
+def _linked_done(trials: list[optuna.trial.FrozenTrial], key: LinkedKey) -> bool:
     """A trial holds the finished result of the linked re-training ``key`` (not one cut short)."""
     return any(repeat_key(t) == key and lifecycle.holds_result(t) for t in trials)
 
@@ -113,7 +109,7 @@ def run_linked(
     and queues again any that died. Queued search trials (a reference past the
     target) are left in the queue: a linked step takes its own trials only.
     """
-    emit = on_event or _ignore
+    emit = on_event or ignore
     left = [rounds]
     announced = [False]
 
