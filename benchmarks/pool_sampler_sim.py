@@ -45,7 +45,7 @@ import numpy as np
 
 from repvgg_nas.prescreen import DEFAULT_PROXY, choose, features, score
 from repvgg_nas.spec import RepVGGSpec
-from repvgg_nas.stats import PRIOR_SEED_STD, hypervolume_2d, pareto_mask, standard_error
+from repvgg_nas.stats import PRIOR_SEED_STD, hypervolume_2d, standard_error
 
 HERE = Path(__file__).resolve().parent
 VAL_SIZE = 2000  # the main job's validation images (synthetic data's default): the hypervolume floor's error
@@ -103,11 +103,6 @@ def _reference(refs: list[tuple[float, float]]) -> tuple[float, float]:
     return low - 2 * standard_error(low, PRIOR_SEED_STD, 1, VAL_SIZE), 0.0
 
 
-def _front(points: list[tuple[float, float]]) -> np.ndarray:
-    pts = np.array(points, dtype=float).reshape(-1, 2)
-    return pts[pareto_mask(pts)] if len(pts) else pts
-
-
 # ---- strategies: each picks the next rank from the untried ones -------------------------------------------
 Pick = Callable[[Run, list[Net], list[int], np.random.Generator], int]
 
@@ -135,7 +130,7 @@ def pick_pool(run: Run, nets: list[Net], free: list[int], rng: np.random.Generat
     trained = list(run.known)
     observed = np.vstack([run.ref_rows, rows[trained].reshape(-1, rows.shape[1])])
     accuracy = np.array([a for a, _ in run.refs] + [run.known[i] for i in trained])
-    points = _front(run.refs + [(run.known[i], nets[i].speed) for i in trained])
+    points = np.array(run.refs + [(run.known[i], nets[i].speed) for i in trained])  # choose() takes the front
     speeds = np.array([n.predicted for n in nets])
     done = set(range(len(nets))) - set(free)
     return choose(rows, observed, accuracy, points, speeds, done, set(), _reference(run.refs)[0], rng).rank
@@ -176,10 +171,6 @@ def simulate(refs: list[tuple[float, float]], ref_rows: np.ndarray, nets: list[N
     return run
 
 
-def hv(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
-    return hypervolume_2d(points, reference)
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--table", type=Path, default=HERE / "pool_table_cpu.jsonl")
@@ -197,8 +188,8 @@ def main() -> int:
               f"run benchmarks/pool_table.py longer", file=sys.stderr)
         return 2
     reference = _reference(refs)
-    base = hv(refs, reference)
-    oracle = hv(refs + [(n.accuracy, n.speed) for n in nets], reference)
+    base = hypervolume_2d(refs, reference)
+    oracle = hypervolume_2d(refs + [(n.accuracy, n.speed) for n in nets], reference)
     print(f"{len(nets)} members, {len(refs)} references; speeds: {source}; budget {a.budget:.0f} s; "
           f"{a.seeds} seeds; oracle / references-only hypervolume {oracle / base:.2f}\n")
     print("| strategy | rungs | hypervolume ratio | fraction of oracle | nets completed |")
@@ -208,7 +199,7 @@ def main() -> int:
             ratios, fractions, counts = [], [], []
             for seed in range(a.seeds):
                 run = simulate(refs, ref_rows, nets, STRATEGIES[name], seed, a.budget, rungs)
-                found = hv(refs + [(acc, nets[i].speed) for i, acc in run.known.items()], reference)
+                found = hypervolume_2d(refs + [(acc, nets[i].speed) for i, acc in run.known.items()], reference)
                 ratios.append(found / base)
                 fractions.append(found / oracle)
                 counts.append(len(run.known))

@@ -124,7 +124,7 @@ class PoolSampler(optuna.samplers.BaseSampler):
         self._random = optuna.samplers.RandomSampler(seed=seed)
         self._pool: Pool | None = None
         self._rows: np.ndarray | None = None
-        self._proxies: dict[str, float] = {}
+        self._features: dict[str, np.ndarray] = {}  # a trained net's, by spec hash: asked at every draw
         self._choices: dict[int, Choice] = {}
 
     # ---- Optuna's sampler interface -------------------------------------------------------------
@@ -163,12 +163,18 @@ class PoolSampler(optuna.samplers.BaseSampler):
                 self._rows = np.array([features(s, m.proxy) for s, m in zip(specs, self._pool.members)])
         return self._pool
 
-    def _proxy(self, spec: RepVGGSpec, pool: Pool) -> float:
-        """A trained net's proxy score, scored as the pool's members were (cached: a reference is asked often)."""
-        if spec.hash not in self._proxies:
-            inputs = ProxyInputs(resolution=pool.settings.resolution, seed=pool.settings.seed)
-            self._proxies[spec.hash] = score(pool.settings.proxy, spec, inputs)
-        return self._proxies[spec.hash]
+    def _row(self, t: FrozenTrial, pool: Pool) -> np.ndarray:
+        """A trained net's features, its proxy scored as the pool's members were (a member's: as stored)."""
+        spec = RepVGGSpec.from_dict(t.user_attrs[SPEC])
+        if spec.hash not in self._features:
+            rank = t.params.get(POOL_RANK)
+            if rank is not None:
+                proxy = pool.members[int(rank)].proxy
+            else:
+                inputs = ProxyInputs(resolution=pool.settings.resolution, seed=pool.settings.seed)
+                proxy = score(pool.settings.proxy, spec, inputs)
+            self._features[spec.hash] = features(spec, proxy)
+        return self._features[spec.hash]
 
     def _observed(self, trials: Sequence[FrozenTrial], pool: Pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Feature rows, accuracies and (accuracy, images/s) points of the completed nets it learns from."""
@@ -178,9 +184,7 @@ class PoolSampler(optuna.samplers.BaseSampler):
                 continue
             if lifecycle.role(t) not in LEARNS_FROM:
                 continue
-            spec = RepVGGSpec.from_dict(t.user_attrs[SPEC])
-            rank = t.params.get(POOL_RANK)
-            rows.append(features(spec, pool.members[int(rank)].proxy if rank is not None else self._proxy(spec, pool)))
+            rows.append(self._row(t, pool))
             acc.append(float(t.values[0]))
             points.append((float(t.values[0]), float(t.values[1])))
         assert self._rows is not None
