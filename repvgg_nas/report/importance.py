@@ -83,14 +83,15 @@ def _dimensions(t: FrozenTrial) -> dict[str, Any]:
 
 def architecture_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """Copies of ``trials`` whose params are their architecture dimensions (each a categorical of the values
-    seen; a dimension that never varies, or that some trial lacks, is left out)."""
-    dims = [_dimensions(t) for t in trials]
-    names = set.intersection(*(set(d) for d in dims)) if dims else set()
-    seen = {n: sorted({str(d[n]) for d in dims}) for n in names}
+    seen; a dimension that never varies, or that some trial lacks, is left out, and so is a trial that records
+    no architecture, as one added by hand)."""
+    kept = [(t, d) for t, d in ((t, _dimensions(t)) for t in trials) if d]  # a trial with no record is left out
+    names = set.intersection(*(set(d) for _, d in kept)) if kept else set()
+    seen = {n: sorted({str(d[n]) for _, d in kept}) for n in names}
     varying = sorted(n for n in names if len(seen[n]) > 1)
     dist = {n: optuna.distributions.CategoricalDistribution(seen[n]) for n in varying}
     return [optuna.trial.create_trial(values=t.values, params={n: str(d[n]) for n in varying}, distributions=dist)
-            for t, d in zip(trials, dims)]
+            for t, d in kept]
 
 
 def importance_frame(study: optuna.Study, evaluator: str = "ped-anova") -> ImportanceResult:
@@ -110,7 +111,8 @@ def importance_frame(study: optuna.Study, evaluator: str = "ped-anova") -> Impor
     empty = empty_importance()
     if len(searched) < 2:
         return ImportanceResult(empty, [f"parameter importance needs at least 2 completed trials; this study has {len(searched)}"])
-    if not architecture_trials(searched)[0].params:
+    arch = architecture_trials(searched)
+    if len(arch) < 2 or not arch[0].params:
         return ImportanceResult(empty, ["parameter importance: the trained nets differ in no architecture dimension"])
     # A private in-memory copy holding only searched trials, so the evaluator sees nothing else.
     verbosity = optuna.logging.get_verbosity()
@@ -119,7 +121,7 @@ def importance_frame(study: optuna.Study, evaluator: str = "ped-anova") -> Impor
         sub = optuna.create_study(directions=study.directions, study_name="importance")
     finally:
         optuna.logging.set_verbosity(verbosity)
-    sub.add_trials(architecture_trials(searched))
+    sub.add_trials(arch)
     rows, notes = [], []
     for i, o in enumerate(study_objectives(study)):
         objective = o.name
